@@ -1,0 +1,41 @@
+# `make demo` and `make test` both work from a fresh clone: they build .venv first.
+# The .venv location is fixed; tooling outside the repo relies on it.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+VENV := .venv
+UV := $(VENV)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: install demo test lint typecheck pytest schemas bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+install: $(UV)
+	$(UV) sync --frozen --inexact --quiet
+
+demo: install
+	$(VENV)/bin/llmbus demo
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+schemas: install
+	$(VENV)/bin/python -m llmbus.shared.schemas
+
+bench: install
+	$(VENV)/bin/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) build .llmbus .pytest_cache .mypy_cache .ruff_cache

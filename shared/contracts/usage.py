@@ -1,0 +1,52 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmbus.shared.contracts.base import Contract, Identity, utcnow
+
+GROUP_FIELDS = ("model", "provider", "user", "team", "project", "conversation", "status", "day",
+                "week", "month")
+GroupField = Literal[
+    "model", "provider", "user", "team", "project", "conversation", "status", "day", "week",
+    "month",
+]
+
+
+class UsageRecorded(Identity):
+    """Published to llmbus.usage.recorded once for every provider call, paid or failed."""
+
+    usage_id: str = Field(description="Unique per provider call; the deduplication key.")
+    request_id: str
+    provider: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    total_tokens: int
+    cost_usd: float = Field(description="0 for failed calls: they are not charged.")
+    latency_ms: float
+    status: Literal["ok", "error"]
+    error_type: str | None = None
+    role: str | None = None
+    prompt_key: str | None = None
+    prompt_version: int | None = None
+    tags: list[str] = Field(default_factory=list)
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+
+class UsageQuery(Contract):
+    """The request on llmbus.usage.query. Without group_by the answer is one row of totals."""
+
+    group_by: list[GroupField] = Field(default_factory=list)
+    since: datetime | None = Field(default=None, description="Inclusive lower bound on time.")
+    until: datetime | None = Field(default=None, description="Exclusive upper bound on time.")
+    filters: dict[GroupField, str] = Field(default_factory=dict)
+    limit: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class UsageQueryResult(Contract):
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    events_projected: int = Field(description="How many usage events the answer reflects.")
+    generated_at: datetime = Field(default_factory=utcnow)

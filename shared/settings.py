@@ -1,0 +1,134 @@
+"""The one settings object: llmbus.yaml (or $LLMBUS_CONFIG), then environment overrides."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmbus.shared.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelEntry(Section):
+    """One entry of the model catalog. Requests name a model by `name`."""
+
+    name: str = Field(min_length=1)
+    litellm_model: str | None = Field(
+        default=None, description="The litellm model string; defaults to `name`."
+    )
+    api_base: str | None = None
+    api_key_env: str | None = Field(
+        default=None,
+        description="Env var holding the key; defaults to the provider's standard variable.",
+    )
+    input_cost_per_token: float | None = Field(default=None, ge=0)
+    output_cost_per_token: float | None = Field(default=None, ge=0)
+    max_input_tokens: int | None = Field(default=None, ge=1)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def target(self) -> str:
+        return self.litellm_model or self.name
+
+
+class CompletionSettings(Section):
+    concurrency: int = Field(default=64, ge=1, description="Requests in flight per worker.")
+    ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery after a silent worker.")
+    max_deliver: int = Field(default=20, ge=1)
+    num_retries: int = Field(default=2, ge=0, description="litellm retries of 429/5xx.")
+    timeout_s: float = Field(default=120.0, gt=0, description="Per provider call.")
+    privacy: Literal["full", "metadata_only"] = "full"
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+
+
+class UsageSettings(Section):
+    duckdb_path: Path | None = Field(default=None, description="Defaults to <state>/usage.duckdb")
+
+
+class PostgresSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: str = ""
+    dbname: str = "llmbus"
+
+
+class Settings(Section):
+    state_dir: Path = Path(".llmbus")
+    nats_url: str | None = None
+    event_store: Literal["sqlite", "postgres"] = "sqlite"
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    log_level: str = "INFO"
+    completion: CompletionSettings = Field(default_factory=CompletionSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    models: list[ModelEntry] = Field(default_factory=list)
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.usage.duckdb_path or self.state_dir / "usage.duckdb"
+
+    def model(self, name: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+# env var -> dotted settings path. Provider keys are never read here: litellm reads them.
+ENV_KEYS: dict[str, str] = {
+    "LLMBUS_STATE_DIR": "state_dir",
+    "NATS_URL": "nats_url",
+    "LLMBUS_EVENT_STORE": "event_store",
+    "LLMBUS_LOG_LEVEL": "log_level",
+    "LLMBUS_CONCURRENCY": "completion.concurrency",
+    "LLMBUS_ACK_WAIT_S": "completion.ack_wait_s",
+    "LLMBUS_MAX_DELIVER": "completion.max_deliver",
+    "LLMBUS_NUM_RETRIES": "completion.num_retries",
+    "LLMBUS_TIMEOUT_S": "completion.timeout_s",
+    "LLMBUS_PRIVACY": "completion.privacy",
+    "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
+    "POSTGRES_HOST": "postgres.host",
+    "POSTGRES_PORT": "postgres.port",
+    "POSTGRES_USER": "postgres.user",
+    "POSTGRES_PASSWORD": "postgres.password",
+    "POSTGRES_DBNAME": "postgres.dbname",
+}
+
+
+def config_path(env: Mapping[str, str]) -> Path | None:
+    if env.get("LLMBUS_CONFIG"):
+        path = Path(env["LLMBUS_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"LLMBUS_CONFIG points at {path}, which is not a file")
+        return path
+    default = Path("llmbus.yaml")
+    return default if default.is_file() else None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    path = config_path(env)
+    if path is not None:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+    for var, dotted in ENV_KEYS.items():
+        if env.get(var):
+            *parents, leaf = dotted.split(".")
+            node = raw
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = env[var]
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        where = path or "environment"
+        raise ConfigError(f"invalid configuration ({where}):\n{exc}") from None
