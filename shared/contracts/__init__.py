@@ -3,6 +3,7 @@
 Fields may be added over time; none is removed or renamed. Consumers ignore unknown fields.
 """
 
+from llmbus.shared.contracts.base import ErrorReply
 from llmbus.shared.contracts.completion import (
     CompletionFailed,
     CompletionParams,
@@ -19,7 +20,6 @@ from llmbus.shared.contracts.usage import (
     UsageQueryResult,
     UsageRecorded,
 )
-from llmbus.shared.contracts.base import ErrorReply
 
 __all__ = [
     "GROUP_FIELDS",

@@ -2,9 +2,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
-
 from llmbus.shared.contracts.base import Contract, Identity, RequestId, utcnow
+from pydantic import ConfigDict, Field, model_validator
 
 
 class ErrorType(StrEnum):

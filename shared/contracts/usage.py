@@ -1,14 +1,31 @@
 from datetime import datetime
 from typing import Any, Literal
 
+from llmbus.shared.contracts.base import Contract, Identity, utcnow
 from pydantic import Field
 
-from llmbus.shared.contracts.base import Contract, Identity, utcnow
-
-GROUP_FIELDS = ("model", "provider", "user", "team", "project", "conversation", "status", "day",
-                "week", "month")
+GROUP_FIELDS = (
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "conversation",
+    "status",
+    "day",
+    "week",
+    "month",
+)
 GroupField = Literal[
-    "model", "provider", "user", "team", "project", "conversation", "status", "day", "week",
+    "model",
+    "provider",
+    "user",
+    "team",
+    "project",
+    "conversation",
+    "status",
+    "day",
+    "week",
     "month",
 ]
 

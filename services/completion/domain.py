@@ -1,0 +1,50 @@
+"""The Completion aggregate: one per request_id, so a request can only ever complete once."""
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+COMPLETION_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:completion")
+
+
+class AlreadyTerminalError(Exception):
+    """A completion that already ended cannot end again."""
+
+
+class Completion(Aggregate):
+    @staticmethod
+    def create_id(request_id: str) -> UUID:
+        return uuid5(COMPLETION_NAMESPACE, request_id)
+
+    @event("Requested")
+    def __init__(self, request_id: str, request: dict[str, Any]) -> None:
+        self.request_id = request_id
+        self.request = request
+        self.status = "requested"
+        self.outcome: dict[str, Any] | None = None
+        self.usage: dict[str, Any] | None = None
+
+    # `outcome` is the terminal event as published; `usage` is the provider call it paid for,
+    # absent when the request failed before any provider call.
+    @event("Received")
+    def receive(self, outcome: dict[str, Any], usage: dict[str, Any]) -> None:
+        self._check_not_terminal()
+        self.status = "received"
+        self.outcome = outcome
+        self.usage = usage
+
+    @event("Failed")
+    def fail(self, outcome: dict[str, Any], usage: dict[str, Any] | None) -> None:
+        self._check_not_terminal()
+        self.status = "failed"
+        self.outcome = outcome
+        self.usage = usage
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.outcome is not None
+
+    def _check_not_terminal(self) -> None:
+        if self.is_terminal:
+            raise AlreadyTerminalError(f"completion {self.request_id} already {self.status}")

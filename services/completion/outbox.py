@@ -1,0 +1,29 @@
+"""What the completion store's events become on NATS."""
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from eventsourcing.domain import DomainEventProtocol
+from llmbus.services.completion.domain import Completion
+from llmbus.shared import subjects
+from llmbus.shared.outbox import Outbound
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def route(domain_event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
+    if isinstance(domain_event, Completion.Received):
+        subject = subjects.COMPLETION_RECEIVED
+    elif isinstance(domain_event, Completion.Failed):
+        subject = subjects.COMPLETION_FAILED
+    else:
+        return
+    outcome: dict[str, Any] = domain_event.outcome  # type: ignore[attr-defined]
+    usage: dict[str, Any] | None = domain_event.usage  # type: ignore[attr-defined]
+    request_id = outcome["request_id"]
+    yield Outbound(subject, dumps(outcome), f"completion:{request_id}")
+    if usage is not None:
+        yield Outbound(subjects.USAGE_RECORDED, dumps(usage), f"usage:{usage['usage_id']}")

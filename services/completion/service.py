@@ -1,0 +1,35 @@
+"""The completion service process: worker + outbox relay over one event store."""
+
+import asyncio
+import logging
+
+from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.models import ModelGateway
+from llmbus.services.completion.outbox import route
+from llmbus.services.completion.worker import CompletionWorker
+from llmbus.shared import bus
+from llmbus.shared.eventstore import open_store
+from llmbus.shared.outbox import OutboxRelay
+from llmbus.shared.settings import Settings
+
+log = logging.getLogger("llmbus.completion")
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
+    app = await asyncio.to_thread(open_store, CompletionApplication, settings, "completion")
+    gateway = ModelGateway(settings)
+    nc = await bus.connect(settings, "llmbus-completion")
+    try:
+        js = nc.jetstream()
+        await bus.provision(js, settings)
+        relay = OutboxRelay(app, js, route, name="completion-outbox")
+        relay_stop = asyncio.Event()
+        relaying = asyncio.create_task(relay.run(relay_stop))
+        await CompletionWorker(settings, app, gateway, nc, relay).run(stop)
+        relay_stop.set()
+        relay.poke()
+        await relaying
+        log.info("completion service stopped; %d events published", relay.published)
+    finally:
+        await nc.drain()
+        app.close()

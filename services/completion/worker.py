@@ -1,0 +1,317 @@
+"""Consumes llmbus.completion.requested: calls the model once per request_id, stores, replies."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.intake import Rejected, parse_request
+from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
+from llmbus.services.completion.outbox import dumps
+from llmbus.shared import subjects
+from llmbus.shared.contracts import (
+    CompletionFailed,
+    CompletionReceived,
+    CompletionRequested,
+    ErrorType,
+    UsageRecorded,
+)
+from llmbus.shared.outbox import OutboxRelay
+from llmbus.shared.settings import Settings
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
+log = logging.getLogger("llmbus.completion")
+FETCH_BATCH = 64
+
+
+class CompletionWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        app: CompletionApplication,
+        gateway: ModelGateway,
+        nc: NatsClient,
+        relay: OutboxRelay,
+    ) -> None:
+        self.settings = settings
+        self.config = settings.completion
+        self.app = app
+        self.gateway = gateway
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.relay = relay
+        self.tasks: set[asyncio.Task[None]] = set()
+        # duplicates delivered to this process while the first copy is still at the model
+        self.inflight: dict[str, asyncio.Future[bytes]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        sub = await self.js.pull_subscribe_bind(
+            durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
+        )
+        log.info("completion worker ready (concurrency %d)", self.config.concurrency)
+        try:
+            while not stop.is_set():
+                free = self.config.concurrency - len(self.tasks)
+                if free <= 0:
+                    await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    msgs = await sub.fetch(batch=min(free, FETCH_BATCH), timeout=0.5)
+                except NatsTimeoutError:
+                    continue
+                for msg in msgs:
+                    task = asyncio.create_task(self.handle(msg))
+                    self.tasks.add(task)
+                    task.add_done_callback(self.tasks.discard)
+        finally:
+            if self.tasks:
+                log.info("draining %d in-flight requests", len(self.tasks))
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def handle(self, msg: Msg) -> None:
+        reply_to = (msg.headers or {}).get(subjects.REPLY_TO_HEADER)
+        try:
+            try:
+                request = parse_request(msg.data, self.config.max_request_bytes)
+                model = self._target_model(request)
+            except Rejected as rejected:
+                await self._reject(msg, rejected, reply_to)
+                return
+            reply = await self._complete_once(request, model, msg)
+            if reply_to:
+                await self.nc.publish(reply_to, reply)
+            await msg.ack()
+        except Exception:
+            log.exception("request handling failed; it will be redelivered")
+            await self._retry_later(msg, reply_to)
+
+    def _target_model(self, request: CompletionRequested) -> str:
+        if request.role is not None:
+            raise Rejected(
+                ErrorType.invalid_request,
+                f"no role named {request.role!r} is configured; name a model instead",
+                request.request_id,
+            )
+        if request.prompt is not None:
+            raise Rejected(
+                ErrorType.invalid_request,
+                "prompt references need the conversation service; send messages instead",
+                request.request_id,
+            )
+        assert request.model is not None
+        try:
+            self.gateway.resolve(request.model)
+        except ModelCallFailed as failed:
+            raise Rejected(failed.error_type, failed.message, request.request_id) from None
+        return request.model
+
+    async def _complete_once(self, request: CompletionRequested, model: str, msg: Msg) -> bytes:
+        running = self.inflight.get(request.request_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.inflight[request.request_id] = future
+        try:
+            reply = await self._complete(request, model, msg)
+            future.set_result(reply)
+            return reply
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: a duplicate may never await it
+            raise
+        finally:
+            del self.inflight[request.request_id]
+
+    async def _complete(self, request: CompletionRequested, model: str, msg: Msg) -> bytes:
+        stored = await asyncio.to_thread(self.app.find, request.request_id)
+        if stored is not None and stored.is_terminal:
+            return self._stored_reply(stored)
+        assert request.messages is not None
+        messages = [m.model_dump() for m in request.messages]
+        params = request.params.model_dump(exclude_none=True)
+        try:
+            reply = await self._while_in_progress(
+                msg, self.gateway.complete(model, messages, params)
+            )
+        except ModelCallFailed as failed:
+            return await self._record_failure(request, model, failed)
+        return await self._record_success(request, model, reply)
+
+    async def _while_in_progress(self, msg: Msg, call: Awaitable[ModelReply]) -> ModelReply:
+        """Tell JetStream the request is alive while a slow model call runs."""
+        beat = self.config.ack_wait_s / 3
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(beat)
+                await msg.in_progress()
+
+        beating = asyncio.create_task(heartbeat())
+        try:
+            return await call
+        finally:
+            beating.cancel()
+
+    async def _record_success(
+        self, request: CompletionRequested, model: str, reply: ModelReply
+    ) -> bytes:
+        ids = self._ids(request)
+        received = CompletionReceived(
+            request_id=request.request_id,
+            model=model,
+            provider=reply.provider,
+            content=reply.content,
+            finish_reason=reply.finish_reason,
+            usage=reply.usage,
+            cost_usd=reply.cost_usd,
+            latency_ms=reply.latency_ms,
+            **ids,
+        )
+        usage = self._usage(request, model, reply.provider, reply.latency_ms, "ok", reply=reply)
+        outcome = received.model_dump(mode="json")
+        if self.config.privacy == "metadata_only":
+            outcome["content"] = None
+        completion = await asyncio.to_thread(
+            self.app.record_received,
+            request.request_id,
+            self._stored_request(request),
+            outcome,
+            usage.model_dump(mode="json"),
+        )
+        self.relay.poke()
+        if completion.outcome is not outcome:
+            return self._stored_reply(completion)  # a racing duplicate stored first
+        return received.model_dump_json().encode()
+
+    async def _record_failure(
+        self, request: CompletionRequested, model: str, failed: ModelCallFailed
+    ) -> bytes:
+        event = CompletionFailed(
+            request_id=request.request_id,
+            error_type=failed.error_type,
+            message=failed.message,
+            retryable=failed.retryable,
+            model=model,
+            provider=failed.provider,
+            **self._ids(request),
+        )
+        usage = self._usage(
+            request, model, failed.provider or "unknown", failed.latency_ms, "error",
+            error_type=failed.error_type.value,
+        )  # fmt: skip
+        completion = await asyncio.to_thread(
+            self.app.record_failed,
+            request.request_id,
+            self._stored_request(request),
+            event.model_dump(mode="json"),
+            usage.model_dump(mode="json"),
+        )
+        self.relay.poke()
+        return self._stored_reply(completion)
+
+    async def _reject(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:
+        log.warning(
+            "rejected request %s: %s", rejected.request_id or "(no id)", rejected.error_type.value
+        )
+        if rejected.request_id is not None:
+            event = CompletionFailed(
+                request_id=rejected.request_id,
+                error_type=rejected.error_type,
+                message=rejected.message,
+                retryable=False,
+            )
+            completion = await asyncio.to_thread(
+                self.app.record_failed,
+                rejected.request_id,
+                {"request_id": rejected.request_id},
+                event.model_dump(mode="json"),
+            )
+            self.relay.poke()
+            if reply_to:
+                await self.nc.publish(reply_to, self._stored_reply(completion))
+        await self._dead_letter(msg, rejected.error_type.value, rejected.message)
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, error_type: str, message: str) -> None:
+        meta = msg.metadata
+        await self.js.publish(
+            subjects.DEAD_LETTER.format(service="completion"),
+            msg.data,
+            headers={
+                subjects.ERROR_TYPE_HEADER: error_type,
+                subjects.ERROR_HEADER: message[:1000],
+                subjects.ORIGINAL_SUBJECT_HEADER: msg.subject,
+                subjects.MSG_ID_HEADER: f"dlq:{meta.stream}:{meta.sequence.stream}",
+            },
+        )
+
+    async def _retry_later(self, msg: Msg, reply_to: str | None) -> None:
+        with contextlib.suppress(Exception):
+            if msg.metadata.num_delivered < self.config.max_deliver:
+                await msg.nak(delay=1.0)
+                return
+            request_id = parse_request(msg.data, self.config.max_request_bytes).request_id
+            rejected = Rejected(
+                ErrorType.internal,
+                f"request failed {msg.metadata.num_delivered} times inside llmbus; see its logs",
+                request_id,
+            )
+            await self._reject(msg, rejected, reply_to)
+
+    def _usage(
+        self,
+        request: CompletionRequested,
+        model: str,
+        provider: str,
+        latency_ms: float,
+        status: str,
+        reply: ModelReply | None = None,
+        error_type: str | None = None,
+    ) -> UsageRecorded:
+        usage = reply.usage if reply else None
+        return UsageRecorded(
+            usage_id=f"{request.request_id}:1",
+            request_id=request.request_id,
+            provider=provider,
+            model=model,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            total_tokens=usage.total_tokens if usage else 0,
+            cost_usd=reply.cost_usd if reply else 0.0,
+            latency_ms=latency_ms,
+            status=status,  # type: ignore[arg-type]
+            error_type=error_type,
+            role=request.role,
+            tags=request.tags,
+            **self._ids(request),
+        )
+
+    @staticmethod
+    def _ids(request: CompletionRequested) -> dict[str, Any]:
+        return {
+            "user_id": request.user_id,
+            "team_id": request.team_id,
+            "project_id": request.project_id,
+            "conversation_id": request.conversation_id,
+        }
+
+    def _stored_request(self, request: CompletionRequested) -> dict[str, Any]:
+        if self.config.privacy == "metadata_only":
+            exclude = {"messages": True, "prompt": {"variables"}}
+            stored = request.model_dump(mode="json", exclude_none=True, exclude=exclude)
+            stored["message_count"] = len(request.messages or [])
+            return stored
+        return request.model_dump(mode="json", exclude_none=True)
+
+    @staticmethod
+    def _stored_reply(completion: Completion) -> bytes:
+        assert completion.outcome is not None
+        return dumps(completion.outcome)

@@ -1,0 +1,130 @@
+"""The one way llmbus connects to NATS and provisions its JetStream streams and consumers."""
+
+import logging
+from pathlib import Path
+
+import nats
+from llmbus.shared import subjects
+from llmbus.shared.errors import NotReachableError
+from llmbus.shared.settings import Settings
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+log = logging.getLogger("llmbus.bus")
+
+NATS_URL_FILE = "nats.url"
+DAY_S = 86_400.0
+
+
+def stream_configs() -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=subjects.REQUESTS_STREAM,
+            subjects=[subjects.COMPLETION_REQUESTED],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=[
+                subjects.COMPLETION_RECEIVED,
+                subjects.COMPLETION_FAILED,
+                subjects.USAGE_RECORDED,
+                "llmbus.budget.>",
+            ],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=90 * DAY_S,
+            # outbox relays republish after a crash; a wide window lets JetStream drop the repeats.
+            duplicate_window=600.0,
+        ),
+        StreamConfig(
+            name=subjects.DEAD_LETTER_STREAM,
+            subjects=["llmbus.deadletter.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=30 * DAY_S,
+        ),
+    ]
+
+
+def consumer_configs(settings: Settings) -> dict[str, ConsumerConfig]:
+    return {
+        subjects.REQUESTS_STREAM: ConsumerConfig(
+            durable_name=subjects.COMPLETION_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=settings.completion.ack_wait_s,
+            max_deliver=settings.completion.max_deliver,
+            max_ack_pending=20_000,
+            filter_subject=subjects.COMPLETION_REQUESTED,
+        ),
+        subjects.EVENTS_STREAM: ConsumerConfig(
+            durable_name=subjects.USAGE_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30.0,
+            max_ack_pending=20_000,
+            filter_subject=subjects.USAGE_RECORDED,
+        ),
+    }
+
+
+def state_nats_url(settings: Settings) -> str | None:
+    path = settings.state_dir / NATS_URL_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def resolve_nats_url(settings: Settings) -> str:
+    url = settings.nats_url or state_nats_url(settings)
+    if not url:
+        raise NotReachableError(
+            "no NATS server: set NATS_URL, or start the embedded stack with `llmbus up` "
+            f"(it writes its address to {settings.state_dir / NATS_URL_FILE})"
+        )
+    return url
+
+
+async def connect(settings: Settings, name: str, url: str | None = None) -> NatsClient:
+    url = url or resolve_nats_url(settings)
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats: %s", exc)
+
+    try:
+        return await nats.connect(
+            url,
+            name=name,
+            connect_timeout=3,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+        )
+    except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
+        raise NotReachableError(f"cannot reach NATS at {url}: {exc}") from None
+
+
+async def provision(js: JetStreamContext, settings: Settings) -> None:
+    """Create or update the streams and durable consumers; safe to run from every process."""
+    for config in stream_configs():
+        try:
+            await js.add_stream(config=config)
+        except BadRequestError:
+            await js.update_stream(config=config)
+    for stream, consumer in consumer_configs(settings).items():
+        await js.add_consumer(stream, config=consumer)
+
+
+def write_state_nats_url(state_dir: Path, url: str) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / NATS_URL_FILE).write_text(url + "\n")

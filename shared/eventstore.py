@@ -1,0 +1,49 @@
+"""The one event-store factory: SQLite files under the state folder, or PostgreSQL."""
+
+from typing import Any, TypeVar
+
+from eventsourcing.application import Application
+from eventsourcing.persistence import ProcessRecorder
+from llmbus.shared.settings import Settings
+
+AppT = TypeVar("AppT", bound=Application[Any])
+
+
+def store_env(settings: Settings, store: str) -> dict[str, str]:
+    if settings.event_store == "postgres":
+        pg = settings.postgres
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_HOST": pg.host,
+            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_USER": pg.user,
+            "POSTGRES_PASSWORD": pg.password,
+            "POSTGRES_DBNAME": pg.dbname,
+            "POSTGRES_POOL_SIZE": "8",
+            "POSTGRES_MAX_OVERFLOW": "8",
+            "CREATE_TABLE": "y",
+        }
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(settings.state_dir / f"{store}.sqlite"),
+        # several worker processes may share one SQLite store; wait on its lock, don't fail.
+        "SQLITE_LOCK_TIMEOUT": "30",
+        "CREATE_TABLE": "y",
+    }
+
+
+def open_store(app_class: type[AppT], settings: Settings, store: str) -> AppT:
+    return app_class(env=store_env(settings, store))
+
+
+class OutboxApplication(Application[Any]):
+    """An application whose recorder also keeps tracking records, for its outbox relay."""
+
+    def construct_recorder(self) -> ProcessRecorder:
+        return self.factory.process_recorder()
+
+    @property
+    def process_recorder(self) -> ProcessRecorder:
+        assert isinstance(self.recorder, ProcessRecorder)
+        return self.recorder

@@ -1,0 +1,113 @@
+"""The outbox relay: publishes an event store's notification log to JetStream.
+
+Events and notifications are written in one transaction, so nothing stored can be missed. The
+relay tracks how far it has published in the same store. After a crash it republishes from the
+last tracked position; every message carries a stable Nats-Msg-Id, so JetStream drops repeats.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from llmbus.shared.eventstore import OutboxApplication
+from llmbus.shared.subjects import MSG_ID_HEADER
+from nats.js import JetStreamContext
+
+log = logging.getLogger("llmbus.outbox")
+
+
+@dataclass(frozen=True)
+class Outbound:
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+Route = Callable[[DomainEventProtocol[Any]], Iterable[Outbound]]
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        app: OutboxApplication,
+        js: JetStreamContext,
+        route: Route,
+        name: str = "outbox",
+        batch_size: int = 500,
+        idle_poll_s: float = 0.5,
+    ) -> None:
+        self.app = app
+        self.js = js
+        self.route = route
+        self.name = name
+        self.batch_size = batch_size
+        self.idle_poll_s = idle_poll_s
+        self.position = 0
+        self.published = 0
+        self._wakeup = asyncio.Event()
+
+    def poke(self) -> None:
+        self._wakeup.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.position = await asyncio.to_thread(self._tracked_position)
+        while True:
+            try:
+                moved = await self.publish_pending()
+            except Exception:
+                log.exception("outbox relay %s failed; retrying", self.name)
+                moved = 0
+                await asyncio.sleep(1.0)  # back off from a broken broker connection
+            if moved:
+                continue
+            if stop.is_set():
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.idle_poll_s)
+            except TimeoutError:
+                pass  # the poll catches events stored by other processes sharing this store
+
+    async def publish_pending(self) -> int:
+        """Publish one batch past the tracked position; returns how many notifications moved."""
+        notifications = await asyncio.to_thread(self._select)
+        if not notifications:
+            return 0
+        acks = []
+        for notification in notifications:
+            for out in self.route(self.app.mapper.to_domain_event(notification)):
+                acks.append(
+                    await self.js.publish_async(
+                        out.subject, out.payload, headers={MSG_ID_HEADER: out.msg_id}
+                    )
+                )
+        await asyncio.gather(*acks)
+        self.published += len(acks)
+        self.position = notifications[-1].id
+        await asyncio.to_thread(self._track, self.position)
+        return len(notifications)
+
+    async def drain(self) -> None:
+        while await self.publish_pending():
+            pass
+
+    def _select(self) -> list[Notification]:
+        return list(
+            self.app.process_recorder.select_notifications(
+                self.position, self.batch_size, inclusive_of_start=False
+            )
+        )
+
+    def _tracked_position(self) -> int:
+        return self.app.process_recorder.max_tracking_id(self.name) or 0
+
+    def _track(self, position: int) -> None:
+        try:
+            self.app.process_recorder.insert_tracking(Tracking(self.name, position))
+        except IntegrityError:
+            # another relay on the same store got further; carry on from there.
+            self.position = max(position, self._tracked_position())

@@ -1,0 +1,26 @@
+"""NATS names: the public contract (SPEC.md) plus the streams and consumers llmbus provisions."""
+
+COMPLETION_REQUESTED = "llmbus.completion.requested"
+COMPLETION_RECEIVED = "llmbus.completion.received"
+COMPLETION_FAILED = "llmbus.completion.failed"
+COMPLETION_CHUNK = "llmbus.completion.chunk.{request_id}"
+USAGE_RECORDED = "llmbus.usage.recorded"
+USAGE_QUERY = "llmbus.usage.query"
+BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
+BUDGET_EXCEEDED = "llmbus.budget.exceeded"
+DEAD_LETTER = "llmbus.deadletter.{service}"
+
+REQUESTS_STREAM = "LLMBUS_REQUESTS"
+EVENTS_STREAM = "LLMBUS_EVENTS"
+DEAD_LETTER_STREAM = "LLMBUS_DEADLETTER"
+
+COMPLETION_CONSUMER = "completion-workers"
+USAGE_CONSUMER = "usage-recorder"
+
+# JetStream keeps a stored message's reply subject to itself (it's the ack subject), so a caller
+# who wants the terminal event back names its inbox in this header.
+REPLY_TO_HEADER = "Llmbus-Reply-To"
+MSG_ID_HEADER = "Nats-Msg-Id"
+ERROR_TYPE_HEADER = "Llmbus-Error-Type"
+ERROR_HEADER = "Llmbus-Error"
+ORIGINAL_SUBJECT_HEADER = "Llmbus-Original-Subject"

@@ -1,0 +1,3 @@
+from llmbus.cli.app import main
+
+main()

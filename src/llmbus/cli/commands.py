@@ -1,0 +1,199 @@
+"""The bodies of the CLI commands."""
+
+import asyncio
+import csv
+import io
+import json
+import sys
+from datetime import datetime
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from llmbus.shared.errors import LlmbusError
+from llmbus.shared.settings import Settings, load_settings
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise SystemExit(1)
+
+
+def settings_or_fail() -> Settings:
+    try:
+        return load_settings()
+    except LlmbusError as exc:
+        fail(str(exc))
+
+
+def run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except LlmbusError as exc:
+        fail(str(exc))
+
+
+def run_up(workers: int) -> None:
+    from llmbus.stack import Stack, run_until_stopped
+
+    run(run_until_stopped(Stack(settings_or_fail(), workers=workers)))
+
+
+def run_serve(service: str) -> None:
+    from llmbus.shared.runtime import run_service
+
+    settings = settings_or_fail()
+    if service == "completion":
+        from llmbus.services.completion.service import serve
+    elif service == "usage":
+        from llmbus.services.usage.service import serve
+    else:
+        fail("the conversation service is not part of this release yet")
+    try:
+        run_service(serve, settings)
+    except LlmbusError as exc:
+        fail(str(exc))
+
+
+def run_complete(
+    text: str,
+    model: str,
+    system: str | None,
+    user: str | None,
+    team: str | None,
+    project: str | None,
+    max_tokens: int | None,
+    as_json: bool,
+) -> None:
+    from llmbus.client import Client, CompletionError
+
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": text}
+    ]
+    params = {"max_tokens": max_tokens} if max_tokens else {}
+
+    async def go() -> None:
+        async with Client(settings=settings_or_fail()) as client:
+            try:
+                received = await client.complete(
+                    messages, model=model, user_id=user, team_id=team, project_id=project,
+                    params=params,
+                )  # fmt: skip
+            except CompletionError as exc:
+                if as_json:
+                    print(exc.failed.model_dump_json(indent=2))
+                fail(str(exc))
+        if as_json:
+            print(received.model_dump_json(indent=2))
+            return
+        console.print(received.content, markup=False)
+        console.print(
+            f"[dim]{received.model} · {received.usage.prompt_tokens} in / "
+            f"{received.usage.completion_tokens} out · ${received.cost_usd:.6f} · "
+            f"{received.latency_ms:.0f} ms[/]"
+        )
+
+    run(go())
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"{option} must be an ISO date or date-time, e.g. 2026-11-01 or 2026-11-01T12:00")
+
+
+def parse_filters(where: list[str]) -> dict[str, str]:
+    filters = {}
+    for item in where:
+        field, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--where expects FIELD=VALUE, got {item!r}")
+        filters[field.strip()] = value.strip()
+    return filters
+
+
+def run_usage(
+    by: list[str], since: str | None, until: str | None, where: list[str], limit: int | None,
+    fmt: str,
+) -> None:  # fmt: skip
+    from pydantic import ValidationError
+
+    from llmbus.client import Client
+
+    async def go() -> Any:
+        async with Client(settings=settings_or_fail()) as client:
+            return await client.usage(
+                by, parse_time(since, "--since"), parse_time(until, "--until"),
+                parse_filters(where), limit,
+            )  # fmt: skip
+
+    try:
+        result = run(go())
+    except ValidationError as exc:
+        fail("invalid usage query: " + "; ".join(e["msg"] for e in exc.errors()))
+    print_rows(result.columns, result.rows, fmt)
+
+
+def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(out.getvalue())
+    else:
+        console.print(rows_table(columns, rows))
+
+
+def rows_table(columns: list[str], rows: list[dict[str, Any]], title: str | None = None) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        numeric = column not in {"model", "provider", "user", "team", "project", "conversation",
+                                 "status", "day", "week", "month"}  # fmt: skip
+        table.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(format_cell(column, row.get(column)) for column in columns))
+    return table
+
+
+def format_cell(column: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if column == "cost_usd":
+        return f"${value:,.6f}"
+    if isinstance(value, float):
+        return f"{value:,.1f}"
+    return str(value)
+
+
+def run_rebuild() -> None:
+    from rich.progress import Progress
+
+    from llmbus.services.usage.application import UsageApplication
+    from llmbus.services.usage.projection import UsageProjection, rebuild
+    from llmbus.shared.eventstore import open_store
+
+    settings = settings_or_fail()
+    try:
+        projection = UsageProjection(settings.duckdb_path)
+    except LlmbusError as exc:
+        fail(str(exc))
+    app = open_store(UsageApplication, settings, "usage")
+    total = app.recorded_count()
+    with Progress(console=err) as progress:
+        task = progress.add_task("rebuilding usage projection", total=total)
+        applied = rebuild(
+            projection, app.all_recorded(), lambda n: progress.update(task, completed=n)
+        )
+    projection.close()
+    app.close()
+    console.print(f"rebuilt {settings.duckdb_path} from {applied} usage events")

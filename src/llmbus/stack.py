@@ -1,0 +1,139 @@
+"""`llmbus up`: the whole stack on one machine — nats-server and each service as a process."""
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from llmbus.shared import bus, subjects
+from llmbus.shared.errors import LlmbusError
+from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.settings import Settings
+
+log = logging.getLogger("llmbus.stack")
+SERVICES = ("completion", "usage")
+
+
+class Stack:
+    def __init__(self, settings: Settings, workers: int = 1, quiet: bool = False) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.quiet = quiet
+        self.nats: EmbeddedNats | None = None
+        self.url = ""
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def state_dir(self) -> Path:
+        return self.settings.state_dir.resolve()
+
+    async def start(self, ready_timeout_s: float = 60.0) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.settings.nats_url:
+            self.url = self.settings.nats_url
+        else:
+            self.nats = EmbeddedNats(self.state_dir / "nats")
+            self.url = await asyncio.to_thread(self.nats.start)
+            bus.write_state_nats_url(self.state_dir, self.url)
+        nc = await bus.connect(self.settings, "llmbus-up", self.url)
+        try:
+            await bus.provision(nc.jetstream(), self.settings)
+        finally:
+            await nc.close()
+        for service in SERVICES:
+            for _ in range(self.workers if service == "completion" else 1):
+                self.processes.append(self.spawn(service))
+        await self.wait_ready(ready_timeout_s)
+
+    def spawn(self, service: str) -> subprocess.Popen[bytes]:
+        env = os.environ | {"NATS_URL": self.url, "LLMBUS_STATE_DIR": str(self.state_dir)}
+        log_path = self.state_dir / f"{service}.log"
+        output = open(log_path, "ab") if self.quiet else None
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmbus", "serve", service],
+            env=env,
+            stdout=output,
+            stderr=output,
+            # our own process group: Ctrl-C reaches the supervisor, which stops children in order
+            start_new_session=True,
+        )
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        nc = await bus.connect(self.settings, "llmbus-up", self.url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                self.check_alive()
+                info = await nc.jetstream().consumer_info(
+                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+                )
+                try:
+                    await nc.request(subjects.USAGE_QUERY, b"{}", timeout=0.5)
+                    usage_ready = True
+                except Exception:
+                    usage_ready = False
+                if usage_ready and (info.num_waiting or 0) > 0:
+                    return
+                await asyncio.sleep(0.2)  # polling readiness of processes we just started
+        finally:
+            await nc.close()
+        raise LlmbusError(f"services not ready within {timeout_s}s; see {self.state_dir}/*.log")
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if process.poll() is not None:
+                raise LlmbusError(
+                    f"service {' '.join(map(str, process.args[3:]))} exited with "
+                    f"{process.returncode}; see {self.state_dir}/*.log"
+                )
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        if self.nats is not None:
+            self.nats.stop()
+            (self.state_dir / bus.NATS_URL_FILE).unlink(missing_ok=True)
+
+    async def __aenter__(self) -> "Stack":
+        try:
+            await self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+async def run_until_stopped(stack: Stack) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with stack:
+        print(f"llmbus is up: NATS at {stack.url}, state in {stack.state_dir}", flush=True)
+        print("Ctrl-C drains in-flight work and stops.", flush=True)
+        while not stop.is_set():
+            stack.check_alive()
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+        print("stopping: draining in-flight work…", flush=True)

@@ -1,0 +1,85 @@
+"""Real parts for every test: a fresh nats-server per test (or $NATS_URL), the project's fake
+OpenAI-compatible provider in its own process, SQLite stores and DuckDB under tmp_path."""
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llmbus.shared import bus, subjects
+from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.settings import Settings, load_settings
+from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+FAKE_MODELS = ["fake-gpt", "fail-429", "fail-500", "fail-401", "slow-200", "slow-1500"]
+
+
+@pytest.fixture(scope="session")
+def fake_provider() -> Iterator[FakeProvider]:
+    with running_fake_provider() as fake:
+        yield fake
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    if os.environ.get("NATS_URL"):
+        yield os.environ["NATS_URL"]
+        return
+    with EmbeddedNats(tmp_path / "nats") as server:
+        yield server.url
+
+
+async def delete_llmbus_streams(url: str) -> None:
+    """An external $NATS_URL is shared between tests: start each from empty streams."""
+    import nats
+
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    for name in (subjects.REQUESTS_STREAM, subjects.EVENTS_STREAM, subjects.DEAD_LETTER_STREAM):
+        try:
+            await js.delete_stream(name)
+        except Exception:
+            pass  # not there yet
+    await nc.close()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, nats_url: str, fake_provider: FakeProvider) -> Path:
+    """An llmbus.yaml that in-process services and subprocesses both load."""
+    config = {
+        "state_dir": str(tmp_path / "state"),
+        "nats_url": nats_url,
+        "completion": {"ack_wait_s": 3, "num_retries": 2, "concurrency": 64},
+        "models": [
+            {
+                "name": name,
+                "litellm_model": f"openai/{name}",
+                "api_base": fake_provider.base_url,
+                "api_key_env": "LLMBUS_TEST_FAKE_KEY",
+                "input_cost_per_token": 1e-6,
+                "output_cost_per_token": 2e-6,
+            }
+            for name in FAKE_MODELS
+        ],
+    }
+    path = tmp_path / "llmbus.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+async def settings(
+    config_file: Path, nats_url: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Settings]:
+    monkeypatch.setenv("LLMBUS_CONFIG", str(config_file))
+    monkeypatch.setenv("LLMBUS_TEST_FAKE_KEY", "sk-test-fake-key-never-logged-0123456789")
+    if os.environ.get("NATS_URL"):
+        await delete_llmbus_streams(nats_url)
+    loaded = load_settings()
+    nc = await bus.connect(loaded, "test-provision")
+    await bus.provision(nc.jetstream(), loaded)
+    await nc.close()
+    yield loaded

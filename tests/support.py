@@ -1,0 +1,122 @@
+"""Test support: run services, watch events, and wait on conditions instead of sleeping."""
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js.api import DeliverPolicy
+
+from llmbus.shared import subjects
+from llmbus.shared.settings import Settings
+
+TERMINAL = (subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED)
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]] | Callable[[], bool],
+    timeout: float = 30.0,
+    what: str = "condition",
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+class EventLog:
+    """Every event published on the events stream, from the start, decoded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def on(self, subject: str) -> list[dict[str, Any]]:
+        return [e for s, e in self.events if s == subject]
+
+    def terminal(self) -> list[dict[str, Any]]:
+        return [e for s, e in self.events if s in TERMINAL]
+
+    async def wait_terminal(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        await wait_for(lambda: len(self.terminal()) >= count, timeout, f"{count} terminal events")
+        return self.terminal()
+
+
+@contextlib.asynccontextmanager
+async def watching_events(nc: NatsClient) -> AsyncIterator[EventLog]:
+    log = EventLog()
+
+    async def collect(msg: Any) -> None:
+        log.events.append((msg.subject, json.loads(msg.data)))
+
+    sub = await nc.jetstream().subscribe(
+        "llmbus.>",
+        stream=subjects.EVENTS_STREAM,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.ALL,
+        cb=collect,
+    )
+    try:
+        yield log
+    finally:
+        await sub.unsubscribe()
+
+
+@contextlib.asynccontextmanager
+async def connected(settings: Settings) -> AsyncIterator[NatsClient]:
+    assert settings.nats_url
+    nc = await nats.connect(settings.nats_url)
+    try:
+        yield nc
+    finally:
+        await nc.drain()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    serve: Callable[[Settings, asyncio.Event], Awaitable[None]], settings: Settings
+) -> AsyncIterator[None]:
+    """Run a service in this event loop; on exit, stop it the way Ctrl-C does and wait."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def completion_service_ready(nc: NatsClient) -> bool:
+    info = await nc.jetstream().consumer_info(
+        subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+    )
+    return (info.num_waiting or 0) > 0
+
+
+def spawn_service(service: str, config_file: Path, **env: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmbus", "serve", service],
+        env=os.environ | {"LLMBUS_CONFIG": str(config_file)} | env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        process.wait(60)

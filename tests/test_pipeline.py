@@ -1,0 +1,178 @@
+"""The completion pipeline end to end on real parts: NATS → worker → litellm → stores → DuckDB."""
+
+import json
+
+import pytest
+
+from llmbus.client import Client, CompletionError
+from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.service import serve as serve_completion
+from llmbus.services.usage.service import serve as serve_usage
+from llmbus.shared import subjects
+from llmbus.shared.eventstore import open_store
+from llmbus.shared.settings import Settings
+from llmbus.testing.fake_openai import FakeProvider
+from support import (
+    completion_service_ready,
+    connected,
+    running,
+    wait_for,
+    watching_events,
+)
+
+
+def request(request_id: str, model: str = "fake-gpt", **fields: object) -> bytes:
+    body = {
+        "request_id": request_id,
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    return json.dumps(body | fields).encode()
+
+
+async def test_a_request_completes_and_its_cost_is_queryable(settings: Settings) -> None:
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+        running(serve_usage, settings),
+        Client(settings=settings) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        received = await client.complete(
+            "What is an event store?", model="fake-gpt", user_id="ann", team_id="team-a"
+        )
+        assert received.content and received.provider == "openai"
+        assert received.usage.prompt_tokens > 0 and received.usage.completion_tokens > 0
+        expected = received.usage.prompt_tokens * 1e-6 + received.usage.completion_tokens * 2e-6
+        assert received.cost_usd == pytest.approx(expected)
+
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 1, what="UsageRecorded")
+        [usage] = events.on(subjects.USAGE_RECORDED)
+        assert usage["request_id"] == received.request_id
+        assert usage["status"] == "ok" and usage["user_id"] == "ann"
+        assert usage["cost_usd"] == received.cost_usd
+        [terminal] = events.terminal()
+        assert terminal["request_id"] == received.request_id
+
+        by_team = await client.usage(["team"])
+        assert by_team.rows == [by_team.rows[0]]
+        assert by_team.rows[0]["team"] == "team-a"
+        assert by_team.rows[0]["cost_usd"] == pytest.approx(received.cost_usd)
+
+
+async def test_rate_limits_and_server_errors_are_retried_then_fail_clearly_and_uncharged(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+        Client(settings=settings) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        for model, error_type in (("fail-429", "rate_limited"), ("fail-500", "provider_error")):
+            with pytest.raises(CompletionError) as failure:
+                await client.complete("hello", model=model)
+            assert failure.value.failed.error_type == error_type
+            assert failure.value.failed.retryable
+            assert failure.value.failed.message
+        attempts = 1 + settings.completion.num_retries
+        assert fake_provider.stats()["calls"] == {"fail-429": attempts, "fail-500": attempts}
+
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 2, what="usage")
+        for usage in events.on(subjects.USAGE_RECORDED):
+            assert usage["status"] == "error" and usage["cost_usd"] == 0
+        assert [e["error_type"] for e in events.on(subjects.COMPLETION_FAILED)] == [
+            "rate_limited",
+            "provider_error",
+        ]
+
+
+async def test_a_request_published_twice_is_completed_and_charged_once(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        js = nc.jetstream()
+        for _ in range(2):  # no Nats-Msg-Id: JetStream stores both copies
+            await js.publish(subjects.COMPLETION_REQUESTED, request("twice-1"))
+        await js.publish(subjects.COMPLETION_REQUESTED, request("later-1", model="slow-200"))
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER)
+            return info.ack_floor.stream_seq == 3 and info.num_pending == 0
+
+        await wait_for(all_acked, what="both copies and the later request acked")
+        await events.wait_terminal(2)
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 2, what="usage")
+
+    # the later request's events were relayed after any the duplicate could have caused
+    assert sorted(e["request_id"] for e in events.terminal()) == ["later-1", "twice-1"]
+    assert sorted(e["request_id"] for e in events.on(subjects.USAGE_RECORDED)) == [
+        "later-1",
+        "twice-1",
+    ]
+    assert fake_provider.stats()["calls"]["fake-gpt"] == 1
+    store = open_store(CompletionApplication, settings, "completion")
+    assert store.recorder.max_notification_id() == 4  # Requested + Received, for each request
+    store.close()
+
+
+async def test_bad_messages_fail_clearly_go_to_dead_letters_and_the_worker_keeps_going(
+    settings: Settings,
+) -> None:
+    bad = [
+        (b'{"request_id": "broken-1", "model": "fake-gpt", "messages": [', "malformed_json"),
+        (b"not json at all", None),
+        (json.dumps({"request_id": "invalid-1", "model": "fake-gpt"}).encode(), "invalid_request"),
+        (request("unknown-1", model="no-such-provider-model-xyz"), "unknown_model"),
+        (b"x" * 1_040_000, None),
+    ]
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+        Client(settings=settings) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        js = nc.jetstream()
+        for payload, _ in bad:
+            await js.publish(subjects.COMPLETION_REQUESTED, payload)
+        good = await client.complete("still there?", model="fake-gpt", request_id="good-1")
+        assert good.request_id == "good-1"
+
+        await wait_for(
+            lambda: len(events.on(subjects.COMPLETION_FAILED)) == 3, what="3 CompletionFailed"
+        )
+        failed = {e["request_id"]: e for e in events.on(subjects.COMPLETION_FAILED)}
+        assert failed["broken-1"]["error_type"] == "malformed_json"
+        assert "not valid JSON" in failed["broken-1"]["message"]
+        assert failed["invalid-1"]["error_type"] == "invalid_request"
+        assert "messages" in failed["invalid-1"]["message"]
+        assert failed["unknown-1"]["error_type"] == "unknown_model"
+        assert "no-such-provider-model-xyz" in failed["unknown-1"]["message"]
+        assert not any(e["retryable"] for e in failed.values())
+
+        dead = await js.subscribe(
+            "llmbus.deadletter.completion",
+            stream=subjects.DEAD_LETTER_STREAM,
+            ordered_consumer=True,
+        )
+        letters = [await dead.next_msg(timeout=10) for _ in bad]
+        assert [m.data for m in letters] == [payload for payload, _ in bad]
+        reasons = [m.headers[subjects.ERROR_TYPE_HEADER] for m in letters]  # type: ignore[index]
+        assert reasons == [
+            "malformed_json",
+            "malformed_json",
+            "invalid_request",
+            "unknown_model",
+            "invalid_request",
+        ]
+        assert "1040000 bytes" in letters[-1].headers[subjects.ERROR_HEADER]  # type: ignore[index]
