@@ -19,6 +19,7 @@ def store_env(settings: Settings, store: str) -> dict[str, str]:
             "POSTGRES_USER": pg.user,
             "POSTGRES_PASSWORD": pg.password,
             "POSTGRES_DBNAME": pg.dbname,
+            "POSTGRES_SCHEMA": pg.schema_name,
             "POSTGRES_POOL_SIZE": "8",
             "POSTGRES_MAX_OVERFLOW": "8",
             "CREATE_TABLE": "y",

@@ -57,6 +57,7 @@ class PostgresSettings(Section):
     user: str = "postgres"
     password: str = ""
     dbname: str = "llmbus"
+    schema_name: str = Field(default="", description="Schema for the event tables; empty: public.")
 
 
 class Settings(Section):
@@ -95,6 +96,7 @@ ENV_KEYS: dict[str, str] = {
     "POSTGRES_USER": "postgres.user",
     "POSTGRES_PASSWORD": "postgres.password",
     "POSTGRES_DBNAME": "postgres.dbname",
+    "POSTGRES_SCHEMA": "postgres.schema_name",
 }
 
 

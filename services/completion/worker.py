@@ -62,7 +62,7 @@ class CompletionWorker:
                     continue
                 try:
                     msgs = await sub.fetch(batch=min(free, FETCH_BATCH), timeout=0.5)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):
                     continue
                 for msg in msgs:
                     task = asyncio.create_task(self.handle(msg))

@@ -9,17 +9,21 @@ from llmbus.services.usage.domain import ProviderCall
 from llmbus.shared.contracts import UsageRecorded
 
 
+def provider_call(event: UsageRecorded) -> ProviderCall:
+    return ProviderCall(usage_id=event.usage_id, usage=event.model_dump(mode="json"))
+
+
 class UsageApplication(Application[Any]):
     name = "Usage"
 
     def record(self, events: Sequence[UsageRecorded]) -> int:
         """Store the calls not stored yet; returns how many were new."""
-        calls = [ProviderCall(usage_id=e.usage_id, usage=e.model_dump(mode="json")) for e in events]
         try:
-            self.save(*calls)
-            return len(calls)
+            self.save(*(provider_call(e) for e in events))
+            return len(events)
         except IntegrityError:
-            return sum(self._save_if_new(call) for call in calls)
+            # a failed save has consumed the aggregates' pending events: build them afresh
+            return sum(self._save_if_new(provider_call(e)) for e in events)
 
     def _save_if_new(self, call: ProviderCall) -> bool:
         try:

@@ -1,10 +1,9 @@
 """The usage service process: records UsageRecorded, projects it into DuckDB, answers queries."""
 
 import asyncio
-import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.projection import UsageProjection
@@ -18,7 +17,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
 log = logging.getLogger("llmbus.usage")
-T = TypeVar("T")
 FETCH_BATCH = 500
 
 
@@ -46,13 +44,17 @@ class UsageService:
             durable=subjects.USAGE_CONSUMER, stream=subjects.EVENTS_STREAM
         )
         log.info("usage service ready")
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch=FETCH_BATCH, timeout=0.5)
-            except NatsTimeoutError:
-                continue
-            await self.record(msgs)
-            await self.catch_up()
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=0.5)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                await self.record(msgs)
+                await self.catch_up()
+        finally:
+            # a pull subscription with a fetch outstanding would hold up the connection's drain
+            await sub.unsubscribe()
 
     async def record(self, msgs: list[Msg]) -> None:
         events = []
@@ -109,10 +111,6 @@ class UsageService:
 
 def error_reply(error_type: str, message: str) -> bytes:
     return ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
-
-
-def decode(data: bytes) -> Any:
-    return json.loads(data)
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:

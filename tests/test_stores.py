@@ -1,0 +1,133 @@
+"""The event stores, on SQLite files and on PostgreSQL where one is reachable."""
+
+import os
+from datetime import UTC, datetime
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from eventsourcing.domain import DomainEventProtocol
+from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.usage.application import UsageApplication
+from llmbus.shared.contracts import UsageRecorded
+from llmbus.shared.eventstore import open_store
+from llmbus.shared.outbox import Outbound, OutboxRelay
+from llmbus.shared.settings import PostgresSettings, Settings
+
+
+def postgres_settings() -> PostgresSettings:
+    return PostgresSettings(
+        host=os.environ.get("POSTGRES_HOST", "127.0.0.1"),
+        port=int(os.environ.get("POSTGRES_PORT", "5432")),
+        user=os.environ.get("POSTGRES_USER", "postgres"),
+        password=os.environ.get("POSTGRES_PASSWORD", ""),
+        dbname=os.environ.get("POSTGRES_DBNAME", "test"),
+    )
+
+
+def postgres_unreachable_reason() -> str | None:
+    import psycopg
+
+    pg = postgres_settings()
+    try:
+        psycopg.connect(
+            host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname,
+            connect_timeout=2,
+        ).close()  # fmt: skip
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL not reachable at {pg.host}:{pg.port}/{pg.dbname}: {exc}".strip()
+    return None
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    if request.param == "sqlite":
+        yield Settings(state_dir=tmp_path)
+        return
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"llmbus_test_{uuid.uuid4().hex[:10]}"
+    pg = postgres_settings().model_copy(update={"schema_name": schema})
+    dsn = dict(host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname)
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield Settings(state_dir=tmp_path, event_store="postgres", postgres=pg)
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def usage(usage_id: str, cost: float = 0.001) -> UsageRecorded:
+    return UsageRecorded(
+        usage_id=usage_id, request_id=usage_id.split(":")[0], provider="openai", model="m",
+        prompt_tokens=10, completion_tokens=5, total_tokens=15, cost_usd=cost, latency_ms=12.5,
+        status="ok", user_id="u", occurred_at=datetime(2026, 11, 1, 12, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def test_a_completion_is_stored_once_whoever_stores_it_first(store_settings: Settings) -> None:
+    app = open_store(CompletionApplication, store_settings, "completion")
+    outcome = {"request_id": "r1", "content": "first"}
+    first = app.record_received("r1", {"request_id": "r1"}, outcome, {"usage_id": "r1:1"})
+    second = app.record_received(
+        "r1", {"request_id": "r1"}, {"request_id": "r1", "content": "second"}, {"usage_id": "r1:1"}
+    )
+    assert first.outcome == second.outcome == outcome
+    stored = app.find("r1")
+    assert stored is not None and stored.status == "received" and stored.outcome == outcome
+    assert app.find("never-sent") is None
+    assert app.recorder.max_notification_id() == 2
+    app.close()
+
+
+def test_usage_is_recorded_once_per_provider_call_even_when_redelivered(
+    store_settings: Settings,
+) -> None:
+    app = open_store(UsageApplication, store_settings, "usage")
+    assert app.record([usage("a:1"), usage("b:1")]) == 2
+    assert app.record([usage("b:1"), usage("c:1")]) == 1  # b redelivered alongside a new one
+    recorded = list(app.all_recorded(batch_size=2))
+    assert [e.usage_id for _, e in recorded] == ["a:1", "b:1", "c:1"]
+    assert [position for position, _ in recorded] == sorted(p for p, _ in recorded)
+    assert recorded[0][1] == usage("a:1")
+    app.close()
+
+
+async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
+    store_settings: Settings, nats_url: str
+) -> None:
+    app = open_store(CompletionApplication, store_settings, "completion")
+    for i in range(3):
+        app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"OUTBOX_TEST_{uuid.uuid4().hex[:8]}"
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"], duplicate_window=600)
+
+    def route(event: DomainEventProtocol[Any]) -> list[Outbound]:
+        kind = type(event).__name__
+        return [Outbound(f"{stream}.{kind}", b"{}", f"{kind}:{event.originator_id}")]
+
+    await OutboxRelay(app, js, route, name="test-outbox").drain()
+    assert (await js.stream_info(stream)).state.messages == 6  # Requested and Failed, each
+
+    # a relay that crashed before tracking its position republishes: JetStream drops the repeats
+    crashed = OutboxRelay(app, js, route, name="never-tracked")
+    await crashed.drain()
+    assert crashed.published == 6
+    assert (await js.stream_info(stream)).state.messages == 6
+
+    app.record_failed("r9", {"request_id": "r9"}, {"request_id": "r9"})
+    resumed = OutboxRelay(app, js, route, name="test-outbox")
+    resumed.position = app.process_recorder.max_tracking_id("test-outbox") or 0
+    await resumed.drain()
+    assert resumed.published == 2  # only the new request's events
+    assert (await js.stream_info(stream)).state.messages == 8
+    await js.delete_stream(stream)
+    await nc.close()
+    app.close()
