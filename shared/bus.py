@@ -4,9 +4,6 @@ import logging
 from pathlib import Path
 
 import nats
-from llmbus.shared import subjects
-from llmbus.shared.errors import NotReachableError
-from llmbus.shared.settings import Settings
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -18,6 +15,10 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError
+
+from llmbus.shared import subjects
+from llmbus.shared.errors import NotReachableError
+from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.bus")
 

@@ -4,6 +4,7 @@ from typing import Any, TypeVar
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import ProcessRecorder
+
 from llmbus.shared.settings import Settings
 
 AppT = TypeVar("AppT", bound=Application[Any])

@@ -13,9 +13,10 @@ from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Notification, Tracking
+from nats.js import JetStreamContext
+
 from llmbus.shared.eventstore import OutboxApplication
 from llmbus.shared.subjects import MSG_ID_HEADER
-from nats.js import JetStreamContext
 
 log = logging.getLogger("llmbus.outbox")
 

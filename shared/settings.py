@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from llmbus.shared.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmbus.shared.errors import ConfigError
 
 
 class Section(BaseModel):

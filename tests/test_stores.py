@@ -1,15 +1,16 @@
 """The event stores, on SQLite files and on PostgreSQL where one is reachable."""
 
 import os
-from datetime import UTC, datetime
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 from eventsourcing.domain import DomainEventProtocol
+
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.usage.application import UsageApplication
 from llmbus.shared.contracts import UsageRecorded

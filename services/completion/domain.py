@@ -27,14 +27,22 @@ class Completion(Aggregate):
 
     # `outcome` is the terminal event as published; `usage` is the provider call it paid for,
     # absent when the request failed before any provider call.
-    @event("Received")
+    class Received(Aggregate.Event):
+        outcome: dict[str, Any]
+        usage: dict[str, Any]
+
+    class Failed(Aggregate.Event):
+        outcome: dict[str, Any]
+        usage: dict[str, Any] | None
+
+    @event(Received)
     def receive(self, outcome: dict[str, Any], usage: dict[str, Any]) -> None:
         self._check_not_terminal()
         self.status = "received"
         self.outcome = outcome
         self.usage = usage
 
-    @event("Failed")
+    @event(Failed)
     def fail(self, outcome: dict[str, Any], usage: dict[str, Any] | None) -> None:
         self._check_not_terminal()
         self.status = "failed"

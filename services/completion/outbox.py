@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
+
 from llmbus.services.completion.domain import Completion
 from llmbus.shared import subjects
 from llmbus.shared.outbox import Outbound
@@ -21,8 +22,7 @@ def route(domain_event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
         subject = subjects.COMPLETION_FAILED
     else:
         return
-    outcome: dict[str, Any] = domain_event.outcome  # type: ignore[attr-defined]
-    usage: dict[str, Any] | None = domain_event.usage  # type: ignore[attr-defined]
+    outcome, usage = domain_event.outcome, domain_event.usage
     request_id = outcome["request_id"]
     yield Outbound(subject, dumps(outcome), f"completion:{request_id}")
     if usage is not None:

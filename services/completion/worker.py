@@ -6,6 +6,10 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.intake import Rejected, parse_request
@@ -21,9 +25,6 @@ from llmbus.shared.contracts import (
 )
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 
 log = logging.getLogger("llmbus.completion")
 FETCH_BATCH = 64
@@ -305,7 +306,7 @@ class CompletionWorker:
 
     def _stored_request(self, request: CompletionRequested) -> dict[str, Any]:
         if self.config.privacy == "metadata_only":
-            exclude = {"messages": True, "prompt": {"variables"}}
+            exclude: Any = {"messages": True, "prompt": {"variables"}}
             stored = request.model_dump(mode="json", exclude_none=True, exclude=exclude)
             stored["message_count"] = len(request.messages or [])
             return stored

@@ -2,8 +2,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from llmbus.shared.contracts.base import Contract, Identity, RequestId, utcnow
 from pydantic import ConfigDict, Field, model_validator
+
+from llmbus.shared.contracts.base import Contract, Identity, RequestId, utcnow
 
 
 class ErrorType(StrEnum):

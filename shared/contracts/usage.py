@@ -1,8 +1,9 @@
 from datetime import datetime
 from typing import Any, Literal
 
-from llmbus.shared.contracts.base import Contract, Identity, utcnow
 from pydantic import Field
+
+from llmbus.shared.contracts.base import Contract, Identity, utcnow
 
 GROUP_FIELDS = (
     "model",

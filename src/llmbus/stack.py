@@ -26,7 +26,7 @@ class Stack:
         self.quiet = quiet
         self.nats: EmbeddedNats | None = None
         self.url = ""
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.processes: dict[subprocess.Popen[bytes], str] = {}
 
     @property
     def state_dir(self) -> Path:
@@ -47,7 +47,7 @@ class Stack:
             await nc.close()
         for service in SERVICES:
             for _ in range(self.workers if service == "completion" else 1):
-                self.processes.append(self.spawn(service))
+                self.processes[self.spawn(service)] = service
         await self.wait_ready(ready_timeout_s)
 
     def spawn(self, service: str) -> subprocess.Popen[bytes]:
@@ -85,11 +85,11 @@ class Stack:
         raise LlmbusError(f"services not ready within {timeout_s}s; see {self.state_dir}/*.log")
 
     def check_alive(self) -> None:
-        for process in self.processes:
+        for process, service in self.processes.items():
             if process.poll() is not None:
                 raise LlmbusError(
-                    f"service {' '.join(map(str, process.args[3:]))} exited with "
-                    f"{process.returncode}; see {self.state_dir}/*.log"
+                    f"the {service} service exited with {process.returncode}; "
+                    f"see its output or {self.state_dir}/{service}.log"
                 )
 
     def stop(self, timeout_s: float = 30.0) -> None:
