@@ -15,6 +15,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from llmbus.shared import subjects
 from llmbus.shared.settings import Settings
@@ -101,9 +102,12 @@ async def running(
 
 
 async def completion_service_ready(nc: NatsClient) -> bool:
-    info = await nc.jetstream().consumer_info(
-        subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
-    )
+    try:
+        info = await nc.jetstream().consumer_info(
+            subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+        )
+    except NotFoundError:
+        return False  # not provisioned yet
     return (info.num_waiting or 0) > 0
 
 

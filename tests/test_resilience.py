@@ -1,0 +1,147 @@
+"""Workers die and operators press Ctrl-C: every request still ends exactly once."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from llmbus.services.usage.service import serve as serve_usage
+from llmbus.shared import subjects
+from llmbus.shared.settings import Settings
+from support import (
+    completion_service_ready,
+    connected,
+    running,
+    spawn_service,
+    stop_process,
+    wait_for,
+    watching_events,
+)
+
+TERMINAL_SUBJECTS = "llmbus.completion.*"
+
+
+def request(request_id: str, model: str) -> bytes:
+    return json.dumps(
+        {"request_id": request_id, "model": model, "messages": [{"role": "user", "content": "x"}]}
+    ).encode()
+
+
+async def subject_counts(js: object, subject_filter: str) -> dict[str, int]:
+    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject_filter)  # type: ignore[attr-defined]
+    return dict(info.state.subjects or {})
+
+
+async def test_a_worker_killed_with_100_requests_in_flight_loses_and_repeats_nothing(
+    settings: Settings, config_file: Path
+) -> None:
+    total = 150
+    worker = spawn_service("completion", config_file, LLMBUS_CONCURRENCY="200")
+    replacement = None
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_usage, settings),
+    ):
+        js = nc.jetstream()
+        try:
+            await wait_for(lambda: completion_service_ready(nc), 60, "the first worker")
+            for i in range(total):
+                await js.publish(subjects.COMPLETION_REQUESTED, request(f"kill-{i}", "slow-1500"))
+
+            async def in_flight() -> bool:
+                info = await js.consumer_info(
+                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+                )
+                return info.num_ack_pending >= 100
+
+            await wait_for(in_flight, 30, "100 requests in flight")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            replacement = spawn_service("completion", config_file, LLMBUS_CONCURRENCY="200")
+            await events.wait_terminal(total, timeout=120)
+        finally:
+            stop_process(worker)
+            if replacement is not None:
+                # a graceful stop drains its relay: anything it would ever publish is out now
+                await asyncio.to_thread(stop_process, replacement)
+
+        counts = await subject_counts(js, "llmbus.>")
+        assert counts.get(subjects.COMPLETION_RECEIVED) == total
+        assert subjects.COMPLETION_FAILED not in counts
+        assert counts.get(subjects.USAGE_RECORDED) == total
+        terminal_ids = sorted(e["request_id"] for e in events.terminal())
+        assert terminal_ids == sorted(f"kill-{i}" for i in range(total))
+
+        async def usage_projected() -> bool:
+            reply = await nc.request(subjects.USAGE_QUERY, b"{}", timeout=5)
+            return json.loads(reply.data)["rows"][0]["requests"] == total
+
+        await wait_for(usage_projected, 30, "the usage count to reach the completions")
+
+
+def up(config: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "llmbus", "up"],
+        env=os.environ | {"LLMBUS_CONFIG": str(config)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_ctrl_c_on_llmbus_up_drains_in_flight_work_and_loses_nothing(
+    tmp_path: Path, config_file: Path, settings: Settings
+) -> None:
+    config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
+    config.pop("nats_url")  # the embedded nats-server this time
+    config["state_dir"] = str(tmp_path / "up-state")
+    embedded = tmp_path / "embedded.yaml"
+    embedded.write_text(yaml.safe_dump(config))
+    settings = Settings.model_validate(config)
+    url_file = Path(config["state_dir"]) / "nats.url"
+
+    stack = up(embedded)
+    try:
+        await wait_for(url_file.is_file, 60, "llmbus up to start nats-server")
+        settings = settings.model_copy(update={"nats_url": url_file.read_text().strip()})
+        async with connected(settings) as nc:
+            await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+            js = nc.jetstream()
+            for i in range(20):
+                await js.publish(subjects.COMPLETION_REQUESTED, request(f"drain-{i}", "slow-1500"))
+
+            async def all_in_flight() -> bool:
+                info = await js.consumer_info(
+                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+                )
+                return info.num_ack_pending >= 20
+
+            await wait_for(all_in_flight, 30, "20 requests in flight")
+        stack.send_signal(signal.SIGINT)
+        output, _ = await asyncio.to_thread(stack.communicate, timeout=60)
+        assert stack.returncode == 0, output.decode()
+        assert not url_file.exists()
+    finally:
+        stop_process(stack)  # type: ignore[arg-type]
+
+    restarted = up(embedded)
+    try:
+        await wait_for(url_file.is_file, 60, "llmbus up to start again")
+        settings = settings.model_copy(update={"nats_url": url_file.read_text().strip()})
+        async with connected(settings) as nc, watching_events(nc) as events:
+            # drained before exit: the 20 completed then, not after the restart
+            await events.wait_terminal(20, timeout=30)
+            info = await nc.jetstream().consumer_info(
+                subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+            )
+            assert info.num_pending == 0 and info.num_ack_pending == 0
+            assert {e["request_id"] for e in events.terminal()} == {f"drain-{i}" for i in range(20)}
+            assert all(e.get("content") for e in events.terminal())
+    finally:
+        restarted.send_signal(signal.SIGINT)
+        await asyncio.to_thread(restarted.communicate, timeout=60)
