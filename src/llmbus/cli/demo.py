@@ -4,7 +4,9 @@ import asyncio
 import json
 import shutil
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmbus.cli.commands import fail, rows_table, settings_or_fail
@@ -26,6 +28,7 @@ QUESTIONS = [
 ]
 USERS = [("alice", "team-a"), ("bob", "team-a"), ("carol", "team-b"), ("dave", "team-b")]
 MODELS = ["llmbus-sim/small", "llmbus-sim/large"]
+SHOWN = 8
 
 
 async def demo(requests: int) -> None:
@@ -66,15 +69,17 @@ async def publish_batch(client: Client, requests: int) -> None:
         )
     results: list[CompletionReceived] = await asyncio.gather(*calls)
     console.rule("2 · completions (CompletionReceived)")
-    table = Table()
-    for column in ("request", "model", "user", "tokens in/out", "cost", "reply"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(
-            r.request_id, r.model, r.user_id or "", f"{r.usage.prompt_tokens}/"
-            f"{r.usage.completion_tokens}", f"${r.cost_usd:.6f}", (r.content or "")[:60] + "…",
-        )  # fmt: skip
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("request", "model", "user", "in/out", "cost", "reply"):
+        table.add_column(column, no_wrap=True)
+    for r in results[:SHOWN]:
+        tokens = f"{r.usage.prompt_tokens}/{r.usage.completion_tokens}"
+        # sim replies start with "[model] ", which rich would read as markup
+        reply = escape((r.content or "").strip().split("] ", 1)[-1][:16] + "…")
+        table.add_row(r.request_id, r.model, r.user_id or "", tokens, f"${r.cost_usd:.6f}", reply)
     console.print(table)
+    if len(results) > SHOWN:
+        console.print(f"[dim]… and {len(results) - SHOWN} more[/]")
 
 
 async def show_bad_request(client: Client) -> None:
@@ -87,13 +92,24 @@ async def show_bad_request(client: Client) -> None:
 
 async def show_costs(client: Client, requests: int) -> None:
     console.rule("4 · cost tables from the DuckDB projection (llmbus.usage.query)")
+    with console.status("waiting for the usage service to project every UsageRecorded…"):
+        await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"]):
         result = await client.usage(by)
-        columns = [c for c in result.columns if c in {*by, "requests", "prompt_tokens",
-                                                       "completion_tokens", "cost_usd"}]  # fmt: skip
+        wanted = {*by, "requests", "prompt_tokens", "completion_tokens", "cost_usd"}
+        columns = [c for c in result.columns if c in wanted]
         console.print(rows_table(columns, result.rows, title=f"cost by {', '.join(by)}"))
     total = (await client.usage()).rows[0]
     console.print(f"total: {total['requests']} requests, ${total['cost_usd']:.6f}")
+
+
+async def wait_until_projected(client: Client, requests: int, timeout_s: float = 30.0) -> None:
+    """UsageRecorded travels relay → JetStream → usage service; the answer lags a little."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while (await client.usage()).rows[0]["requests"] < requests:
+        if asyncio.get_running_loop().time() > deadline:
+            raise LlmbusError(f"usage service did not project {requests} events in {timeout_s}s")
+        await asyncio.sleep(0.1)
 
 
 def run_demo(requests: int) -> None:
