@@ -26,7 +26,7 @@ NATS_URL_FILE = "nats.url"
 DAY_S = 86_400.0
 
 
-def stream_configs() -> list[StreamConfig]:
+def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=subjects.REQUESTS_STREAM,
@@ -34,6 +34,7 @@ def stream_configs() -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=120.0,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.EVENTS_STREAM,
@@ -48,6 +49,7 @@ def stream_configs() -> list[StreamConfig]:
             max_age=90 * DAY_S,
             # outbox relays republish after a crash; a wide window lets JetStream drop the repeats.
             duplicate_window=600.0,
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.DEAD_LETTER_STREAM,
@@ -55,6 +57,7 @@ def stream_configs() -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=30 * DAY_S,
+            num_replicas=replicas,
         ),
     ]
 
@@ -103,7 +106,7 @@ async def connect(settings: Settings, name: str, url: str | None = None) -> Nats
 
     try:
         return await nats.connect(
-            url,
+            [server.strip() for server in url.split(",")],
             name=name,
             connect_timeout=3,
             allow_reconnect=True,
@@ -117,7 +120,7 @@ async def connect(settings: Settings, name: str, url: str | None = None) -> Nats
 
 async def provision(js: JetStreamContext, settings: Settings) -> None:
     """Create or update the streams and durable consumers; safe to run from every process."""
-    for config in stream_configs():
+    for config in stream_configs(settings.stream_replicas):
         try:
             await js.add_stream(config=config)
         except BadRequestError:

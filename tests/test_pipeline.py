@@ -55,6 +55,10 @@ async def test_a_request_completes_and_its_cost_is_queryable(settings: Settings)
         [terminal] = events.terminal()
         assert terminal["request_id"] == received.request_id
 
+        async def projected() -> bool:
+            return (await client.usage()).rows[0]["requests"] == 1
+
+        await wait_for(projected, what="the usage service to project the call")
         by_team = await client.usage(["team"])
         assert by_team.rows == [by_team.rows[0]]
         assert by_team.rows[0]["team"] == "team-a"

@@ -4,6 +4,7 @@ from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
+
 from llmbus.services.completion.domain import Completion
 from llmbus.shared.eventstore import OutboxApplication
 

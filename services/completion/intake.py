@@ -4,8 +4,9 @@ import json
 import re
 from dataclasses import dataclass
 
-from llmbus.shared.contracts import CompletionRequested, ErrorType
 from pydantic import ValidationError
+
+from llmbus.shared.contracts import CompletionRequested, ErrorType
 
 REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([A-Za-z0-9_\-:]{1,128})"')
 

@@ -12,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.domain import Completion
-from llmbus.services.completion.intake import Rejected, parse_request
+from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
 from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
 from llmbus.shared import subjects
@@ -242,9 +242,14 @@ class CompletionWorker:
 
     async def _dead_letter(self, msg: Msg, error_type: str, message: str) -> None:
         meta = msg.metadata
+        payload = msg.data
+        if self.config.privacy == "metadata_only":
+            # contents never leave the request path in this mode, not even into dead letters
+            payload = dumps({"redacted": True, "bytes": len(msg.data),
+                             "request_id": salvage_request_id(msg.data)})  # fmt: skip
         await self.js.publish(
             subjects.DEAD_LETTER.format(service="completion"),
-            msg.data,
+            payload,
             headers={
                 subjects.ERROR_TYPE_HEADER: error_type,
                 subjects.ERROR_HEADER: message[:1000],

@@ -5,6 +5,7 @@ from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
+
 from llmbus.services.usage.domain import ProviderCall
 from llmbus.shared.contracts import UsageRecorded
 

@@ -5,16 +5,17 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
+
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
-from pydantic import ValidationError
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
@@ -29,7 +30,6 @@ class UsageService:
         # DuckDB connections are not for concurrent use: one thread owns the projection.
         self.duck = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb")
         self.projection: UsageProjection | None = None
-        self.projected = asyncio.Event()
         self._catch_up_lock = asyncio.Lock()
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
@@ -50,8 +50,15 @@ class UsageService:
                     msgs = await sub.fetch(batch=FETCH_BATCH, timeout=0.5)
                 except (NatsTimeoutError, TimeoutError):
                     continue
-                await self.record(msgs)
-                await self.catch_up()
+                try:
+                    await self.record(msgs)
+                    await self.catch_up()
+                except Exception:
+                    # the store or DuckDB hiccuped: leave the batch unacked, JetStream redelivers
+                    log.exception(
+                        "recording %d usage events failed; they will be redelivered", len(msgs)
+                    )
+                    await asyncio.sleep(1.0)
         finally:
             # a pull subscription with a fetch outstanding would hold up the connection's drain
             await sub.unsubscribe()
@@ -76,6 +83,7 @@ class UsageService:
                 subjects.ERROR_TYPE_HEADER: "invalid_event",
                 subjects.ERROR_HEADER: reason,
                 subjects.ORIGINAL_SUBJECT_HEADER: msg.subject,
+                subjects.MSG_ID_HEADER: f"dlq:{msg.metadata.stream}:{msg.metadata.sequence.stream}",
             },
         )
 

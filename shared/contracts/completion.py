@@ -89,8 +89,8 @@ class CompletionReceived(Identity):
     )
     finish_reason: str | None = None
     usage: TokenUsage
-    cost_usd: float
-    latency_ms: float
+    cost_usd: float = Field(ge=0, allow_inf_nan=False)
+    latency_ms: float = Field(ge=0, allow_inf_nan=False)
     occurred_at: datetime = Field(default_factory=utcnow)
 
 

@@ -42,8 +42,10 @@ class UsageRecorded(Identity):
     completion_tokens: int
     cached_tokens: int = 0
     total_tokens: int
-    cost_usd: float = Field(description="0 for failed calls: they are not charged.")
-    latency_ms: float
+    cost_usd: float = Field(
+        ge=0, allow_inf_nan=False, description="0 for failed calls: they are not charged."
+    )
+    latency_ms: float = Field(ge=0, allow_inf_nan=False)
     status: Literal["ok", "error"]
     error_type: str | None = None
     role: str | None = None

@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
 from pydantic import ValidationError
 
 from llmbus.shared import bus, subjects
@@ -145,9 +146,9 @@ class Client:
             msg = await self.nc.request(
                 subjects.USAGE_QUERY, query.model_dump_json().encode(), timeout=timeout_s
             )
-        except TimeoutError:
+        except (TimeoutError, NoRespondersError):
             raise LlmbusError(
-                "no answer on llmbus.usage.query: is the usage service running?"
+                f"no answer on {subjects.USAGE_QUERY}: is the usage service running?"
             ) from None
         try:
             return UsageQueryResult.model_validate_json(msg.data)

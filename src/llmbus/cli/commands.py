@@ -8,7 +8,9 @@ import sys
 from datetime import datetime
 from typing import Any, NoReturn
 
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from llmbus.shared.errors import LlmbusError
@@ -19,7 +21,7 @@ err = Console(stderr=True)
 
 
 def fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise SystemExit(1)
 
 
@@ -137,7 +139,9 @@ def run_usage(
     try:
         result = run(go())
     except ValidationError as exc:
-        fail("invalid usage query: " + "; ".join(e["msg"] for e in exc.errors()))
+        fail(
+            "invalid usage query: " + "; ".join(f"{e['input']!r}: {e['msg']}" for e in exc.errors())
+        )
     print_rows(result.columns, result.rows, fmt)
 
 
@@ -154,14 +158,22 @@ def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None
         console.print(rows_table(columns, rows))
 
 
+GROUP_COLUMNS = {"model", "provider", "user", "team", "project", "conversation", "status", "day",
+                 "week", "month"}  # fmt: skip
+# the table shows what fits a terminal; json and csv carry every column
+TABLE_LABELS = {"requests": "requests", "errors": "errors", "prompt_tokens": "tokens in",
+                "completion_tokens": "tokens out", "cost_usd": "cost_usd",
+                "latency_ms_p50": "p50 ms"}  # fmt: skip
+
+
 def rows_table(columns: list[str], rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    table = Table(title=title)
-    for column in columns:
-        numeric = column not in {"model", "provider", "user", "team", "project", "conversation",
-                                 "status", "day", "week", "month"}  # fmt: skip
-        table.add_column(column, justify="right" if numeric else "left")
+    shown = [c for c in columns if c in GROUP_COLUMNS or c in TABLE_LABELS]
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in shown:
+        numeric = column not in GROUP_COLUMNS
+        table.add_column(TABLE_LABELS.get(column, column), justify="right" if numeric else "left")
     for row in rows:
-        table.add_row(*(format_cell(column, row.get(column)) for column in columns))
+        table.add_row(*(format_cell(column, row.get(column)) for column in shown))
     return table
 
 
