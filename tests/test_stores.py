@@ -1,5 +1,6 @@
 """The event stores, on SQLite files and on PostgreSQL where one is reachable."""
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 from eventsourcing.domain import DomainEventProtocol
 
 from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.outbox import route
 from llmbus.services.usage.application import UsageApplication
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.eventstore import open_store
@@ -82,7 +84,18 @@ def test_a_completion_is_stored_once_whoever_stores_it_first(store_settings: Set
     stored = app.find("r1")
     assert stored is not None and stored.status == "received" and stored.outcome == outcome
     assert app.find("never-sent") is None
-    assert app.recorder.max_notification_id() == 2
+    # the losing call was paid for: it is kept, under a usage_id of its own, for the outbox
+    notifications = app.recorder.select_notifications(1, 10)
+    assert [n.topic.split(":")[-1] for n in notifications] == [
+        "Completion.Requested",
+        "Completion.Received",
+        "DuplicateCall.Recorded",
+    ]
+    [(usage_event)] = [app.mapper.to_domain_event(n) for n in notifications[2:]]
+    messages = list(route(usage_event))
+    assert [m.subject for m in messages] == ["llmbus.usage.recorded"]
+    assert json.loads(messages[0].payload)["usage_id"].startswith("r1:")
+    assert json.loads(messages[0].payload)["usage_id"] != "r1:1"
     app.close()
 
 

@@ -1,11 +1,12 @@
 """The completion event store: records each request with its outcome, atomically and once."""
 
 from typing import Any
+from uuid import uuid4
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.domain import Completion, DuplicateCall
 from llmbus.shared.eventstore import OutboxApplication
 
 
@@ -48,5 +49,8 @@ class CompletionApplication(OutboxApplication):
         except IntegrityError:
             existing = self.find(completion.request_id)
             assert existing is not None
+            if completion.usage is not None:
+                usage = completion.usage | {"usage_id": f"{completion.request_id}:{uuid4().hex}"}
+                self.save(DuplicateCall(request_id=completion.request_id, usage=usage))
             return existing
         return completion

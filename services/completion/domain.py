@@ -56,3 +56,19 @@ class Completion(Aggregate):
     def _check_not_terminal(self) -> None:
         if self.is_terminal:
             raise AlreadyTerminalError(f"completion {self.request_id} already {self.status}")
+
+
+class DuplicateCall(Aggregate):
+    """A paid provider call for a request another worker completed first (a cross-process race).
+
+    The outcome stays the first one; the call is still recorded, since it was paid for.
+    """
+
+    class Recorded(Aggregate.Created):
+        request_id: str
+        usage: dict[str, Any]
+
+    @event(Recorded)
+    def __init__(self, request_id: str, usage: dict[str, Any]) -> None:
+        self.request_id = request_id
+        self.usage = usage

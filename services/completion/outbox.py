@@ -6,7 +6,7 @@ from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
 
-from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.domain import Completion, DuplicateCall
 from llmbus.shared import subjects
 from llmbus.shared.outbox import Outbound
 
@@ -16,6 +16,10 @@ def dumps(payload: dict[str, Any]) -> bytes:
 
 
 def route(domain_event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
+    if isinstance(domain_event, DuplicateCall.Recorded):
+        usage_id = domain_event.usage["usage_id"]
+        yield Outbound(subjects.USAGE_RECORDED, dumps(domain_event.usage), f"usage:{usage_id}")
+        return
     if isinstance(domain_event, Completion.Received):
         subject = subjects.COMPLETION_RECEIVED
     elif isinstance(domain_event, Completion.Failed):
