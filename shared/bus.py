@@ -51,6 +51,15 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
             duplicate_window=600.0,
             num_replicas=replicas,
         ),
+        # JetStream announces a request it stopped redelivering on core NATS only; keeping the
+        # announcement lets a worker that starts later still end that request.
+        StreamConfig(
+            name=subjects.ADVISORIES_STREAM,
+            subjects=[subjects.MAX_DELIVERIES_ADVISORY],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+        ),
         StreamConfig(
             name=subjects.DEAD_LETTER_STREAM,
             subjects=["llmbus.deadletter.>"],
@@ -62,25 +71,33 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     ]
 
 
-def consumer_configs(settings: Settings) -> dict[str, ConsumerConfig]:
-    return {
-        subjects.REQUESTS_STREAM: ConsumerConfig(
-            durable_name=subjects.COMPLETION_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=settings.completion.ack_wait_s,
-            max_deliver=settings.completion.max_deliver,
-            max_ack_pending=20_000,
-            filter_subject=subjects.COMPLETION_REQUESTED,
-        ),
-        subjects.EVENTS_STREAM: ConsumerConfig(
-            durable_name=subjects.USAGE_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=30.0,
-            max_ack_pending=20_000,
-            filter_subject=subjects.USAGE_RECORDED,
-        ),
-    }
+def consumer_configs(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
+    completion_workers = ConsumerConfig(
+        durable_name=subjects.COMPLETION_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=settings.completion.ack_wait_s,
+        max_deliver=settings.completion.max_deliver,
+        max_ack_pending=20_000,
+        filter_subject=subjects.COMPLETION_REQUESTED,
+    )
+    gave_up = ConsumerConfig(
+        durable_name=subjects.GAVE_UP_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=30.0,
+    )
+    usage_recorder = ConsumerConfig(
+        durable_name=subjects.USAGE_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_ack_pending=20_000,
+        filter_subject=subjects.USAGE_RECORDED,
+    )
+    return [
+        (subjects.REQUESTS_STREAM, completion_workers),
+        (subjects.ADVISORIES_STREAM, gave_up),
+        (subjects.EVENTS_STREAM, usage_recorder),
+    ]
 
 
 def state_nats_url(settings: Settings) -> str | None:
@@ -125,7 +142,7 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
             await js.add_stream(config=config)
         except BadRequestError:
             await js.update_stream(config=config)
-    for stream, consumer in consumer_configs(settings).items():
+    for stream, consumer in consumer_configs(settings):
         await js.add_consumer(stream, config=consumer)
 
 

@@ -13,9 +13,14 @@ DEAD_LETTER = "llmbus.deadletter.{service}"
 REQUESTS_STREAM = "LLMBUS_REQUESTS"
 EVENTS_STREAM = "LLMBUS_EVENTS"
 DEAD_LETTER_STREAM = "LLMBUS_DEADLETTER"
+ADVISORIES_STREAM = "LLMBUS_ADVISORIES"
 
 COMPLETION_CONSUMER = "completion-workers"
+MAX_DELIVERIES_ADVISORY = (
+    "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.LLMBUS_REQUESTS.completion-workers"
+)
 USAGE_CONSUMER = "usage-recorder"
+GAVE_UP_CONSUMER = "completion-gave-up"
 
 # JetStream keeps a stored message's reply subject to itself (it's the ack subject), so a caller
 # who wants the terminal event back names its inbox in this header.

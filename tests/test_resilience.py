@@ -145,3 +145,41 @@ async def test_ctrl_c_on_llmbus_up_drains_in_flight_work_and_loses_nothing(
     finally:
         restarted.send_signal(signal.SIGINT)
         await asyncio.to_thread(restarted.communicate, timeout=60)
+
+
+async def test_a_request_whose_workers_keep_dying_still_ends_in_completion_failed(
+    settings: Settings, config_file: Path
+) -> None:
+    first = spawn_service("completion", config_file, LLMBUS_MAX_DELIVER="1")
+    second = None
+    async with connected(settings) as nc, watching_events(nc) as events:
+        js = nc.jetstream()
+        try:
+            await wait_for(lambda: completion_service_ready(nc), 60, "the first worker")
+            await js.publish(subjects.COMPLETION_REQUESTED, request("doomed-1", "slow-1500"))
+
+            async def in_flight() -> bool:
+                info = await js.consumer_info(
+                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+                )
+                return info.num_ack_pending == 1
+
+            await wait_for(in_flight, 30, "the request in flight")
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            second = spawn_service("completion", config_file, LLMBUS_MAX_DELIVER="1")
+            [failed] = await events.wait_terminal(1, timeout=60)
+        finally:
+            stop_process(first)
+            if second is not None:
+                await asyncio.to_thread(stop_process, second)
+        assert failed["request_id"] == "doomed-1"
+        assert failed["error_type"] == "internal" and "no worker finished" in failed["message"]
+        assert (await js.stream_info(subjects.REQUESTS_STREAM)).state.messages == 0
+        dead = await js.subscribe(
+            "llmbus.deadletter.completion",
+            stream=subjects.DEAD_LETTER_STREAM,
+            ordered_consumer=True,
+        )
+        letter = await dead.next_msg(timeout=10)
+        assert json.loads(letter.data)["request_id"] == "doomed-1"

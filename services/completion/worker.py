@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.domain import Completion
@@ -54,6 +56,7 @@ class CompletionWorker:
         sub = await self.js.pull_subscribe_bind(
             durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
         )
+        watching = asyncio.create_task(self.watch_given_up(stop))
         log.info("completion worker ready (concurrency %d)", self.config.concurrency)
         try:
             while not stop.is_set():
@@ -73,6 +76,7 @@ class CompletionWorker:
             if self.tasks:
                 log.info("draining %d in-flight requests", len(self.tasks))
                 await asyncio.gather(*self.tasks, return_exceptions=True)
+            await watching
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -218,6 +222,13 @@ class CompletionWorker:
         return self._stored_reply(completion)
 
     async def _reject(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:
+        await self._fail(msg.data, msg.subject, msg.metadata.sequence.stream, rejected, reply_to)
+        await msg.ack()
+
+    async def _fail(
+        self, data: bytes, subject: str, seq: int, rejected: Rejected, reply_to: str | None
+    ) -> None:
+        """End a request that cannot be served: CompletionFailed if it has an id, dead letter."""
         log.warning(
             "rejected request %s: %s", rejected.request_id or "(no id)", rejected.error_type.value
         )
@@ -237,26 +248,69 @@ class CompletionWorker:
             self.relay.poke()
             if reply_to:
                 await self.nc.publish(reply_to, self._stored_reply(completion))
-        await self._dead_letter(msg, rejected.error_type.value, rejected.message)
-        await msg.ack()
+        await self._dead_letter(data, subject, seq, rejected)
 
-    async def _dead_letter(self, msg: Msg, error_type: str, message: str) -> None:
-        meta = msg.metadata
-        payload = msg.data
+    async def _dead_letter(self, data: bytes, subject: str, seq: int, rejected: Rejected) -> None:
+        payload = data
         if self.config.privacy == "metadata_only":
             # contents never leave the request path in this mode, not even into dead letters
-            payload = dumps({"redacted": True, "bytes": len(msg.data),
-                             "request_id": salvage_request_id(msg.data)})  # fmt: skip
+            payload = dumps(
+                {"redacted": True, "bytes": len(data), "request_id": rejected.request_id}
+            )
         await self.js.publish(
             subjects.DEAD_LETTER.format(service="completion"),
             payload,
             headers={
-                subjects.ERROR_TYPE_HEADER: error_type,
-                subjects.ERROR_HEADER: message[:1000],
-                subjects.ORIGINAL_SUBJECT_HEADER: msg.subject,
-                subjects.MSG_ID_HEADER: f"dlq:{meta.stream}:{meta.sequence.stream}",
+                subjects.ERROR_TYPE_HEADER: rejected.error_type.value,
+                subjects.ERROR_HEADER: rejected.message[:1000],
+                subjects.ORIGINAL_SUBJECT_HEADER: subject,
+                subjects.MSG_ID_HEADER: f"dlq:{subjects.REQUESTS_STREAM}:{seq}",
             },
         )
+
+    async def watch_given_up(self, stop: asyncio.Event) -> None:
+        sub = await self.js.pull_subscribe_bind(
+            durable=subjects.GAVE_UP_CONSUMER, stream=subjects.ADVISORIES_STREAM
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    advisories = await sub.fetch(batch=16, timeout=1.0)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for advisory in advisories:
+                    try:
+                        await self.end_given_up(json.loads(advisory.data))
+                        await advisory.ack()
+                    except Exception:
+                        log.exception("could not end a request JetStream gave up on")
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def end_given_up(self, notice: dict[str, Any]) -> None:
+        """A request whose workers kept dying: JetStream gave up redelivering, so end it here."""
+        seq = int(notice["stream_seq"])
+        try:
+            stored = await self.js.get_msg(subjects.REQUESTS_STREAM, seq)
+        except NotFoundError:
+            return  # acked after all, or already ended by another worker
+        data = stored.data or b""
+        reply_to = (stored.headers or {}).get(subjects.REPLY_TO_HEADER)
+        request_id = salvage_request_id(data)
+        done = await asyncio.to_thread(self.app.find, request_id) if request_id else None
+        if done is not None and done.is_terminal:
+            if reply_to:  # its worker stored the outcome, then died before acking
+                await self.nc.publish(reply_to, self._stored_reply(done))
+        else:
+            rejected = Rejected(
+                ErrorType.internal,
+                f"request was delivered {notice.get('deliveries', '?')} times and no worker "
+                "finished it (each stopped while handling it); llmbus gave up",
+                request_id,
+            )
+            await self._fail(data, stored.subject or "", seq, rejected, reply_to)
+        await self.js.delete_msg(subjects.REQUESTS_STREAM, seq)
 
     async def _retry_later(self, msg: Msg, reply_to: str | None) -> None:
         with contextlib.suppress(Exception):
