@@ -17,7 +17,9 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from llmbus.client import Client
 from llmbus.shared import subjects
+from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings
 
 TERMINAL = (subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED)
@@ -124,3 +126,11 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
     if process.poll() is None:
         process.send_signal(sig)
         process.wait(60)
+
+
+async def projected_requests(client: Client) -> int:
+    """How many calls the usage projection reflects; -1 while the usage service isn't answering."""
+    try:
+        return int((await client.usage()).rows[0]["requests"])
+    except LlmbusError:
+        return -1

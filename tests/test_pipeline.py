@@ -15,6 +15,7 @@ from llmbus.testing.fake_openai import FakeProvider
 from support import (
     completion_service_ready,
     connected,
+    projected_requests,
     running,
     wait_for,
     watching_events,
@@ -56,7 +57,7 @@ async def test_a_request_completes_and_its_cost_is_queryable(settings: Settings)
         assert terminal["request_id"] == received.request_id
 
         async def projected() -> bool:
-            return (await client.usage()).rows[0]["requests"] == 1
+            return await projected_requests(client) == 1
 
         await wait_for(projected, what="the usage service to project the call")
         by_team = await client.usage(["team"])
