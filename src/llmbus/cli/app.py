@@ -10,8 +10,12 @@ app = typer.Typer(
     help="An event-sourced LLM service over NATS JetStream.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # typer's rich help costs ~0.35 s of imports; plain help keeps queries under 0.5 s
+    rich_markup_mode=None,
 )
-projections = typer.Typer(help="Manage the DuckDB usage projection.", no_args_is_help=True)
+projections = typer.Typer(
+    help="Manage the DuckDB usage projection.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(projections, name="projections")
 
 

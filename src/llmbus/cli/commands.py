@@ -32,6 +32,18 @@ def settings_or_fail() -> Settings:
         fail(str(exc))
 
 
+def query_client_settings() -> Settings:
+    """Settings for a command that only publishes or queries, tuned to start fast.
+
+    nats-py imports aiohttp (~0.15 s) for its websocket transport alone; unless the server is a
+    ws:// one, such a command never needs it. Service processes never come through here.
+    """
+    settings = settings_or_fail()
+    if not (settings.nats_url or "").startswith("ws"):
+        sys.modules.setdefault("aiohttp", None)  # type: ignore[arg-type]
+    return settings
+
+
 def run(coro: Any) -> Any:
     try:
         return asyncio.run(coro)
@@ -71,15 +83,16 @@ def run_complete(
     max_tokens: int | None,
     as_json: bool,
 ) -> None:
-    from llmbus.client import Client, CompletionError
-
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": text}
     ]
     params = {"max_tokens": max_tokens} if max_tokens else {}
 
+    settings = query_client_settings()
+    from llmbus.client import Client, CompletionError
+
     async def go() -> None:
-        async with Client(settings=settings_or_fail()) as client:
+        async with Client(settings=settings) as client:
             try:
                 received = await client.complete(
                     messages, model=model, user_id=user, team_id=team, project_id=project,
@@ -125,12 +138,13 @@ def run_usage(
     by: list[str], since: str | None, until: str | None, where: list[str], limit: int | None,
     fmt: str,
 ) -> None:  # fmt: skip
+    settings = query_client_settings()
     from pydantic import ValidationError
 
     from llmbus.client import Client
 
     async def go() -> Any:
-        async with Client(settings=settings_or_fail()) as client:
+        async with Client(settings=settings) as client:
             return await client.usage(
                 by, parse_time(since, "--since"), parse_time(until, "--until"),
                 parse_filters(where), limit,
