@@ -1,9 +1,11 @@
 """The one event-store factory: SQLite files under the state folder, or PostgreSQL."""
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from eventsourcing import sqlite
 from eventsourcing.application import Application
 from eventsourcing.persistence import ProcessRecorder
+from eventsourcing.utils import Environment
 
 from llmbus.shared.settings import Settings
 
@@ -27,12 +29,37 @@ def store_env(settings: Settings, store: str) -> dict[str, str]:
         }
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "PERSISTENCE_MODULE": f"{__name__}:SQLiteFactory",
+        "SQLITE_SYNCHRONOUS": settings.sqlite_synchronous.upper(),
         "SQLITE_DBNAME": str(settings.state_dir / f"{store}.sqlite"),
         # several worker processes may share one SQLite store; wait on its lock, don't fail.
         "SQLITE_LOCK_TIMEOUT": "30",
         "CREATE_TABLE": "y",
     }
+
+
+class SQLiteConnectionPool(sqlite.SQLiteConnectionPool):
+    synchronous = "NORMAL"
+
+    def _create_connection(self) -> sqlite.SQLiteConnection:
+        connection = super()._create_connection()
+        connection._sqlite_conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        return connection
+
+
+class SQLiteFactory(sqlite.SQLiteFactory):
+    """eventsourcing's SQLite store with a chosen `synchronous` level.
+
+    In WAL mode NORMAL keeps every commit through a crash of the process (what the guarantees
+    are about) and skips the fsync per commit, which costs ~3.5 ms a request on a typical disk.
+    FULL also survives power loss.
+    """
+
+    def __init__(self, env: Environment) -> None:
+        super().__init__(env)
+        self.datastore.pool.__class__ = SQLiteConnectionPool  # connections open lazily: none yet
+        pool = cast(SQLiteConnectionPool, self.datastore.pool)
+        pool.synchronous = self.env.get("SQLITE_SYNCHRONOUS", "NORMAL")
 
 
 def open_store(app_class: type[AppT], settings: Settings, store: str) -> AppT:

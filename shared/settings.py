@@ -70,6 +70,10 @@ class Settings(Section):
         default=1, ge=1, le=5, description="JetStream replicas per stream; 3 on a 3-node cluster."
     )
     event_store: Literal["sqlite", "postgres"] = "sqlite"
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        default="normal",
+        description="normal: commits survive a process crash; full: also power loss (slower).",
+    )
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     log_level: str = "INFO"
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
@@ -90,6 +94,7 @@ ENV_KEYS: dict[str, str] = {
     "NATS_URL": "nats_url",
     "LLMBUS_STREAM_REPLICAS": "stream_replicas",
     "LLMBUS_EVENT_STORE": "event_store",
+    "LLMBUS_SQLITE_SYNCHRONOUS": "sqlite_synchronous",
     "LLMBUS_LOG_LEVEL": "log_level",
     "LLMBUS_CONCURRENCY": "completion.concurrency",
     "LLMBUS_ACK_WAIT_S": "completion.ack_wait_s",

@@ -145,3 +145,16 @@ async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
     await js.delete_stream(stream)
     await nc.close()
     app.close()
+
+
+@pytest.mark.parametrize(("level", "pragma"), [("normal", 1), ("full", 2)])
+def test_the_sqlite_store_commits_at_the_configured_synchronous_level(
+    tmp_path: Path, level: str, pragma: int
+) -> None:
+    settings = Settings(state_dir=tmp_path, sqlite_synchronous=level)  # type: ignore[arg-type]
+    app = open_store(CompletionApplication, settings, "completion")
+    app.record_failed("r1", {"request_id": "r1"}, {"request_id": "r1"})
+    with app.factory.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == pragma
+    app.close()
