@@ -1,6 +1,9 @@
 """The one event-store factory: SQLite files under the state folder, or PostgreSQL."""
 
+import sqlite3
+from pathlib import Path
 from typing import Any, TypeVar, cast
+from uuid import UUID
 
 from eventsourcing import sqlite
 from eventsourcing.application import Application
@@ -60,6 +63,33 @@ class SQLiteFactory(sqlite.SQLiteFactory):
         self.datastore.pool.__class__ = SQLiteConnectionPool  # connections open lazily: none yet
         pool = cast(SQLiteConnectionPool, self.datastore.pool)
         pool.synchronous = self.env.get("SQLITE_SYNCHRONOUS", "NORMAL")
+
+
+class SQLiteProbe:
+    """Tells whether an aggregate has events, on the calling thread.
+
+    It has a read-only connection of its own: in WAL mode a reader never waits for the writer,
+    so the event loop can ask directly instead of hopping to a thread (~1 ms at low load).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+
+    def has_events(self, aggregate_id: UUID) -> bool:
+        # eventsourcing's SQLite recorder keeps UUIDs as hex text
+        row = self._db.execute(
+            "SELECT 1 FROM stored_events WHERE originator_id = ? LIMIT 1", (aggregate_id.hex,)
+        ).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def sqlite_probe(settings: Settings, store: str) -> SQLiteProbe | None:
+    if settings.event_store != "sqlite":
+        return None
+    return SQLiteProbe(settings.state_dir / f"{store}.sqlite")
 
 
 def open_store(app_class: type[AppT], settings: Settings, store: str) -> AppT:

@@ -7,6 +7,7 @@ last tracked position; every message carries a stable Nats-Msg-Id, so JetStream 
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ class OutboxRelay:
         name: str = "outbox",
         batch_size: int = 500,
         idle_poll_s: float = 0.5,
+        track_every_s: float = 0.25,
     ) -> None:
         self.app = app
         self.js = js
@@ -47,7 +49,12 @@ class OutboxRelay:
         self.name = name
         self.batch_size = batch_size
         self.idle_poll_s = idle_poll_s
+        # tracking is a write per cycle; a lagging position only means a few repeats after a
+        # crash, and JetStream drops those by their Nats-Msg-Id
+        self.track_every_s = track_every_s
         self.position = 0
+        self.tracked = 0
+        self._tracked_at = 0.0
         self.published = 0
         self._wakeup = asyncio.Event()
 
@@ -66,6 +73,7 @@ class OutboxRelay:
             if moved:
                 continue
             if stop.is_set():
+                await self.track()
                 return
             self._wakeup.clear()
             try:
@@ -89,12 +97,20 @@ class OutboxRelay:
         await asyncio.gather(*acks)
         self.published += len(acks)
         self.position = notifications[-1].id
-        await asyncio.to_thread(self._track, self.position)
+        if time.monotonic() - self._tracked_at >= self.track_every_s:
+            await self.track()
         return len(notifications)
 
     async def drain(self) -> None:
         while await self.publish_pending():
             pass
+        await self.track()
+
+    async def track(self) -> None:
+        if self.position > self.tracked:
+            await asyncio.to_thread(self._track, self.position)
+            self.tracked = self.position
+        self._tracked_at = time.monotonic()
 
     def _select(self) -> list[Notification]:
         return list(

@@ -8,7 +8,7 @@ from llmbus.services.completion.models import ModelGateway
 from llmbus.services.completion.outbox import route
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared import bus
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.eventstore import open_store, sqlite_probe
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
@@ -18,6 +18,7 @@ log = logging.getLogger("llmbus.completion")
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = await asyncio.to_thread(open_store, CompletionApplication, settings, "completion")
     gateway = ModelGateway(settings)
+    probe = sqlite_probe(settings, "completion")
     nc = await bus.connect(settings, "llmbus-completion")
     try:
         js = nc.jetstream()
@@ -25,11 +26,13 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         relay = OutboxRelay(app, js, route, name="completion-outbox")
         relay_stop = asyncio.Event()
         relaying = asyncio.create_task(relay.run(relay_stop))
-        await CompletionWorker(settings, app, gateway, nc, relay).run(stop)
+        await CompletionWorker(settings, app, gateway, nc, relay, probe).run(stop)
         relay_stop.set()
         relay.poke()
         await relaying
         log.info("completion service stopped; %d events published", relay.published)
     finally:
         await nc.drain()
+        if probe is not None:
+            probe.close()
         app.close()

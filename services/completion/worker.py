@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
@@ -12,12 +13,13 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
-from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.application import CompletionApplication, Outcome
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
 from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
 from llmbus.shared import subjects
+from llmbus.shared.batching import GroupCommit
 from llmbus.shared.contracts import (
     CompletionFailed,
     CompletionReceived,
@@ -25,6 +27,7 @@ from llmbus.shared.contracts import (
     ErrorType,
     UsageRecorded,
 )
+from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
@@ -40,6 +43,7 @@ class CompletionWorker:
         gateway: ModelGateway,
         nc: NatsClient,
         relay: OutboxRelay,
+        probe: SQLiteProbe | None = None,
     ) -> None:
         self.settings = settings
         self.config = settings.completion
@@ -51,12 +55,18 @@ class CompletionWorker:
         self.tasks: set[asyncio.Task[None]] = set()
         # duplicates delivered to this process while the first copy is still at the model
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
+        self.at_model: dict[int, tuple[Msg, float]] = {}
+        self.probe = probe
+        self.writes: GroupCommit[Outcome, Completion] = GroupCommit(
+            app.record_many, "completion-store"
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe_bind(
             durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
         )
         watching = asyncio.create_task(self.watch_given_up(stop))
+        beating = asyncio.create_task(self.heartbeat())
         log.info("completion worker ready (concurrency %d)", self.config.concurrency)
         try:
             while not stop.is_set():
@@ -77,6 +87,8 @@ class CompletionWorker:
                 log.info("draining %d in-flight requests", len(self.tasks))
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await watching
+            beating.cancel()
+            self.writes.close()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -135,7 +147,7 @@ class CompletionWorker:
             del self.inflight[request.request_id]
 
     async def _complete(self, request: CompletionRequested, model: str, msg: Msg) -> bytes:
-        stored = await asyncio.to_thread(self.app.find, request.request_id)
+        stored = await self._stored(request.request_id)
         if stored is not None and stored.is_terminal:
             return self._stored_reply(stored)
         assert request.messages is not None
@@ -149,20 +161,28 @@ class CompletionWorker:
             return await self._record_failure(request, model, failed)
         return await self._record_success(request, model, reply)
 
+    async def _stored(self, request_id: str) -> Completion | None:
+        if self.probe is not None and not self.probe.has_events(Completion.create_id(request_id)):
+            return None  # the common case, answered without leaving the event loop
+        return await asyncio.to_thread(self.app.find, request_id)
+
     async def _while_in_progress(self, msg: Msg, call: Awaitable[ModelReply]) -> ModelReply:
-        """Tell JetStream the request is alive while a slow model call runs."""
-        beat = self.config.ack_wait_s / 3
-
-        async def heartbeat() -> None:
-            while True:
-                await asyncio.sleep(beat)
-                await msg.in_progress()
-
-        beating = asyncio.create_task(heartbeat())
+        self.at_model[id(msg)] = (msg, time.monotonic())
         try:
             return await call
         finally:
-            beating.cancel()
+            del self.at_model[id(msg)]
+
+    async def heartbeat(self) -> None:
+        """Tell JetStream that requests at a slow model are alive, so it does not redeliver."""
+        beat = self.config.ack_wait_s / 3
+        while True:
+            await asyncio.sleep(beat)
+            due = time.monotonic() - beat
+            for msg, since in list(self.at_model.values()):
+                if since <= due:
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _record_success(
         self, request: CompletionRequested, model: str, reply: ModelReply
@@ -180,20 +200,23 @@ class CompletionWorker:
             **ids,
         )
         usage = self._usage(request, model, reply.provider, reply.latency_ms, "ok", reply=reply)
-        outcome = received.model_dump(mode="json")
+        event = received.model_dump(mode="json")
+        reply_payload = dumps(event)
         if self.config.privacy == "metadata_only":
-            outcome["content"] = None
-        completion = await asyncio.to_thread(
-            self.app.record_received,
-            request.request_id,
-            self._stored_request(request),
-            outcome,
-            usage.model_dump(mode="json"),
+            event["content"] = None
+        completion = await self.writes.write(
+            Outcome(
+                request.request_id,
+                self._stored_request(request),
+                "received",
+                event,
+                usage.model_dump(mode="json"),
+            )
         )
         self.relay.poke()
-        if completion.outcome is not outcome:
+        if completion.outcome is not event:
             return self._stored_reply(completion)  # a racing duplicate stored first
-        return received.model_dump_json().encode()
+        return reply_payload
 
     async def _record_failure(
         self, request: CompletionRequested, model: str, failed: ModelCallFailed
@@ -211,12 +234,14 @@ class CompletionWorker:
             request, model, failed.provider or "unknown", failed.latency_ms, "error",
             error_type=failed.error_type.value,
         )  # fmt: skip
-        completion = await asyncio.to_thread(
-            self.app.record_failed,
-            request.request_id,
-            self._stored_request(request),
-            event.model_dump(mode="json"),
-            usage.model_dump(mode="json"),
+        completion = await self.writes.write(
+            Outcome(
+                request.request_id,
+                self._stored_request(request),
+                "failed",
+                event.model_dump(mode="json"),
+                usage.model_dump(mode="json"),
+            )
         )
         self.relay.poke()
         return self._stored_reply(completion)

@@ -1,0 +1,57 @@
+"""Group commit: many concurrent writes become few transactions on one writer thread."""
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """While one batch is being written, new items queue up and go in the next transaction.
+
+    `write_batch` gets a list of items and returns one result per item, in order. It runs on a
+    thread of its own, so the writes never queue behind other work in the default pool.
+    """
+
+    def __init__(self, write_batch: Callable[[list[T]], list[R]], name: str) -> None:
+        self._write_batch = write_batch
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.items = 0
+
+    async def write(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flushing is None:
+            self._flushing = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    results = await loop.run_in_executor(
+                        self._writer, self._write_batch, [item for item, _ in batch]
+                    )
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.items += len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():  # its caller may have been cancelled meanwhile
+                        future.set_result(result)
+        finally:
+            self._flushing = None
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
