@@ -36,10 +36,9 @@ class GroupCommit(Generic[T, R]):
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                items = [item for item, _ in batch]
                 try:
-                    results = await loop.run_in_executor(
-                        self._writer, self._write_batch, [item for item, _ in batch]
-                    )
+                    results = await loop.run_in_executor(self._writer, self._write_batch, items)
                 except Exception as exc:
                     for _, future in batch:
                         if not future.done():

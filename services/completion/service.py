@@ -23,7 +23,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         js = nc.jetstream()
         await bus.provision(js, settings)
-        relay = OutboxRelay(app, js, route, name="completion-outbox")
+        relay = OutboxRelay(app, js, route, name="completion-outbox", on_loop=probe is not None)
         relay_stop = asyncio.Event()
         relaying = asyncio.create_task(relay.run(relay_stop))
         await CompletionWorker(settings, app, gateway, nc, relay, probe).run(stop)

@@ -1,5 +1,7 @@
 """The async Python SDK: publish completion requests and query usage over NATS."""
 
+import asyncio
+import itertools
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -7,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from pydantic import ValidationError
 
@@ -47,6 +50,10 @@ class Client:
         self.nats_url = nats_url
         self.timeout_s = timeout_s
         self._nc: NatsClient | None = None
+        # one reply subscription per client, not a SUB/UNSUB per request
+        self._reply_prefix: str | None = None
+        self._replies: dict[str, asyncio.Future[bytes]] = {}
+        self._tokens = itertools.count()
 
     async def __aenter__(self) -> "Client":
         await self.connect()
@@ -68,6 +75,7 @@ class Client:
         if self._nc is not None:
             await self._nc.drain()
             self._nc = None
+            self._reply_prefix = None
 
     @property
     def nc(self) -> NatsClient:
@@ -115,19 +123,32 @@ class Client:
             if model is None:
                 raise LlmbusError("complete() needs model=")
             request = self.request(prompt, model=model, **fields)
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        token = str(next(self._tokens))
+        reply = asyncio.get_running_loop().create_future()
+        self._replies[token] = reply
         try:
-            await self.submit(request, reply_to=inbox)
-            msg = await sub.next_msg(timeout=self.timeout_s)
+            await self.submit(request, reply_to=f"{await self._reply_inbox()}.{token}")
+            data = await asyncio.wait_for(reply, self.timeout_s)
         except TimeoutError:
             raise LlmbusError(
                 f"no reply for request {request.request_id} within {self.timeout_s}s; "
                 "is a completion service running?"
             ) from None
         finally:
-            await sub.unsubscribe()
-        return terminal_event(msg.data)
+            self._replies.pop(token, None)
+        return terminal_event(data)
+
+    async def _reply_inbox(self) -> str:
+        if self._reply_prefix is None:
+            prefix = self.nc.new_inbox()
+            await self.nc.subscribe(f"{prefix}.*", cb=self._on_reply)
+            self._reply_prefix = prefix
+        return self._reply_prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        reply = self._replies.get(msg.subject.rsplit(".", 1)[-1])
+        if reply is not None and not reply.done():
+            reply.set_result(msg.data)
 
     async def usage(
         self,
