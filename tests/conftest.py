@@ -3,6 +3,7 @@ OpenAI-compatible provider in its own process, SQLite stores and DuckDB under tm
 
 import functools
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 
 from llmbus.shared import bus, subjects
 from llmbus.shared.natsserver import EmbeddedNats
-from llmbus.shared.settings import Settings, load_settings
+from llmbus.shared.settings import PostgresSettings, Settings, load_settings
 from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -101,3 +102,45 @@ async def settings(
     await bus.provision(nc.jetstream(), loaded)
     await nc.close()
     yield loaded
+
+
+def postgres_settings() -> PostgresSettings:
+    return PostgresSettings(
+        host=os.environ.get("POSTGRES_HOST", "127.0.0.1"),
+        port=int(os.environ.get("POSTGRES_PORT", "5432")),
+        user=os.environ.get("POSTGRES_USER", "postgres"),
+        password=os.environ.get("POSTGRES_PASSWORD", ""),
+        dbname=os.environ.get("POSTGRES_DBNAME", "test"),
+    )
+
+
+def postgres_unreachable_reason() -> str | None:
+    import psycopg
+
+    pg = postgres_settings()
+    try:
+        psycopg.connect(
+            host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname,
+            connect_timeout=2,
+        ).close()  # fmt: skip
+    except psycopg.OperationalError as exc:
+        return f"PostgreSQL not reachable at {pg.host}:{pg.port}/{pg.dbname}: {exc}".strip()
+    return None
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[PostgresSettings]:
+    """A schema of its own in the reachable PostgreSQL, dropped afterwards; skips without one."""
+    reason = postgres_unreachable_reason()
+    if reason:
+        pytest.skip(reason)
+    import psycopg
+
+    schema = f"llmbus_test_{uuid.uuid4().hex[:10]}"
+    pg = postgres_settings().model_copy(update={"schema_name": schema})
+    dsn = dict(host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname)
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    yield pg
+    with psycopg.connect(**dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -1,5 +1,6 @@
 """The completion pipeline end to end on real parts: NATS → worker → litellm → stores → DuckDB."""
 
+import asyncio
 import json
 
 import pytest
@@ -10,7 +11,7 @@ from llmbus.services.completion.service import serve as serve_completion
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
 from llmbus.shared.eventstore import open_store
-from llmbus.shared.settings import Settings
+from llmbus.shared.settings import PostgresSettings, Settings
 from llmbus.testing.fake_openai import FakeProvider
 from support import (
     completion_service_ready,
@@ -182,3 +183,33 @@ async def test_bad_messages_fail_clearly_go_to_dead_letters_and_the_worker_keeps
         }
         oversized = next(m for m in letters if m.data == bad[4][0])
         assert "1040000 bytes" in oversized.headers[subjects.ERROR_HEADER]  # type: ignore[index]
+
+
+async def test_the_pipeline_runs_on_postgresql_event_stores(
+    settings: Settings, postgres_schema: PostgresSettings
+) -> None:
+    on_postgres = settings.model_copy(
+        update={"event_store": "postgres", "postgres": postgres_schema}
+    )
+    async with (
+        connected(on_postgres) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, on_postgres),
+        running(serve_usage, on_postgres),
+        Client(settings=on_postgres) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        replies = await asyncio.gather(
+            *(client.complete(f"q{i}", model="llmbus-sim/small", user_id="pg") for i in range(20))
+        )
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 20, what="usage")
+
+        async def projected() -> bool:
+            return await projected_requests(client) == 20
+
+        await wait_for(projected, what="the usage service to project all 20")
+        total = (await client.usage()).rows[0]["cost_usd"]
+        assert total == pytest.approx(sum(r.cost_usd for r in replies), abs=1e-12)
+    store = open_store(CompletionApplication, on_postgres, "completion")
+    assert store.recorder.max_notification_id() == 40  # Requested + Received each, in PostgreSQL
+    store.close()

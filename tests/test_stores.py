@@ -1,9 +1,7 @@
 """The event stores, on SQLite files and on PostgreSQL where one is reachable."""
 
 import json
-import os
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,48 +19,12 @@ from llmbus.shared.outbox import Outbound, OutboxRelay
 from llmbus.shared.settings import PostgresSettings, Settings
 
 
-def postgres_settings() -> PostgresSettings:
-    return PostgresSettings(
-        host=os.environ.get("POSTGRES_HOST", "127.0.0.1"),
-        port=int(os.environ.get("POSTGRES_PORT", "5432")),
-        user=os.environ.get("POSTGRES_USER", "postgres"),
-        password=os.environ.get("POSTGRES_PASSWORD", ""),
-        dbname=os.environ.get("POSTGRES_DBNAME", "test"),
-    )
-
-
-def postgres_unreachable_reason() -> str | None:
-    import psycopg
-
-    pg = postgres_settings()
-    try:
-        psycopg.connect(
-            host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname,
-            connect_timeout=2,
-        ).close()  # fmt: skip
-    except psycopg.OperationalError as exc:
-        return f"PostgreSQL not reachable at {pg.host}:{pg.port}/{pg.dbname}: {exc}".strip()
-    return None
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
-def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     if request.param == "sqlite":
-        yield Settings(state_dir=tmp_path)
-        return
-    reason = postgres_unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    import psycopg
-
-    schema = f"llmbus_test_{uuid.uuid4().hex[:10]}"
-    pg = postgres_settings().model_copy(update={"schema_name": schema})
-    dsn = dict(host=pg.host, port=pg.port, user=pg.user, password=pg.password, dbname=pg.dbname)
-    with psycopg.connect(**dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield Settings(state_dir=tmp_path, event_store="postgres", postgres=pg)
-    with psycopg.connect(**dsn, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        return Settings(state_dir=tmp_path)
+    pg: PostgresSettings = request.getfixturevalue("postgres_schema")
+    return Settings(state_dir=tmp_path, event_store="postgres", postgres=pg)
 
 
 def usage(usage_id: str, cost: float = 0.001) -> UsageRecorded:
