@@ -1,13 +1,14 @@
 """The one event-store factory: SQLite files under the state folder, or PostgreSQL."""
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing import sqlite
 from eventsourcing.application import Application
-from eventsourcing.persistence import ProcessRecorder
+from eventsourcing.persistence import PersistenceError, ProcessRecorder
 from eventsourcing.utils import Environment
 
 from llmbus.shared.settings import Settings
@@ -92,8 +93,19 @@ def sqlite_probe(settings: Settings, store: str) -> SQLiteProbe | None:
     return SQLiteProbe(settings.state_dir / f"{store}.sqlite")
 
 
-def open_store(app_class: type[AppT], settings: Settings, store: str) -> AppT:
-    return app_class(env=store_env(settings, store))
+def open_store(app_class: type[AppT], settings: Settings, store: str, attempts: int = 5) -> AppT:
+    env = store_env(settings, store)
+    for attempt in range(1, attempts + 1):
+        try:
+            return app_class(env=env)
+        except PersistenceError:
+            # processes starting together race to create the same PostgreSQL tables and types
+            # (a duplicate type, "tuple concurrently updated"); the loser finds them made on
+            # its next try
+            if attempt == attempts:
+                raise
+            time.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
 
 
 class OutboxApplication(Application[Any]):

@@ -134,3 +134,31 @@ async def projected_requests(client: Client) -> int:
         return int((await client.usage()).rows[0]["requests"])
     except LlmbusError:
         return -1
+
+
+async def requests_in_flight(nc: NatsClient) -> int:
+    """Requests delivered to a completion worker and not yet acked."""
+    info = await nc.jetstream().consumer_info(
+        subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
+    )
+    return info.num_ack_pending
+
+
+@contextlib.asynccontextmanager
+async def pipeline(
+    settings: Settings, with_usage: bool = True
+) -> AsyncIterator[tuple[NatsClient, EventLog, Client]]:
+    """The completion (and usage) service in this event loop, a client, and the event log."""
+    from llmbus.services.completion.service import serve as serve_completion
+    from llmbus.services.usage.service import serve as serve_usage
+
+    usage = running(serve_usage, settings) if with_usage else contextlib.nullcontext()
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+        usage,
+        Client(settings=settings) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        yield nc, events, client

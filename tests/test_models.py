@@ -2,7 +2,6 @@
 
 import json
 import uuid
-from collections.abc import Iterator
 
 import aiohttp
 import litellm
@@ -12,7 +11,7 @@ from llmbus.services.completion.models import ModelCallFailed, ModelGateway, scr
 from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.settings import CompletionSettings, ModelEntry, Settings
-from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
+from llmbus.testing.fake_openai import FakeProvider
 
 NUM_RETRIES = 2
 KEY_ENV = "LLMBUS_TEST_MODELS_KEY"
@@ -23,10 +22,9 @@ OUTPUT_PRICE = 2e-6
 FAKE_MODELS = ["fake-gpt", "fail-429", "fail-500", "fail-401", "flaky-429-1", "missing-model"]
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeProvider]:
-    with running_fake_provider() as provider:
-        yield provider
+@pytest.fixture
+def fake(fake_provider: FakeProvider) -> FakeProvider:
+    return fake_provider  # the session's provider process; tests compare call counts
 
 
 @pytest.fixture

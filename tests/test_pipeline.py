@@ -5,21 +5,16 @@ import json
 
 import pytest
 
-from llmbus.client import Client, CompletionError
+from llmbus.client import CompletionError
 from llmbus.services.completion.application import CompletionApplication
-from llmbus.services.completion.service import serve as serve_completion
-from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import PostgresSettings, Settings
 from llmbus.testing.fake_openai import FakeProvider
 from support import (
-    completion_service_ready,
-    connected,
+    pipeline,
     projected_requests,
-    running,
     wait_for,
-    watching_events,
 )
 
 
@@ -33,14 +28,7 @@ def request(request_id: str, model: str = "fake-gpt", **fields: object) -> bytes
 
 
 async def test_a_request_completes_and_its_cost_is_queryable(settings: Settings) -> None:
-    async with (
-        connected(settings) as nc,
-        watching_events(nc) as events,
-        running(serve_completion, settings),
-        running(serve_usage, settings),
-        Client(settings=settings) as client,
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(settings) as (_, events, client):
         received = await client.complete(
             "What is an event store?", model="fake-gpt", user_id="ann", team_id="team-a"
         )
@@ -71,13 +59,7 @@ async def test_rate_limits_and_server_errors_are_retried_then_fail_clearly_and_u
     settings: Settings, fake_provider: FakeProvider
 ) -> None:
     fake_provider.reset()
-    async with (
-        connected(settings) as nc,
-        watching_events(nc) as events,
-        running(serve_completion, settings),
-        Client(settings=settings) as client,
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(settings, with_usage=False) as (_, events, client):
         for model, error_type in (("fail-429", "rate_limited"), ("fail-500", "provider_error")):
             with pytest.raises(CompletionError) as failure:
                 await client.complete("hello", model=model)
@@ -100,12 +82,7 @@ async def test_a_request_published_twice_is_completed_and_charged_once(
     settings: Settings, fake_provider: FakeProvider
 ) -> None:
     fake_provider.reset()
-    async with (
-        connected(settings) as nc,
-        watching_events(nc) as events,
-        running(serve_completion, settings),
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(settings, with_usage=False) as (nc, events, _):
         js = nc.jetstream()
         for _ in range(2):  # no Nats-Msg-Id: JetStream stores both copies
             await js.publish(subjects.COMPLETION_REQUESTED, request("twice-1"))
@@ -141,13 +118,7 @@ async def test_bad_messages_fail_clearly_go_to_dead_letters_and_the_worker_keeps
         (request("unknown-1", model="no-such-provider-model-xyz"), "unknown_model"),
         (b"x" * 1_040_000, None),
     ]
-    async with (
-        connected(settings) as nc,
-        watching_events(nc) as events,
-        running(serve_completion, settings),
-        Client(settings=settings) as client,
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(settings, with_usage=False) as (nc, events, client):
         js = nc.jetstream()
         for payload, _ in bad:
             await js.publish(subjects.COMPLETION_REQUESTED, payload)
@@ -191,14 +162,7 @@ async def test_the_pipeline_runs_on_postgresql_event_stores(
     on_postgres = settings.model_copy(
         update={"event_store": "postgres", "postgres": postgres_schema}
     )
-    async with (
-        connected(on_postgres) as nc,
-        watching_events(nc) as events,
-        running(serve_completion, on_postgres),
-        running(serve_usage, on_postgres),
-        Client(settings=on_postgres) as client,
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(on_postgres) as (_, events, client):
         replies = await asyncio.gather(
             *(client.complete(f"q{i}", model="llmbus-sim/small", user_id="pg") for i in range(20))
         )

@@ -16,6 +16,7 @@ from llmbus.shared.settings import Settings
 from support import (
     completion_service_ready,
     connected,
+    requests_in_flight,
     running,
     spawn_service,
     stop_process,
@@ -55,10 +56,7 @@ async def test_a_worker_killed_with_100_requests_in_flight_loses_and_repeats_not
                 await js.publish(subjects.COMPLETION_REQUESTED, request(f"kill-{i}", "slow-1500"))
 
             async def in_flight() -> bool:
-                info = await js.consumer_info(
-                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
-                )
-                return info.num_ack_pending >= 100
+                return await requests_in_flight(nc) >= 100
 
             await wait_for(in_flight, 30, "100 requests in flight")
             worker.send_signal(signal.SIGKILL)
@@ -116,10 +114,7 @@ async def test_ctrl_c_on_llmbus_up_drains_in_flight_work_and_loses_nothing(
                 await js.publish(subjects.COMPLETION_REQUESTED, request(f"drain-{i}", "slow-1500"))
 
             async def all_in_flight() -> bool:
-                info = await js.consumer_info(
-                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
-                )
-                return info.num_ack_pending >= 20
+                return await requests_in_flight(nc) >= 20
 
             await wait_for(all_in_flight, 30, "20 requests in flight")
         stack.send_signal(signal.SIGINT)
@@ -159,10 +154,7 @@ async def test_a_request_whose_workers_keep_dying_still_ends_in_completion_faile
             await js.publish(subjects.COMPLETION_REQUESTED, request("doomed-1", "slow-1500"))
 
             async def in_flight() -> bool:
-                info = await js.consumer_info(
-                    subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
-                )
-                return info.num_ack_pending == 1
+                return await requests_in_flight(nc) == 1
 
             await wait_for(in_flight, 30, "the request in flight")
             first.send_signal(signal.SIGKILL)

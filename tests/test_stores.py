@@ -120,3 +120,17 @@ def test_the_sqlite_store_commits_at_the_configured_synchronous_level(
         cursor.execute("PRAGMA synchronous")
         assert cursor.fetchone()[0] == pragma
     app.close()
+
+
+def test_services_starting_together_on_one_postgres_schema_all_open_their_stores(
+    tmp_path: Path, postgres_schema: PostgresSettings
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = Settings(state_dir=tmp_path, event_store="postgres", postgres=postgres_schema)
+    opens = [(CompletionApplication, "completion"), (UsageApplication, "usage")] * 3
+    with ThreadPoolExecutor(len(opens)) as pool:
+        apps = list(pool.map(lambda a: open_store(a[0], settings, a[1]), opens))
+    assert len(apps) == 6
+    for app in apps:
+        app.close()

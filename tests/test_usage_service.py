@@ -17,6 +17,7 @@ from llmbus.shared.settings import Settings
 from support import (
     completion_service_ready,
     connected,
+    pipeline,
     projected_requests,
     running,
     wait_for,
@@ -95,13 +96,7 @@ async def test_totals_equal_the_events_and_a_rebuild_answers_identically(
 
 
 async def test_the_cli_prints_usage_as_json_csv_and_a_table(settings: Settings) -> None:
-    async with (
-        connected(settings) as nc,
-        running(serve_completion, settings),
-        running(serve_usage, settings),
-        Client(settings=settings) as client,
-    ):
-        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+    async with pipeline(settings) as (_, _, client):
         done = await asyncio.to_thread(
             llmbus_cli, "complete", "hello there", "--model", "llmbus-sim/small", "--user", "ann"
         )

@@ -1,22 +1,10 @@
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field
 
 from llmbus.shared.contracts.base import Contract, Identity, utcnow
 
-GROUP_FIELDS = (
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "conversation",
-    "status",
-    "day",
-    "week",
-    "month",
-)
 GroupField = Literal[
     "model",
     "provider",
@@ -29,6 +17,7 @@ GroupField = Literal[
     "week",
     "month",
 ]
+GROUP_FIELDS: tuple[str, ...] = get_args(GroupField)
 
 
 class UsageRecorded(Identity):

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from llmbus.shared.contracts import GROUP_FIELDS
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings, load_settings
 
@@ -172,8 +173,7 @@ def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None
         console.print(rows_table(columns, rows))
 
 
-GROUP_COLUMNS = {"model", "provider", "user", "team", "project", "conversation", "status", "day",
-                 "week", "month"}  # fmt: skip
+GROUP_COLUMNS = set(GROUP_FIELDS)
 # the table shows what fits a terminal; json and csv carry every column
 TABLE_LABELS = {"requests": "requests", "errors": "errors", "prompt_tokens": "tokens in",
                 "completion_tokens": "tokens out", "cost_usd": "cost_usd",
