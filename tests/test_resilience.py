@@ -175,3 +175,31 @@ async def test_a_request_whose_workers_keep_dying_still_ends_in_completion_faile
         )
         letter = await dead.next_msg(timeout=10)
         assert json.loads(letter.data)["request_id"] == "doomed-1"
+
+
+async def test_two_workers_share_the_queue_and_each_request_completes_once(
+    settings: Settings, config_file: Path
+) -> None:
+    workers = [spawn_service("completion", config_file, LLMBUS_CONCURRENCY="10") for _ in range(2)]
+    async with connected(settings) as nc, watching_events(nc) as events:
+        js = nc.jetstream()
+        try:
+            await wait_for(lambda: completion_service_ready(nc), 60, "a worker")
+            for i in range(40):
+                await js.publish(subjects.COMPLETION_REQUESTED, request(f"shared-{i}", "slow-1500"))
+
+            async def both_busy() -> bool:
+                # one worker holds at most 10 at a time: more in flight means both are pulling
+                return await requests_in_flight(nc) > 10
+
+            await wait_for(both_busy, 30, "more requests in flight than one worker may hold")
+            await events.wait_terminal(40, timeout=60)
+        finally:
+            for worker in workers:
+                await asyncio.to_thread(stop_process, worker)
+        counts = await subject_counts(js, "llmbus.>")
+        assert counts.get(subjects.COMPLETION_RECEIVED) == 40
+        assert counts.get(subjects.USAGE_RECORDED) == 40
+        assert sorted(e["request_id"] for e in events.terminal()) == sorted(
+            f"shared-{i}" for i in range(40)
+        )
