@@ -109,6 +109,14 @@ class ModelCallFailed(LlmbusError):
         self.latency_ms = latency_ms
 
 
+def keep_contents_out_of_litellm_logs() -> None:
+    """litellm's own DEBUG and INFO logs print the messages; its exceptions may quote them."""
+    litellm.turn_off_message_logging = True
+    litellm.redact_messages_in_exceptions = True
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 # How one model name is called: worked out once, then reused on every request.
 @dataclass(frozen=True)
 class Route:
@@ -258,6 +266,8 @@ def has_prices(entry: ModelEntry) -> bool:
 class ModelGateway:
     def __init__(self, settings: Settings) -> None:
         register_sim_provider()
+        if settings.completion.privacy == "metadata_only":
+            keep_contents_out_of_litellm_logs()
         self._num_retries = settings.completion.num_retries
         self._timeout_s = settings.completion.timeout_s
         self._catalog = {entry.name: entry for entry in settings.models}

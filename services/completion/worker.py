@@ -57,8 +57,10 @@ class CompletionWorker:
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
         self.at_model: dict[int, tuple[Msg, float]] = {}
         self.probe = probe
-        self.writes: GroupCommit[Outcome, Completion] = GroupCommit(
-            app.record_many, "completion-store"
+        # local SQLite writes take ~0.15 ms: cheaper on the loop than any hop or wait; a
+        # network store writes concurrent outcomes together on a thread of its own
+        self.writes: GroupCommit[Outcome, Completion] | None = (
+            None if probe is not None else GroupCommit(app.record_many, "completion-store")
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -88,7 +90,8 @@ class CompletionWorker:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await watching
             beating.cancel()
-            self.writes.close()
+            if self.writes is not None:
+                self.writes.close()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
@@ -168,10 +171,9 @@ class CompletionWorker:
         return await asyncio.to_thread(self.app.find, request_id)
 
     async def _record(self, outcome: Outcome) -> Completion:
-        if self.probe is not None:
-            # local SQLite writes take ~0.15 ms: cheaper on the loop than any hop or wait
+        if self.writes is None:
             return self.app.record(outcome)
-        return await self.writes.write(outcome)  # a network store: group commit on a thread
+        return await self.writes.write(outcome)
 
     async def _while_in_progress(self, msg: Msg, call: Awaitable[ModelReply]) -> ModelReply:
         self.at_model[id(msg)] = (msg, time.monotonic())
