@@ -175,7 +175,7 @@ def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None
 
 GROUP_COLUMNS = set(GROUP_FIELDS)
 # the table shows what fits a terminal; json and csv carry every column
-TABLE_LABELS = {"requests": "requests", "errors": "errors", "prompt_tokens": "tokens in",
+TABLE_LABELS = {"requests": "requests", "prompt_tokens": "tokens in",
                 "completion_tokens": "tokens out", "cost_usd": "cost_usd",
                 "latency_ms_p50": "p50 ms"}  # fmt: skip
 

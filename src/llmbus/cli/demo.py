@@ -96,7 +96,9 @@ async def show_costs(client: Client, requests: int) -> None:
         await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"]):
         result = await client.usage(by)
-        console.print(rows_table(result.columns, result.rows, title=f"cost by {', '.join(by)}"))
+        wanted = {*by, "requests", "prompt_tokens", "completion_tokens", "cost_usd"}
+        columns = [c for c in result.columns if c in wanted]
+        console.print(rows_table(columns, result.rows, title=f"cost by {', '.join(by)}"))
     total = (await client.usage()).rows[0]
     console.print(f"total: {total['requests']} requests, ${total['cost_usd']:.6f}")
 
