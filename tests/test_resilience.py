@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from llmbus.services.usage.service import serve as serve_usage
-from llmbus.shared import subjects
+from llmbus.shared import bus, subjects
+from llmbus.shared.natsserver import EmbeddedNats
 from llmbus.shared.settings import Settings
 from support import (
     completion_service_ready,
@@ -203,3 +206,47 @@ async def test_two_workers_share_the_queue_and_each_request_completes_once(
         assert sorted(e["request_id"] for e in events.terminal()) == sorted(
             f"shared-{i}" for i in range(40)
         )
+
+
+async def test_requests_in_flight_when_nats_restarts_still_end_exactly_once(
+    tmp_path: Path, config_file: Path, settings: Settings
+) -> None:
+    if os.environ.get("NATS_URL"):
+        pytest.skip("restarts a nats-server of its own; NATS_URL points at a shared one")
+    server = EmbeddedNats(tmp_path / "restarting-nats")
+    url = server.start()
+    port = int(url.rsplit(":", 1)[1])
+    config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
+    config["nats_url"] = url
+    restarting = tmp_path / "restarting.yaml"
+    restarting.write_text(yaml.safe_dump(config))
+    on_it = settings.model_copy(update={"nats_url": url})
+    worker = spawn_service("completion", restarting, LLMBUS_CONCURRENCY="100")
+    try:
+        async with connected(on_it) as nc:
+            await bus.provision(nc.jetstream(), on_it)
+            await wait_for(lambda: completion_service_ready(nc), 60, "the worker")
+            for i in range(30):
+                await nc.jetstream().publish(
+                    subjects.COMPLETION_REQUESTED, request(f"restart-{i}", "slow-1500")
+                )
+            await wait_for(lambda: _at_least(requests_in_flight(nc), 30), 30, "30 in flight")
+        server.stop()  # mid-call: every request is at the model
+        server = EmbeddedNats(tmp_path / "restarting-nats", port=port)
+        server.start()
+        async with connected(on_it) as nc, watching_events(nc) as events:
+            await events.wait_terminal(30, timeout=90)
+            await asyncio.to_thread(stop_process, worker)
+            counts = await subject_counts(nc.jetstream(), "llmbus.>")
+        assert counts.get(subjects.COMPLETION_RECEIVED) == 30
+        assert counts.get(subjects.USAGE_RECORDED) == 30
+        assert sorted(e["request_id"] for e in events.terminal()) == sorted(
+            f"restart-{i}" for i in range(30)
+        )
+    finally:
+        stop_process(worker)
+        server.stop()
+
+
+async def _at_least(count: Awaitable[int], minimum: int) -> bool:
+    return await count >= minimum
