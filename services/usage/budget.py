@@ -1,0 +1,349 @@
+"""The Budget aggregate: one per budget, so concurrent reservations conflict on its version.
+
+A request reserves its worst-case cost before the model call and settles the true cost after;
+a hard budget refuses a reservation it cannot cover. Time is always passed in.
+
+Window rollover: spend and fired thresholds reset, open reservations carry over into the new
+window (their calls are still in flight), and settle their cost there.
+"""
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Annotated, Any, Literal, NamedTuple
+from uuid import NAMESPACE_URL, UUID, uuid5
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from eventsourcing.domain import Aggregate, event
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+BUDGET_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:budget")
+LIFETIME_START = datetime(1970, 1, 1, tzinfo=UTC)
+
+ScopeKey = Literal["team", "user", "project", "model", "role"]
+Window = Literal["daily", "weekly", "monthly", "lifetime"]
+Mode = Literal["hard", "soft"]
+BudgetName = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+]
+
+
+class BudgetDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: BudgetName
+    scope: dict[ScopeKey, Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=dict
+    )
+    window: Window
+    limit_usd: Decimal = Field(gt=0)
+    mode: Mode
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
+    timezone: str = "UTC"
+
+    @field_validator("thresholds")
+    @classmethod
+    def check_thresholds(cls, thresholds: list[float]) -> list[float]:
+        for threshold in thresholds:
+            if not 0 < threshold <= 1:
+                raise ValueError(f"threshold {threshold} is not in (0, 1]")
+        if len(set(thresholds)) != len(thresholds):
+            raise ValueError(f"thresholds {thresholds} repeat a value")
+        return sorted(thresholds)
+
+    @field_validator("timezone")
+    @classmethod
+    def check_timezone(cls, timezone: str) -> str:
+        zone(timezone)
+        return timezone
+
+    def matches(self, attrs: Mapping[str, str | None]) -> bool:
+        return all(attrs.get(key) == value for key, value in self.scope.items())
+
+
+def zone(timezone: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as error:
+        raise ValueError(f"unknown timezone {timezone!r}: use an IANA name") from error
+
+
+def window_start(window: Window, timezone: str, at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError(f"time {at} has no timezone")
+    if window == "lifetime":
+        return LIFETIME_START
+    tz = zone(timezone)
+    day = at.astimezone(tz).date()
+    first = {
+        "daily": day,
+        "weekly": day - timedelta(days=day.weekday()),
+        "monthly": day.replace(day=1),
+    }
+    return local_midnight(first[window], tz)
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    # fold=0 maps a midnight lost to DST onto the gap's start, the first instant of that day.
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+class BudgetError(Exception):
+    """A budget command that cannot be carried out."""
+
+
+class BudgetExceededError(BudgetError):
+    def __init__(
+        self,
+        budget: str,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        limit_usd: Decimal,
+        requested_usd: Decimal,
+    ) -> None:
+        super().__init__(
+            f"budget {budget!r} cannot cover ${requested_usd}: spent ${spent_usd}"
+            f" + reserved ${reserved_usd} of limit ${limit_usd}"
+        )
+        self.budget = budget
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.limit_usd = limit_usd
+        self.requested_usd = requested_usd
+
+
+class UnknownReservationError(BudgetError):
+    """No open reservation has this request id."""
+
+
+class BudgetRenamedError(BudgetError):
+    """A budget's name is its identity; a new name is a new budget."""
+
+
+class Reservation(NamedTuple):
+    amount_usd: Decimal
+    expires_at: datetime
+
+
+class Budget(Aggregate):
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        return uuid5(BUDGET_NAMESPACE, name)
+
+    @classmethod
+    def define(cls, definition: BudgetDefinition, now: datetime) -> "Budget":
+        start = window_start(definition.window, definition.timezone, now)
+        return cls(name=definition.name, window_start=start, **_terms(definition))
+
+    @event("Defined")
+    def __init__(
+        self,
+        name: str,
+        scope: dict[ScopeKey, str],
+        window: Window,
+        limit_usd: Decimal,
+        mode: Mode,
+        thresholds: list[float],
+        timezone: str,
+        window_start: datetime,
+    ) -> None:
+        self.name = name
+        self._set_terms(scope, window, limit_usd, mode, thresholds, timezone)
+        self.window_start = window_start
+        self.spent_usd = Decimal(0)
+        self.reservations: dict[str, Reservation] = {}
+        self.fired: set[float] = set()
+        # Released by lease expiry this window: a late settlement still counts, once.
+        self.lease_expired: set[str] = set()
+
+    @property
+    def definition(self) -> BudgetDefinition:
+        return BudgetDefinition(
+            name=self.name,
+            scope=dict(self.scope),
+            window=self.window,
+            limit_usd=self.limit_usd,
+            mode=self.mode,
+            thresholds=list(self.thresholds),
+            timezone=self.timezone,
+        )
+
+    @property
+    def reserved_usd(self) -> Decimal:
+        return sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
+
+    @property
+    def remaining_usd(self) -> Decimal:
+        return self.limit_usd - self.spent_usd - self.reserved_usd
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        start = self._window_at(now)
+        spent = Decimal(0) if start > self.window_start else self.spent_usd
+        return {
+            "name": self.name,
+            "scope": dict(self.scope),
+            "window": self.window,
+            "window_start": max(start, self.window_start),
+            "spent_usd": spent,
+            "reserved_usd": self.reserved_usd,
+            "limit_usd": self.limit_usd,
+            "percent": float(spent / self.limit_usd * 100),
+            "mode": self.mode,
+        }
+
+    # Commands: each brings the window up to `now` first.
+
+    def reserve(
+        self, request_id: str, amount_usd: Decimal, now: datetime, lease: timedelta
+    ) -> None:
+        check_not_negative(amount_usd)
+        check_positive_lease(lease)
+        self._roll_over_to(now)
+        self.expire_leases(now)
+        if request_id in self.reservations:
+            return
+        if self.mode == "hard" and self.spent_usd + self.reserved_usd + amount_usd > self.limit_usd:
+            spent, reserved, limit = self.spent_usd, self.reserved_usd, self.limit_usd
+            self._exceed(request_id, amount_usd, spent, reserved, limit)
+            raise BudgetExceededError(self.name, spent, reserved, limit, amount_usd)
+        self._reserve(request_id, amount_usd, now + lease)
+
+    def settle(self, request_id: str, cost_usd: Decimal, now: datetime) -> None:
+        check_not_negative(cost_usd)
+        self._roll_over_to(now)
+        if request_id in self.reservations or request_id in self.lease_expired:
+            self._settle(request_id, cost_usd)
+            self._fire_crossed_thresholds()
+
+    def release(self, request_id: str, reason: str, now: datetime) -> None:
+        self._roll_over_to(now)
+        if request_id in self.reservations:
+            self._release(request_id, reason)
+
+    def expire_leases(self, now: datetime) -> list[str]:
+        self._roll_over_to(now)
+        expired = [rid for rid, r in self.reservations.items() if r.expires_at <= now]
+        for request_id in expired:
+            self._release(request_id, "lease_expired")
+        return expired
+
+    def redefine(self, definition: BudgetDefinition, now: datetime) -> None:
+        check_same_name(self.name, definition.name)
+        self._roll_over_to(now)
+        start = window_start(definition.window, definition.timezone, now)
+        self._redefine(window_start=start, **_terms(definition))
+        self._fire_crossed_thresholds()
+
+    def reservation(self, request_id: str) -> Reservation:
+        try:
+            return self.reservations[request_id]
+        except KeyError:
+            message = f"budget {self.name!r} has no open reservation {request_id!r}"
+            raise UnknownReservationError(message) from None
+
+    # Events
+
+    @event("Redefined")
+    def _redefine(
+        self,
+        scope: dict[ScopeKey, str],
+        window: Window,
+        limit_usd: Decimal,
+        mode: Mode,
+        thresholds: list[float],
+        timezone: str,
+        window_start: datetime,
+    ) -> None:
+        # Spend carries over as is: the aggregate cannot split it by the new window's bounds.
+        self._set_terms(scope, window, limit_usd, mode, thresholds, timezone)
+        self.window_start = window_start
+
+    @event("WindowRolledOver")
+    def _roll_over(self, window_start: datetime) -> None:
+        self.window_start = window_start
+        self.spent_usd = Decimal(0)
+        self.fired = set()
+        self.lease_expired = set()
+
+    @event("Reserved")
+    def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
+        self.reservations[request_id] = Reservation(amount_usd, expires_at)
+
+    @event("Exceeded")
+    def _exceed(
+        self,
+        request_id: str,
+        requested_usd: Decimal,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        limit_usd: Decimal,
+    ) -> None:
+        pass
+
+    @event("Settled")
+    def _settle(self, request_id: str, cost_usd: Decimal) -> None:
+        self.reservations.pop(request_id, None)
+        self.lease_expired.discard(request_id)
+        self.spent_usd += cost_usd
+
+    @event("Released")
+    def _release(self, request_id: str, reason: str) -> None:
+        del self.reservations[request_id]
+        if reason == "lease_expired":
+            self.lease_expired.add(request_id)
+
+    @event("ThresholdReached")
+    def _reach_threshold(
+        self, threshold: float, spent_usd: Decimal, limit_usd: Decimal, window_start: datetime
+    ) -> None:
+        self.fired.add(threshold)
+
+    def _set_terms(
+        self,
+        scope: dict[ScopeKey, str],
+        window: Window,
+        limit_usd: Decimal,
+        mode: Mode,
+        thresholds: list[float],
+        timezone: str,
+    ) -> None:
+        self.scope = scope
+        self.window = window
+        self.limit_usd = limit_usd
+        self.mode = mode
+        self.thresholds = thresholds
+        self.timezone = timezone
+
+    def _window_at(self, now: datetime) -> datetime:
+        return window_start(self.window, self.timezone, now)
+
+    def _roll_over_to(self, now: datetime) -> None:
+        # A clock behind the current window (another replica's skew) never rolls back.
+        start = self._window_at(now)
+        if start > self.window_start:
+            self._roll_over(start)
+
+    def _fire_crossed_thresholds(self) -> None:
+        for threshold in self.thresholds:
+            crossed = self.spent_usd >= Decimal(str(threshold)) * self.limit_usd
+            if crossed and threshold not in self.fired:
+                self._reach_threshold(threshold, self.spent_usd, self.limit_usd, self.window_start)
+
+
+def _terms(definition: BudgetDefinition) -> dict[str, Any]:
+    return definition.model_dump(exclude={"name"})
+
+
+def check_not_negative(amount_usd: Decimal) -> None:
+    if amount_usd < 0:
+        raise ValueError(f"amount ${amount_usd} is negative")
+
+
+def check_positive_lease(lease: timedelta) -> None:
+    if lease <= timedelta(0):
+        raise ValueError(f"lease {lease} is not positive")
+
+
+def check_same_name(name: str, new_name: str) -> None:
+    if name != new_name:
+        raise BudgetRenamedError(f"budget {name!r} cannot be redefined as {new_name!r}")
