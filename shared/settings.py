@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from llmbus.shared.contracts.budget import BudgetDefinition
 from llmbus.shared.errors import ConfigError
 
 
@@ -45,6 +46,10 @@ class CompletionSettings(Section):
     num_retries: int = Field(default=2, ge=0, description="litellm retries of 429/5xx.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per provider call.")
     privacy: Literal["full", "metadata_only"] = "full"
+    admission: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Reserve against budgets before each call; auto: when budgets are configured.",
+    )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
 
 
@@ -79,6 +84,18 @@ class Settings(Section):
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     models: list[ModelEntry] = Field(default_factory=list)
+    budgets: list[BudgetDefinition] = Field(default_factory=list)
+
+    @property
+    def admission_on(self) -> bool:
+        admission = self.completion.admission
+        return admission == "on" or (admission == "auto" and bool(self.budgets))
+
+    @property
+    def budget_lease_s(self) -> float:
+        """Long enough for every attempt of a call: a shorter lease could free budget early."""
+        attempts = self.completion.num_retries + 1
+        return attempts * self.completion.timeout_s + 60.0
 
     @property
     def duckdb_path(self) -> Path:
@@ -102,6 +119,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_NUM_RETRIES": "completion.num_retries",
     "LLMBUS_TIMEOUT_S": "completion.timeout_s",
     "LLMBUS_PRIVACY": "completion.privacy",
+    "LLMBUS_ADMISSION": "completion.admission",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",

@@ -12,12 +12,14 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 import litellm
 
 from llmbus.services.completion.sim import PROVIDER as SIM_PROVIDER
 from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
+from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType, TokenUsage
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import ModelEntry, Settings
@@ -36,6 +38,13 @@ MAX_BACKOFF_S = 8.0
 MAX_RETRY_AFTER_S = 60.0
 ROUTE_CACHE_SIZE = 4096
 MAX_MESSAGE_CHARS = 500
+# Output tokens assumed when a request sets no max_tokens and litellm knows no output limit for
+# the model. A budget needs some finite bound before the call; 4096 is the output cap most chat
+# models shipped with (and the sim small's), large enough to cover typical replies, small enough
+# not to refuse requests a nearly spent budget could still afford. Replies longer than this are
+# still settled at their true cost afterwards; only the reservation may fall short.
+DEFAULT_OUTPUT_TOKENS = 4096
+# Worst-case costs are rounded up to this step: a reservation never falls below the list price.
 
 # What a request may set. Anything else (api_base, api_key, headers, ...) could redirect the call,
 # with our provider key, to another server: such settings belong in the model catalog.
@@ -259,6 +268,52 @@ def price_entry(entry: ModelEntry, provider: str) -> dict[str, Any]:
     return {k: v for k, v in prices.items() if v is not None}
 
 
+# What a worst-case estimate needs to know about one model, looked up once in litellm's price map.
+@dataclass(frozen=True)
+class ListPrice:
+    input_per_token: Decimal
+    output_per_token: Decimal
+    output_limit: int | None
+    priced: bool
+
+
+def per_token(value: Any) -> Decimal | None:
+    # Through str: 5e-07 becomes Decimal('5E-7'), not the float's binary expansion.
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return max(Decimal(str(value)), Decimal(0))
+
+
+def positive_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        return None
+    return int(value) if value >= 1 else None
+
+
+def model_info(route: Route) -> Mapping[str, Any]:
+    try:
+        return litellm.get_model_info(route.target, custom_llm_provider=route.provider)
+    except Exception:
+        # Not mapped (or litellm cannot split the name): the raw map may still hold the target.
+        info = litellm.model_cost.get(route.target)
+        return info if isinstance(info, Mapping) else {}
+
+
+def list_price(route: Route) -> ListPrice:
+    info = model_info(route)
+    input_price = per_token(info.get("input_cost_per_token"))
+    output_price = per_token(info.get("output_cost_per_token"))
+    output_limit = positive_int(info.get("max_output_tokens")) or positive_int(
+        info.get("max_tokens")
+    )
+    return ListPrice(
+        input_per_token=input_price or Decimal(0),
+        output_per_token=output_price or Decimal(0),
+        output_limit=output_limit,
+        priced=input_price is not None or output_price is not None,
+    )
+
+
 def has_prices(entry: ModelEntry) -> bool:
     return entry.input_cost_per_token is not None or entry.output_cost_per_token is not None
 
@@ -273,6 +328,8 @@ class ModelGateway:
         self._catalog = {entry.name: entry for entry in settings.models}
         self._routes: dict[str, Route] = {}
         self._unpriced: set[str] = set()
+        self._prices: dict[str, ListPrice] = {}
+        self._unbounded: set[str] = set()
         for entry in settings.models:
             if has_prices(entry):
                 self._register_prices(entry)
@@ -330,6 +387,50 @@ class ModelGateway:
 
     def estimate_prompt_tokens(self, model: str, messages: list[dict[str, str]]) -> int:
         return int(litellm.token_counter(model=self._route(model).target, messages=messages))
+
+    def output_limit(self, model: str) -> int | None:
+        """The most tokens litellm says the model writes in one reply; None when unknown."""
+        return self._list_price(model).output_limit
+
+    def worst_case_cost(
+        self, model: str, messages: list[dict[str, str]], max_tokens: int | None
+    ) -> Decimal:
+        """The most a call may cost at list price, for a budget to reserve before making it.
+
+        Prompt tokens are counted offline; the reply is assumed to run to max_tokens, else to the
+        model's output limit, else to DEFAULT_OUTPUT_TOKENS. Rounded up to COST_QUANTUM. A model
+        without a known price costs Decimal(0) here: a budget cannot bound it.
+        """
+        price = self._list_price(model)
+        if not price.priced:
+            return Decimal(0)
+        if max_tokens is not None:
+            output_tokens = max(max_tokens, 0)
+        else:
+            output_tokens = price.output_limit or DEFAULT_OUTPUT_TOKENS
+        prompt_tokens = self.estimate_prompt_tokens(model, messages)
+        cost = prompt_tokens * price.input_per_token + output_tokens * price.output_per_token
+        return max(cost, Decimal(0)).quantize(COST_QUANTUM, rounding=ROUND_CEILING)
+
+    def _list_price(self, model: str) -> ListPrice:
+        price = self._prices.get(model)
+        if price is not None:
+            return price
+        route = self._route(model)
+        price = list_price(route)
+        if len(self._prices) < ROUTE_CACHE_SIZE:
+            self._prices[model] = price
+        if not price.priced and model not in self._unbounded:
+            if len(self._unbounded) < ROUTE_CACHE_SIZE:
+                self._unbounded.add(model)
+            log.warning(
+                "litellm has no price for %s (%s); budgets reserve 0 for it and cannot bound "
+                "its spending. Set input_cost_per_token and output_cost_per_token on it in the "
+                "catalog.",
+                route.name,
+                route.target,
+            )
+        return price
 
     async def complete(
         self, model: str, messages: list[dict[str, str]], params: dict[str, Any]

@@ -10,6 +10,7 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
@@ -27,11 +28,18 @@ from llmbus.shared.contracts import (
     ErrorType,
     UsageRecorded,
 )
+from llmbus.shared.contracts.budget import BudgetAdmission, BudgetReservation
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.completion")
+
+
+class AdmissionUnavailableError(Exception):
+    """Budgets are on and the usage service did not answer a reservation."""
+
+
 FETCH_BATCH = 64
 
 
@@ -109,6 +117,9 @@ class CompletionWorker:
                 await self.nc.publish(reply_to, reply)
             await msg.ack()
             self.relay.poke()  # after the reply: the caller waits on it, not on the events
+        except AdmissionUnavailableError as exc:
+            log.warning("%s; request will be redelivered", exc)
+            await self._retry_later(msg, reply_to)
         except Exception:
             log.exception("request handling failed; it will be redelivered")
             await self._retry_later(msg, reply_to)
@@ -157,6 +168,10 @@ class CompletionWorker:
         assert request.messages is not None
         messages = [m.model_dump() for m in request.messages]
         params = request.params.model_dump(exclude_none=True)
+        if self.settings.admission_on:
+            refusal = await self._admit(request, model, messages)
+            if refusal is not None:
+                return await self._record_refusal(request, model, refusal)
         try:
             reply = await self._while_in_progress(
                 msg, self.gateway.complete(model, messages, params)
@@ -164,6 +179,51 @@ class CompletionWorker:
         except ModelCallFailed as failed:
             return await self._record_failure(request, model, failed)
         return await self._record_success(request, model, reply)
+
+    async def _admit(
+        self, request: CompletionRequested, model: str, messages: list[dict[str, str]]
+    ) -> BudgetAdmission | None:
+        """Reserve the worst-case cost in every matching budget; the refusal, if refused."""
+        reservation = BudgetReservation(
+            request_id=request.request_id,
+            amount_usd=self.gateway.worst_case_cost(model, messages, request.params.max_tokens),
+            lease_s=self.settings.budget_lease_s,
+            user=request.user_id,
+            team=request.team_id,
+            project=request.project_id,
+            model=model,
+            role=request.role,
+        )
+        try:
+            reply = await self.nc.request(
+                subjects.BUDGET_RESERVE, reservation.model_dump_json().encode(), timeout=5.0
+            )
+        except (TimeoutError, NoRespondersError):
+            # never call a model unadmitted: the request is redelivered and tried again
+            raise AdmissionUnavailableError(
+                f"no answer on {subjects.BUDGET_RESERVE}: is the usage service running?"
+            ) from None
+        admission = BudgetAdmission.model_validate_json(reply.data)
+        return None if admission.admitted else admission
+
+    async def _record_refusal(
+        self, request: CompletionRequested, model: str, refusal: BudgetAdmission
+    ) -> bytes:
+        event = CompletionFailed(
+            request_id=request.request_id,
+            error_type=ErrorType.budget_exceeded,
+            message=refusal.message or f"refused by budget {refusal.refused_by}",
+            retryable=False,
+            model=model,
+            **self._ids(request),
+        )
+        completion = await self._record(
+            Outcome(
+                request.request_id, self._stored_request(request), "failed",
+                event.model_dump(mode="json"),
+            )
+        )  # fmt: skip
+        return self._stored_reply(completion)
 
     async def _stored(self, request_id: str) -> Completion | None:
         if self.probe is not None and not self.probe.has_events(Completion.create_id(request_id)):

@@ -1,41 +1,69 @@
-"""The usage event store. Deterministic ids make recording idempotent under redelivery."""
+"""The usage event store: provider calls and budgets. Deterministic ids make recording
+idempotent under redelivery; a call and the budget settlements it causes are saved together."""
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
-from eventsourcing.application import Application
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
 from llmbus.services.usage.domain import ProviderCall
 from llmbus.shared.contracts import UsageRecorded
+from llmbus.shared.eventstore import OutboxApplication
+
+if TYPE_CHECKING:
+    from llmbus.services.usage.budgets import BudgetBook
+
+CALL_RECORDED = get_topic(getattr(ProviderCall, "UsageRecorded"))  # noqa: B009 (made by @event)
+ATTEMPTS = 5
 
 
 def provider_call(event: UsageRecorded) -> ProviderCall:
     return ProviderCall(usage_id=event.usage_id, usage=event.model_dump(mode="json"))
 
 
-class UsageApplication(Application[Any]):
+class UsageApplication(OutboxApplication):
     name = "Usage"
 
-    def record(self, events: Sequence[UsageRecorded]) -> int:
-        """Store the calls not stored yet; returns how many were new."""
+    def record(self, events: Sequence[UsageRecorded], book: "BudgetBook | None" = None) -> int:
+        """Store the calls not stored yet, with their budget settlements; returns how many
+        were new."""
+        settled = [budget for event in events for budget in (book.settle(event) if book else [])]
         try:
-            self.save(*(provider_call(e) for e in events))
+            budgets = {id(budget): budget for budget in settled}.values()  # aggregates don't hash
+            self.save(*(provider_call(e) for e in events), *budgets)
             return len(events)
         except IntegrityError:
+            if book is not None:
+                book.reload(settled)
             # a failed save has consumed the aggregates' pending events: build them afresh
-            return sum(self._save_if_new(provider_call(e)) for e in events)
+            return sum(self._record_one(event, book) for event in events)
 
-    def _save_if_new(self, call: ProviderCall) -> bool:
+    def _record_one(self, event: UsageRecorded, book: "BudgetBook | None") -> bool:
+        for _ in range(ATTEMPTS):
+            if self._has_call(event.usage_id):
+                return False  # redelivered: already recorded and settled
+            settled = book.settle(event) if book else []
+            try:
+                self.save(provider_call(event), *settled)
+            except IntegrityError:
+                if book is not None:
+                    book.reload(settled)  # another usage service moved a budget: retry
+                continue
+            return True
+        raise RuntimeError(f"could not record usage {event.usage_id}: budgets kept changing")
+
+    def _has_call(self, usage_id: str) -> bool:
         try:
-            self.save(call)
-        except IntegrityError:
-            return False  # redelivered: already recorded
+            self.repository.get(ProviderCall.create_id(usage_id))
+        except AggregateNotFoundError:
+            return False
         return True
 
     def recorded_since(self, position: int, limit: int) -> list[tuple[int, UsageRecorded]]:
         notifications = self.recorder.select_notifications(
-            position, limit, inclusive_of_start=False
+            position, limit, topics=[CALL_RECORDED], inclusive_of_start=False
         )
         return [
             (n.id, UsageRecorded.model_validate(self.mapper.to_domain_event(n).usage))  # type: ignore[attr-defined]

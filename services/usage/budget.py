@@ -7,65 +7,24 @@ Window rollover: spend and fired thresholds reset, open reservations carry over 
 window (their calls are still in flight), and settle their cost there.
 """
 
-from collections.abc import Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from llmbus.shared.contracts.budget import (
+    BudgetDefinition,
+    Mode,
+    ScopeKey,
+    Window,
+    zone,
+)
 
 BUDGET_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:budget")
 LIFETIME_START = datetime(1970, 1, 1, tzinfo=UTC)
-
-ScopeKey = Literal["team", "user", "project", "model", "role"]
-Window = Literal["daily", "weekly", "monthly", "lifetime"]
-Mode = Literal["hard", "soft"]
-BudgetName = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-]
-
-
-class BudgetDefinition(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: BudgetName
-    scope: dict[ScopeKey, Annotated[str, StringConstraints(min_length=1)]] = Field(
-        default_factory=dict
-    )
-    window: Window
-    limit_usd: Decimal = Field(gt=0)
-    mode: Mode
-    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0])
-    timezone: str = "UTC"
-
-    @field_validator("thresholds")
-    @classmethod
-    def check_thresholds(cls, thresholds: list[float]) -> list[float]:
-        for threshold in thresholds:
-            if not 0 < threshold <= 1:
-                raise ValueError(f"threshold {threshold} is not in (0, 1]")
-        if len(set(thresholds)) != len(thresholds):
-            raise ValueError(f"thresholds {thresholds} repeat a value")
-        return sorted(thresholds)
-
-    @field_validator("timezone")
-    @classmethod
-    def check_timezone(cls, timezone: str) -> str:
-        zone(timezone)
-        return timezone
-
-    def matches(self, attrs: Mapping[str, str | None]) -> bool:
-        return all(attrs.get(key) == value for key, value in self.scope.items())
-
-
-def zone(timezone: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as error:
-        raise ValueError(f"unknown timezone {timezone!r}: use an IANA name") from error
 
 
 def window_start(window: Window, timezone: str, at: datetime) -> datetime:
@@ -204,7 +163,7 @@ class Budget(Aggregate):
             return
         if self.mode == "hard" and self.spent_usd + self.reserved_usd + amount_usd > self.limit_usd:
             spent, reserved, limit = self.spent_usd, self.reserved_usd, self.limit_usd
-            self._exceed(request_id, amount_usd, spent, reserved, limit)
+            self._exceed(request_id, amount_usd, spent, reserved, limit, **self._published())
             raise BudgetExceededError(self.name, spent, reserved, limit, amount_usd)
         self._reserve(request_id, amount_usd, now + lease)
 
@@ -213,7 +172,7 @@ class Budget(Aggregate):
         self._roll_over_to(now)
         if request_id in self.reservations or request_id in self.lease_expired:
             self._settle(request_id, cost_usd)
-            self._fire_crossed_thresholds()
+            self._fire_crossed_thresholds(request_id)
 
     def release(self, request_id: str, reason: str, now: datetime) -> None:
         self._roll_over_to(now)
@@ -232,7 +191,7 @@ class Budget(Aggregate):
         self._roll_over_to(now)
         start = window_start(definition.window, definition.timezone, now)
         self._redefine(window_start=start, **_terms(definition))
-        self._fire_crossed_thresholds()
+        self._fire_crossed_thresholds(None)
 
     def reservation(self, request_id: str) -> Reservation:
         try:
@@ -269,6 +228,7 @@ class Budget(Aggregate):
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
         self.reservations[request_id] = Reservation(amount_usd, expires_at)
 
+    # Refusals and threshold crossings are published as they are stored, so they name the budget.
     @event("Exceeded")
     def _exceed(
         self,
@@ -277,6 +237,10 @@ class Budget(Aggregate):
         spent_usd: Decimal,
         reserved_usd: Decimal,
         limit_usd: Decimal,
+        name: str,
+        scope: dict[str, str],
+        mode: Mode,
+        window_start: datetime,
     ) -> None:
         pass
 
@@ -294,7 +258,15 @@ class Budget(Aggregate):
 
     @event("ThresholdReached")
     def _reach_threshold(
-        self, threshold: float, spent_usd: Decimal, limit_usd: Decimal, window_start: datetime
+        self,
+        threshold: float,
+        spent_usd: Decimal,
+        limit_usd: Decimal,
+        window_start: datetime,
+        request_id: str | None,
+        name: str,
+        scope: dict[str, str],
+        mode: Mode,
     ) -> None:
         self.fired.add(threshold)
 
@@ -323,11 +295,20 @@ class Budget(Aggregate):
         if start > self.window_start:
             self._roll_over(start)
 
-    def _fire_crossed_thresholds(self) -> None:
+    def _fire_crossed_thresholds(self, request_id: str | None) -> None:
         for threshold in self.thresholds:
             crossed = self.spent_usd >= Decimal(str(threshold)) * self.limit_usd
             if crossed and threshold not in self.fired:
-                self._reach_threshold(threshold, self.spent_usd, self.limit_usd, self.window_start)
+                published = self._published()
+                del published["window_start"]
+                self._reach_threshold(
+                    threshold, self.spent_usd, self.limit_usd, self.window_start, request_id,
+                    **published,
+                )  # fmt: skip
+
+    def _published(self) -> dict[str, Any]:
+        return {"name": self.name, "scope": dict(self.scope), "mode": self.mode,
+                "window_start": self.window_start}  # fmt: skip
 
 
 def _terms(definition: BudgetDefinition) -> dict[str, Any]:

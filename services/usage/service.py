@@ -1,9 +1,13 @@
 """The usage service process: records UsageRecorded, projects it into DuckDB, answers queries."""
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -11,33 +15,88 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
 from llmbus.services.usage.application import UsageApplication
+from llmbus.services.usage.budgets import BudgetBook, Clock, utc_now
+from llmbus.services.usage.outbox import route
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
+from llmbus.shared.contracts.budget import BudgetDefinition, BudgetReservation
 from llmbus.shared.eventstore import open_store
+from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
+T = TypeVar("T")
 
 
 class UsageService:
-    def __init__(self, settings: Settings, app: UsageApplication, nc: NatsClient) -> None:
+    def __init__(
+        self, settings: Settings, app: UsageApplication, nc: NatsClient, clock: Clock = utc_now
+    ) -> None:
         self.settings = settings
         self.app = app
         self.nc = nc
         self.js = nc.jetstream()
         # DuckDB connections are not for concurrent use: one thread owns the projection.
         self.duck = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb")
+        # budgets live in memory: one thread changes them and writes the store
+        self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
+        self.book = BudgetBook(app, clock)
+        self.relay = OutboxRelay(app, self.js, route, name="usage-outbox")
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
 
+    async def _on_store(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.store, fn, *args)
+
     async def start(self) -> None:
         self.projection = await self._on_duck(UsageProjection, self.settings.duckdb_path)
+        await self._on_store(self.book.load, self.settings.budgets)
         await self.nc.subscribe(subjects.USAGE_QUERY, queue="usage", cb=self.answer)
+        await self.nc.subscribe(subjects.BUDGET_RESERVE, queue="usage", cb=self.admit)
+        await self.nc.subscribe(subjects.BUDGET_SET, queue="usage", cb=self.define)
+        await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
+
+    async def admit(self, msg: Msg) -> None:
+        try:
+            reservation = BudgetReservation.model_validate_json(msg.data)
+            admission = await self._on_store(self.book.reserve, reservation)
+        except ValidationError as exc:
+            await msg.respond(error_reply("invalid_reservation", str(exc)))
+            return
+        await msg.respond(admission.model_dump_json().encode())
+        if not admission.admitted:
+            self.relay.poke()
+
+    async def define(self, msg: Msg) -> None:
+        try:
+            definition = BudgetDefinition.model_validate_json(msg.data)
+            budget = await self._on_store(self.book.define, definition)
+        except ValidationError as exc:
+            await msg.respond(error_reply("invalid_budget", str(exc)))
+            return
+        log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
+        await msg.respond(json.dumps(jsonable(budget.status(utc_now()))).encode())
+        self.relay.poke()
+
+    async def budget_status(self, msg: Msg) -> None:
+        rows = await self._on_store(self.book.status)
+        await msg.respond(json.dumps([jsonable(row) for row in rows]).encode())
+
+    async def expire_leases(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
+        """Release what workers that died had reserved, once their leases run out."""
+        while not stop.is_set():
+            expired = await self._on_store(self.book.expire_leases)
+            if expired:
+                log.warning("released %d reservations whose lease expired", len(expired))
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+            except TimeoutError:
+                pass
 
     async def consume(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe_bind(
@@ -70,7 +129,8 @@ class UsageService:
                 events.append(UsageRecorded.model_validate_json(msg.data))
             except ValidationError as exc:
                 await self.dead_letter(msg, str(exc.error_count()) + " schema errors")
-        await asyncio.to_thread(self.app.record, events)
+        await self._on_store(self.app.record, events, self.book)
+        self.relay.poke()
         # acked only once stored: a crash before this line redelivers, and ids dedupe
         await asyncio.gather(*(m.ack() for m in msgs))
 
@@ -115,21 +175,35 @@ class UsageService:
         if self.projection is not None:
             await self._on_duck(self.projection.close)
         self.duck.shutdown()
+        self.store.shutdown()
 
 
 def error_reply(error_type: str, message: str) -> bytes:
     return ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+def jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()} | {
+        k: v.isoformat() for k, v in row.items() if isinstance(v, datetime)
+    }
+
+
+async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now) -> None:
     app = await asyncio.to_thread(open_store, UsageApplication, settings, "usage")
     nc = await bus.connect(settings, "llmbus-usage")
-    service = UsageService(settings, app, nc)
+    service = UsageService(settings, app, nc, clock)
     try:
         await bus.provision(nc.jetstream(), settings)
         await service.start()
         await service.catch_up()
+        relay_stop = asyncio.Event()
+        relaying = asyncio.create_task(service.relay.run(relay_stop))
+        sweeping = asyncio.create_task(service.expire_leases(stop))
         await service.consume(stop)
+        await sweeping
+        relay_stop.set()
+        service.relay.poke()
+        await relaying
     finally:
         await nc.drain()
         await service.close()

@@ -2,8 +2,9 @@
 
 import asyncio
 import itertools
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
+from nats.js.api import DeliverPolicy
 from pydantic import ValidationError
 
 from llmbus.shared import bus, subjects
@@ -21,6 +23,11 @@ from llmbus.shared.contracts import (
     ErrorReply,
     UsageQuery,
     UsageQueryResult,
+)
+from llmbus.shared.contracts.budget import (
+    BudgetDefinition,
+    BudgetExceeded,
+    BudgetThresholdReached,
 )
 from llmbus.shared.errors import LlmbusError, RequestError
 from llmbus.shared.settings import Settings, load_settings
@@ -176,6 +183,59 @@ class Client:
         except ValidationError:
             error = ErrorReply.model_validate_json(msg.data)
             raise RequestError(error.error_type, error.message) from None
+
+    async def budget_status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Spent, reserved and limit of every budget in its current window."""
+        rows: list[dict[str, Any]] = await self._ask(subjects.BUDGET_STATUS, b"{}", timeout_s)
+        return rows
+
+    async def set_budget(
+        self, definition: BudgetDefinition | dict[str, Any], timeout_s: float = 10.0
+    ) -> dict[str, Any]:
+        """Create or change a budget at run time; the change is stored as an event."""
+        budget = BudgetDefinition.model_validate(definition)
+        payload = budget.model_dump_json().encode()
+        status: dict[str, Any] = await self._ask(subjects.BUDGET_SET, payload, timeout_s)
+        return status
+
+    async def budget_events(
+        self,
+        budget: str | None = None,
+        scope: dict[str, str] | None = None,
+        replay: bool = False,
+    ) -> AsyncIterator[BudgetThresholdReached | BudgetExceeded]:
+        """Budget events as they happen, optionally only one budget's or one scope's.
+
+        replay: start from the oldest event JetStream still keeps, not from now.
+        """
+        sub = await self.nc.jetstream().subscribe(
+            "llmbus.budget.*", stream=subjects.EVENTS_STREAM, ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL if replay else DeliverPolicy.NEW,
+        )  # fmt: skip
+        try:
+            async for msg in sub.messages:
+                event: BudgetThresholdReached | BudgetExceeded
+                if msg.subject == subjects.BUDGET_EXCEEDED:
+                    event = BudgetExceeded.model_validate_json(msg.data)
+                else:
+                    event = BudgetThresholdReached.model_validate_json(msg.data)
+                if budget is not None and event.budget != budget:
+                    continue
+                if scope is not None and any(event.scope.get(k) != v for k, v in scope.items()):
+                    continue
+                yield event
+        finally:
+            await sub.unsubscribe()
+
+    async def _ask(self, subject: str, payload: bytes, timeout_s: float) -> Any:
+        try:
+            msg = await self.nc.request(subject, payload, timeout=timeout_s)
+        except (TimeoutError, NoRespondersError):
+            raise LlmbusError(f"no answer on {subject}: is the usage service running?") from None
+        answer = json.loads(msg.data)
+        if isinstance(answer, dict) and "error_type" in answer:
+            raise RequestError(answer["error_type"], answer.get("message", ""))
+        return answer
 
 
 def terminal_event(data: bytes) -> CompletionReceived:

@@ -20,8 +20,15 @@ SERVICES = ("completion", "usage")
 
 
 class Stack:
-    def __init__(self, settings: Settings, workers: int = 1, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        workers: int = 1,
+        quiet: bool = False,
+        config: Path | None = None,
+    ) -> None:
         self.settings = settings
+        self.config = config
         self.workers = workers
         self.quiet = quiet
         self.nats: EmbeddedNats | None = None
@@ -52,6 +59,8 @@ class Stack:
 
     def spawn(self, service: str) -> subprocess.Popen[bytes]:
         env = os.environ | {"NATS_URL": self.url, "LLMBUS_STATE_DIR": str(self.state_dir)}
+        if self.config is not None:
+            env["LLMBUS_CONFIG"] = str(self.config)
         log_path = self.state_dir / f"{service}.log"
         output = open(log_path, "ab") if self.quiet else None
         return subprocess.Popen(

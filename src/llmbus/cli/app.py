@@ -17,6 +17,10 @@ projections = typer.Typer(
     help="Manage the DuckDB usage projection.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(projections, name="projections")
+budgets = typer.Typer(
+    help="Define budgets and watch them.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(budgets, name="budgets")
 
 
 class Service(StrEnum):
@@ -96,6 +100,47 @@ def projections_rebuild() -> None:
     from llmbus.cli.commands import run_rebuild
 
     run_rebuild()
+
+
+@budgets.command("status")
+def budgets_status(
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """Spent, reserved, limit and percentage of each budget in its current window."""
+    from llmbus.cli.budgets import run_status
+
+    run_status(fmt.value)
+
+
+@budgets.command("set")
+def budgets_set(
+    name: Annotated[str, typer.Argument(help="The budget's name.")],
+    limit: Annotated[str, typer.Option("--limit", help="Limit in USD per window.")],
+    window: Annotated[str, typer.Option(help="daily, weekly, monthly or lifetime.")] = "daily",
+    mode: Annotated[str, typer.Option(help="hard (refuses) or soft (warns).")] = "hard",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="KEY=VALUE over team, user, project, model, role."),
+    ] = None,
+    threshold: Annotated[
+        list[float] | None, typer.Option("--threshold", help="Fraction of the limit. Repeatable.")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="IANA timezone of the window.")] = "UTC",
+) -> None:
+    """Create or change a budget at run time (stored as an event)."""
+    from llmbus.cli.budgets import run_set
+
+    run_set(name, limit, window, mode, scope or [], threshold, timezone)
+
+
+@budgets.command("watch")
+def budgets_watch(
+    budget: Annotated[str | None, typer.Option(help="Only this budget.")] = None,
+) -> None:
+    """Print budget events as they happen, until Ctrl-C."""
+    from llmbus.cli.budgets import run_watch
+
+    run_watch(budget)
 
 
 @app.command()

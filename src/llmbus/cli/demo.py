@@ -2,8 +2,12 @@
 
 import asyncio
 import json
+import os
 import shutil
+from pathlib import Path
+from typing import Any
 
+import yaml
 from rich import box
 from rich.console import Console
 from rich.markup import escape
@@ -13,7 +17,9 @@ from llmbus.cli.commands import fail, rows_table, settings_or_fail
 from llmbus.client import Client, CompletionError
 from llmbus.shared import subjects
 from llmbus.shared.contracts import CompletionReceived
+from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReached
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.settings import Settings, config_path
 from llmbus.stack import Stack
 
 console = Console()
@@ -31,19 +37,45 @@ MODELS = ["llmbus-sim/small", "llmbus-sim/large"]
 SHOWN = 8
 
 
+# team-a's budget only warns; team-b's refuses what it cannot cover
+BUDGETS = [
+    {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily", "limit_usd": "0.006",
+     "mode": "soft", "thresholds": [0.5, 0.8, 1.0]},
+    {"name": "team-b-daily", "scope": {"team": "team-b"}, "window": "daily", "limit_usd": "0.006",
+     "mode": "hard", "thresholds": [0.5, 0.8, 1.0]},
+]  # fmt: skip
+MAX_TOKENS = 120
+
+
+def demo_config(settings: Settings) -> Path:
+    """The user's configuration plus the demo's budgets, for the stack's processes."""
+    path = config_path(os.environ)
+    config = yaml.safe_load(path.read_text()) if path else {}
+    config = (config or {}) | {"budgets": BUDGETS, "state_dir": str(settings.state_dir)}
+    target = settings.state_dir / "demo.yaml"
+    target.write_text(yaml.safe_dump(config))
+    return target
+
+
 async def demo(requests: int) -> None:
     settings = settings_or_fail()
     settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
     shutil.rmtree(settings.state_dir, ignore_errors=True)
+    settings.state_dir.mkdir(parents=True)
     with console.status("starting nats-server, the completion service and the usage service…"):
-        stack = Stack(settings, quiet=True)
+        stack = Stack(settings, quiet=True, config=demo_config(settings))
         await stack.start()
     try:
         console.print(f"[green]✓[/] stack up — NATS at {stack.url}, state in {stack.state_dir}")
         async with Client(stack.url, settings=settings) as client:
-            await publish_batch(client, requests)
+            seen: list[Any] = []
+            # replay: this stack is new, so every budget event it ever published is seen
+            watching = asyncio.create_task(watch_budgets(client, seen))
+            received = await publish_batch(client, requests)
+            await show_budgets(client, seen)
+            watching.cancel()
             await show_bad_request(client)
-            await show_costs(client, requests)
+            await show_costs(client, received)
     finally:
         with console.status("stopping: draining in-flight work…"):
             await asyncio.to_thread(stack.stop)
@@ -52,7 +84,7 @@ async def demo(requests: int) -> None:
     )
 
 
-async def publish_batch(client: Client, requests: int) -> None:
+async def publish_batch(client: Client, requests: int) -> int:
     console.rule(f"1 · publishing {requests} requests to {subjects.COMPLETION_REQUESTED}")
     calls = []
     for i in range(requests):
@@ -65,10 +97,13 @@ async def publish_batch(client: Client, requests: int) -> None:
                 user_id=user,
                 team_id=team,
                 project_id="demo",
+                params={"max_tokens": MAX_TOKENS},
             )
         )
-    results: list[CompletionReceived] = await asyncio.gather(*calls)
-    console.rule("2 · completions (CompletionReceived)")
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    results = [o for o in outcomes if isinstance(o, CompletionReceived)]
+    refused = [o.failed for o in outcomes if isinstance(o, CompletionError)]
+    console.rule("2 · completions (CompletionReceived), and refusals (CompletionFailed)")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("request", "model", "user", "in/out", "cost", "reply"):
         table.add_column(column, no_wrap=True)
@@ -77,13 +112,53 @@ async def publish_batch(client: Client, requests: int) -> None:
         # sim replies start with "[model] ", which rich would read as markup
         reply = escape((r.content or "").strip().split("] ", 1)[-1][:16] + "…")
         table.add_row(r.request_id, r.model, r.user_id or "", tokens, f"${r.cost_usd:.6f}", reply)
+    for f in refused[:3]:
+        table.add_row(f.request_id, f.model or "", f.user_id or "", "—", "refused",
+                      f.error_type.value)  # fmt: skip
     console.print(table)
-    if len(results) > SHOWN:
-        console.print(f"[dim]… and {len(results) - SHOWN} more[/]")
+    console.print(f"[dim]{len(results)} completed, {len(refused)} refused by a hard budget[/]")
+    return len(results)
+
+
+async def watch_budgets(client: Client, seen: list[Any]) -> None:
+    async for event in client.budget_events(replay=True):
+        seen.append(event)
+
+
+async def show_budgets(client: Client, seen: list[Any]) -> None:
+    console.rule("3 · budget events (llmbus.budget.threshold_reached, llmbus.budget.exceeded)")
+    deadline = asyncio.get_running_loop().time() + 10
+    # thresholds fire when usage settles, a moment after the replies
+    while len({(e.budget, getattr(e, "threshold", None)) for e in seen}) < 4:
+        if asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    exceeded = [e for e in seen if isinstance(e, BudgetExceeded)]
+    for event in seen:
+        if isinstance(event, BudgetThresholdReached):
+            console.print(
+                f"BudgetThresholdReached  {event.budget} ({event.mode}) crossed "
+                f"{event.threshold:.0%}: spent ${event.spent_usd:.6f} of ${event.limit_usd:.4f}"
+            )
+    if exceeded:
+        first = exceeded[0]
+        console.print(
+            f"BudgetExceeded          {first.budget} refused {first.request_id}: spent "
+            f"${first.spent_usd:.6f} + reserved ${first.reserved_usd:.6f} + requested "
+            f"${first.requested_usd:.6f} > ${first.limit_usd:.4f}  (and {len(exceeded) - 1} more)"
+        )
+    table = Table(title="llmbus budgets status", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("budget", "mode", "spent", "reserved", "limit", "%"):
+        table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
+    for row in await client.budget_status():
+        table.add_row(row["name"], row["mode"], f"${row['spent_usd']:.6f}",
+                      f"${row['reserved_usd']:.6f}", f"${row['limit_usd']:.4f}",
+                      f"{row['percent']:.0f}")  # fmt: skip
+    console.print(table)
 
 
 async def show_bad_request(client: Client) -> None:
-    console.rule("3 · a bad request gets a clear CompletionFailed")
+    console.rule("4 · a bad request gets a clear CompletionFailed")
     try:
         await client.complete("hello", model="no-such-model", request_id="demo-bad")
     except CompletionError as exc:
@@ -91,7 +166,7 @@ async def show_bad_request(client: Client) -> None:
 
 
 async def show_costs(client: Client, requests: int) -> None:
-    console.rule("4 · cost tables from the DuckDB projection (llmbus.usage.query)")
+    console.rule("5 · cost tables from the DuckDB projection (llmbus.usage.query)")
     with console.status("waiting for the usage service to project every UsageRecorded…"):
         await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"]):

@@ -1,0 +1,155 @@
+"""Hard budgets hold under concurrency across worker processes; budget events fire once."""
+
+import asyncio
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from llmbus.client import CompletionError
+from llmbus.services.completion.models import ModelGateway
+from llmbus.services.usage.budgets import settled_cost
+from llmbus.services.usage.service import serve as serve_usage
+from llmbus.shared import subjects
+from llmbus.shared.settings import Settings
+from support import (
+    completion_service_ready,
+    connected,
+    pipeline,
+    running,
+    spawn_service,
+    stop_process,
+    wait_for,
+    watching_events,
+)
+
+MODEL = "llmbus-sim/small"
+MESSAGES = [{"role": "user", "content": "How much will this cost?"}]
+MAX_TOKENS = 30
+
+
+def worst_case(settings: Settings) -> Decimal:
+    return ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
+
+
+def request(request_id: str, team: str = "team-a") -> bytes:
+    return json.dumps({
+        "request_id": request_id, "model": MODEL, "messages": MESSAGES, "team_id": team,
+        "params": {"max_tokens": MAX_TOKENS},
+    }).encode()  # fmt: skip
+
+
+def with_budgets(settings: Settings, config_file: Path, *budgets: dict[str, Any]) -> Settings:
+    config = yaml.safe_load(config_file.read_text())
+    config["budgets"] = list(budgets)
+    config_file.write_text(yaml.safe_dump(config))
+    return settings.model_copy(update={"budgets": Settings.model_validate(config).budgets})
+
+
+async def budget_status(nc: Any) -> dict[str, dict[str, Any]]:
+    reply = await nc.request(subjects.BUDGET_STATUS, b"{}", timeout=5)
+    return {row["name"]: row for row in json.loads(reply.data)}
+
+
+async def test_a_hard_budget_holds_with_three_workers_and_150_requests_at_once(
+    settings: Settings, config_file: Path
+) -> None:
+    limit = worst_case(settings) * 20
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily",
+         "limit_usd": str(limit), "mode": "hard", "thresholds": [0.5, 1.0]},
+    )  # fmt: skip
+    workers = [spawn_service("completion", config_file) for _ in range(3)]
+    try:
+        async with (
+            connected(settings) as nc,
+            watching_events(nc) as events,
+            running(serve_usage, settings),
+        ):
+            await wait_for(lambda: completion_service_ready(nc), 60, "the workers")
+            js = nc.jetstream()
+            await asyncio.gather(
+                *(js.publish(subjects.COMPLETION_REQUESTED, request(f"b-{i}")) for i in range(150))
+            )
+            terminal = await events.wait_terminal(150, timeout=120)
+            received = events.on(subjects.COMPLETION_RECEIVED)
+
+            async def all_settled() -> bool:
+                status = (await budget_status(nc))["team-a-daily"]
+                return status["reserved_usd"] == 0
+
+            await wait_for(all_settled, 30, "every reservation settled or released")
+            spent = Decimal(str((await budget_status(nc))["team-a-daily"]["spent_usd"]))
+    finally:
+        for worker in workers:
+            await asyncio.to_thread(stop_process, worker)
+
+    assert sorted(e["request_id"] for e in terminal) == sorted(f"b-{i}" for i in range(150))
+    refused = events.on(subjects.COMPLETION_FAILED)
+    assert len(received) + len(refused) == 150 and 1 <= len(received) < 150
+    assert {e["error_type"] for e in refused} == {"budget_exceeded"}
+    assert all("team-a-daily" in e["message"] for e in refused)
+    costs = sum(settled_cost(e["cost_usd"]) for e in events.on(subjects.USAGE_RECORDED))
+    assert costs <= limit and spent <= limit
+    assert costs == spent
+    exceeded = events.on(subjects.BUDGET_EXCEEDED)
+    assert exceeded and {e["budget"] for e in exceeded} == {"team-a-daily"}
+    assert {e["request_id"] for e in exceeded} <= {e["request_id"] for e in refused}
+
+
+async def test_a_soft_budget_passes_everything_and_fires_each_threshold_once(
+    settings: Settings, config_file: Path
+) -> None:
+    limit = worst_case(settings) * 3
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-a-soft", "scope": {"team": "team-a"}, "window": "daily",
+         "limit_usd": str(limit), "mode": "soft", "thresholds": [0.5, 0.8, 1.0]},
+    )  # fmt: skip
+    async with pipeline(settings) as (nc, events, client):
+        replies = await asyncio.gather(
+            *(client.complete(MESSAGES, model=MODEL, team_id="team-a",
+                              params={"max_tokens": MAX_TOKENS}) for _ in range(20))
+        )  # fmt: skip
+        assert len(replies) == 20
+
+        async def settled() -> bool:
+            return (await budget_status(nc))["team-a-soft"]["reserved_usd"] == 0
+
+        await wait_for(settled, 30, "every reservation settled")
+        await wait_for(
+            lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) >= 3, 30, "thresholds"
+        )
+        status = (await budget_status(nc))["team-a-soft"]
+    crossings = events.on(subjects.BUDGET_THRESHOLD_REACHED)
+    assert sorted(e["threshold"] for e in crossings) == [0.5, 0.8, 1.0]
+    assert all(e["budget"] == "team-a-soft" and e["mode"] == "soft" for e in crossings)
+    assert status["spent_usd"] > float(limit)  # soft: over the limit, never blocked
+
+
+async def test_a_budget_changed_at_run_time_applies_to_the_next_request(
+    settings: Settings, config_file: Path
+) -> None:
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-b-daily", "scope": {"team": "team-b"}, "window": "daily",
+         "limit_usd": "10", "mode": "hard"},
+    )  # fmt: skip
+    async with pipeline(settings) as (nc, _, client):
+        first = await client.complete(
+            MESSAGES, model=MODEL, team_id="team-b", params={"max_tokens": MAX_TOKENS}
+        )
+        assert first.cost_usd > 0
+        tiny = {"name": "team-b-daily", "scope": {"team": "team-b"}, "window": "daily",
+                "limit_usd": "0.0000001", "mode": "hard"}  # fmt: skip
+        await nc.request(subjects.BUDGET_SET, json.dumps(tiny).encode(), timeout=5)
+        with pytest.raises(CompletionError) as refused:
+            await client.complete(
+                MESSAGES, model=MODEL, team_id="team-b", params={"max_tokens": MAX_TOKENS}
+            )
+    assert refused.value.failed.error_type == "budget_exceeded"
+    assert "team-b-daily" in refused.value.failed.message
