@@ -137,15 +137,15 @@ async def show_budgets(client: Client, seen: list[Any]) -> None:
     for event in seen:
         if isinstance(event, BudgetThresholdReached):
             console.print(
-                f"BudgetThresholdReached  {event.budget} ({event.mode}) crossed "
-                f"{event.threshold:.0%}: spent ${event.spent_usd:.6f} of ${event.limit_usd:.4f}"
+                f"BudgetThresholdReached  {event.budget:13} {event.threshold:>4.0%}  "
+                f"spent ${event.spent_usd:.6f} of ${event.limit_usd:.4f} ({event.mode})"
             )
     if exceeded:
         first = exceeded[0]
+        left = first.limit_usd - first.spent_usd - first.reserved_usd
         console.print(
-            f"BudgetExceeded          {first.budget} refused {first.request_id}: spent "
-            f"${first.spent_usd:.6f} + reserved ${first.reserved_usd:.6f} + requested "
-            f"${first.requested_usd:.6f} > ${first.limit_usd:.4f}  (and {len(exceeded) - 1} more)"
+            f"BudgetExceeded          {first.budget:13} {first.request_id} needs "
+            f"${first.requested_usd:.6f}, ${left:.6f} left (+{len(exceeded) - 1})"
         )
     table = Table(title="llmbus budgets status", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("budget", "mode", "spent", "reserved", "limit", "%"):
