@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmbus.shared import contracts, subjects
+from llmbus.shared.contracts import budget
 
 # subject -> (kind, message); the public contract of SPEC.md
 CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
@@ -19,6 +20,10 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.COMPLETION_FAILED: ("JetStream event", contracts.CompletionFailed),
     subjects.USAGE_RECORDED: ("JetStream event", contracts.UsageRecorded),
     subjects.USAGE_QUERY: ("request/reply", contracts.UsageQuery),
+    subjects.BUDGET_THRESHOLD_REACHED: ("JetStream event", budget.BudgetThresholdReached),
+    subjects.BUDGET_EXCEEDED: ("JetStream event", budget.BudgetExceeded),
+    subjects.BUDGET_RESERVE: ("request/reply", budget.BudgetReservation),
+    subjects.BUDGET_SET: ("request/reply", budget.BudgetDefinition),
 }
 MODELS: list[type[BaseModel]] = [
     contracts.CompletionRequested,
@@ -28,6 +33,11 @@ MODELS: list[type[BaseModel]] = [
     contracts.UsageQuery,
     contracts.UsageQueryResult,
     contracts.ErrorReply,
+    budget.BudgetThresholdReached,
+    budget.BudgetExceeded,
+    budget.BudgetReservation,
+    budget.BudgetAdmission,
+    budget.BudgetDefinition,
 ]
 
 
@@ -46,7 +56,7 @@ def asyncapi() -> dict[str, Any]:
             "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
         }
         operations[key] = {
-            "action": "send" if model is contracts.CompletionRequested else "receive",
+            "action": "receive" if kind == "JetStream event" else "send",
             "channel": {"$ref": f"#/channels/{key}"},
         }
     return {
