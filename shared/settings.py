@@ -46,6 +46,9 @@ class CompletionSettings(Section):
     num_retries: int = Field(default=2, ge=0, description="litellm retries of 429/5xx.")
     timeout_s: float = Field(default=120.0, gt=0, description="Per provider call.")
     privacy: Literal["full", "metadata_only"] = "full"
+    lease_margin_s: float = Field(
+        default=60.0, gt=0, description="Added to the longest call when leasing a reservation."
+    )
     admission: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="Reserve against budgets before each call; auto: when budgets are configured.",
@@ -95,7 +98,7 @@ class Settings(Section):
     def budget_lease_s(self) -> float:
         """Long enough for every attempt of a call: a shorter lease could free budget early."""
         attempts = self.completion.num_retries + 1
-        return attempts * self.completion.timeout_s + 60.0
+        return attempts * self.completion.timeout_s + self.completion.lease_margin_s
 
     @property
     def duckdb_path(self) -> Path:
@@ -120,6 +123,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_TIMEOUT_S": "completion.timeout_s",
     "LLMBUS_PRIVACY": "completion.privacy",
     "LLMBUS_ADMISSION": "completion.admission",
+    "LLMBUS_LEASE_MARGIN_S": "completion.lease_margin_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",

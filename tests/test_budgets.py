@@ -2,15 +2,19 @@
 
 import asyncio
 import json
+import signal
+from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from llmbus.client import CompletionError
+from llmbus.client import Client, CompletionError
 from llmbus.services.completion.models import ModelGateway
+from llmbus.services.completion.service import serve as serve_completion
 from llmbus.services.usage.budgets import settled_cost
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
@@ -153,3 +157,110 @@ async def test_a_budget_changed_at_run_time_applies_to_the_next_request(
             )
     assert refused.value.failed.error_type == "budget_exceeded"
     assert "team-b-daily" in refused.value.failed.message
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
+    settings: Settings, config_file: Path
+) -> None:
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-a-soft", "scope": {"team": "team-a"}, "window": "daily",
+         "limit_usd": str(worst_case(settings) * 2), "mode": "soft", "thresholds": [0.5]},
+    )  # fmt: skip
+    clock = Clock(datetime(2026, 11, 23, 12, tzinfo=UTC))
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_completion, settings),
+        running(partial(serve_usage, clock=clock), settings),
+        Client(settings=settings) as client,
+    ):
+        await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+
+        async def spend_twice() -> None:
+            for _ in range(2):
+                await client.complete(MESSAGES, model=MODEL, team_id="team-a",
+                                      params={"max_tokens": MAX_TOKENS})  # fmt: skip
+
+            async def settled() -> bool:
+                return (await budget_status(nc))["team-a-soft"]["reserved_usd"] == 0
+
+            await wait_for(settled, 30, "the calls settled")
+
+        await spend_twice()
+        await wait_for(lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) == 1, 30)
+        before = (await budget_status(nc))["team-a-soft"]
+        assert before["spent_usd"] > 0 and before["window_start"].startswith("2026-11-23")
+
+        clock.now = datetime(2026, 11, 24, 0, 0, 1, tzinfo=UTC)
+        after = (await budget_status(nc))["team-a-soft"]
+        assert after["spent_usd"] == 0 and after["window_start"].startswith("2026-11-24")
+
+        await spend_twice()
+        await wait_for(lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) == 2, 30)
+    windows = [e["window_start"][:10] for e in events.on(subjects.BUDGET_THRESHOLD_REACHED)]
+    assert windows == ["2026-11-23", "2026-11-24"]
+
+
+async def test_a_killed_workers_reservations_are_released_by_lease_and_settled_once(
+    settings: Settings, config_file: Path
+) -> None:
+    config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
+    config["completion"] |= {"timeout_s": 3, "num_retries": 0, "lease_margin_s": 1}
+    config_file.write_text(yaml.safe_dump(config))  # noqa: ASYNC240
+    settings = with_budgets(
+        Settings.model_validate(config), config_file,
+        {"name": "global", "window": "daily", "limit_usd": "1", "mode": "hard"},
+    )  # fmt: skip
+    worker = spawn_service("completion", config_file)
+    replacement = None
+    async with (
+        connected(settings) as nc,
+        watching_events(nc) as events,
+        running(serve_usage, settings),
+    ):
+        try:
+            await wait_for(lambda: completion_service_ready(nc), 60, "the first worker")
+            for i in range(10):
+                body = {"request_id": f"lease-{i}", "model": "slow-1500", "messages": MESSAGES}
+                await nc.jetstream().publish(
+                    subjects.COMPLETION_REQUESTED, json.dumps(body).encode()
+                )
+
+            async def reserved() -> float:
+                return float((await budget_status(nc))["global"]["reserved_usd"])
+
+            await wait_for(lambda: _above(reserved(), 0), 30, "reservations held")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            await wait_for(lambda: _equal(reserved(), 0), 30, "the leases to expire")
+            assert (await budget_status(nc))["global"]["spent_usd"] == 0
+
+            replacement = spawn_service("completion", config_file)
+            await events.wait_terminal(10, timeout=60)
+            await wait_for(lambda: _equal(reserved(), 0), 30, "the calls settled")
+            spent = Decimal(str((await budget_status(nc))["global"]["spent_usd"]))
+        finally:
+            stop_process(worker)
+            if replacement is not None:
+                await asyncio.to_thread(stop_process, replacement)
+    assert {e["request_id"] for e in events.terminal()} == {f"lease-{i}" for i in range(10)}
+    costs = sum(settled_cost(e["cost_usd"]) for e in events.on(subjects.USAGE_RECORDED))
+    assert len(events.on(subjects.USAGE_RECORDED)) == 10
+    assert spent == costs > 0  # each call settled once, none twice
+
+
+async def _above(value: Any, floor: float) -> bool:
+    return await value > floor
+
+
+async def _equal(value: Any, target: float) -> bool:
+    return await value == target
