@@ -44,7 +44,6 @@ MAX_MESSAGE_CHARS = 500
 # not to refuse requests a nearly spent budget could still afford. Replies longer than this are
 # still settled at their true cost afterwards; only the reservation may fall short.
 DEFAULT_OUTPUT_TOKENS = 4096
-# Worst-case costs are rounded up to this step: a reservation never falls below the list price.
 
 # What a request may set. Anything else (api_base, api_key, headers, ...) could redirect the call,
 # with our provider key, to another server: such settings belong in the model catalog.

@@ -68,6 +68,10 @@ class UsageService:
         except ValidationError as exc:
             await msg.respond(error_reply("invalid_reservation", str(exc)))
             return
+        except Exception as exc:
+            log.exception("reservation failed")
+            await msg.respond(error_reply("internal", f"reservation failed: {exc}"))
+            return
         await msg.respond(admission.model_dump_json().encode())
         if not admission.admitted:
             self.relay.poke()
@@ -78,6 +82,10 @@ class UsageService:
             budget = await self._on_store(self.book.define, definition)
         except ValidationError as exc:
             await msg.respond(error_reply("invalid_budget", str(exc)))
+            return
+        except Exception as exc:
+            log.exception("defining a budget failed")
+            await msg.respond(error_reply("internal", f"defining the budget failed: {exc}"))
             return
         log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
         await msg.respond(json.dumps(jsonable(budget.status(utc_now()))).encode())

@@ -6,7 +6,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llmbus.cli.commands import console, fail, parse_filters, query_client_settings, run
+from llmbus.cli.commands import (
+    console,
+    fail,
+    parse_filters,
+    print_rows,
+    query_client_settings,
+    run,
+)
 
 
 def run_status(fmt: str) -> None:
@@ -23,6 +30,11 @@ def run_status(fmt: str) -> None:
     rows = run(go())
     if fmt == "json":
         print(json.dumps(rows, indent=2))
+        return
+    if fmt == "csv":
+        flat = [row | {"scope": ",".join(f"{k}={v}" for k, v in row["scope"].items())}
+                for row in rows]  # fmt: skip
+        print_rows(list(rows[0]) if rows else ["name"], flat, "csv")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("budget", "scope", "window", "spent", "reserved", "limit", "%", "mode"):
@@ -49,7 +61,7 @@ def run_set(
     try:
         definition = BudgetDefinition.model_validate({
             "name": name, "limit_usd": limit, "window": window, "mode": mode,
-            "scope": parse_filters(scope), "timezone": timezone,
+            "scope": parse_filters(scope, "--scope"), "timezone": timezone,
         } | ({"thresholds": thresholds} if thresholds else {}))  # fmt: skip
     except ValidationError as exc:
         fail("invalid budget: " + "; ".join(

@@ -125,12 +125,12 @@ def parse_time(value: str | None, option: str) -> datetime | None:
         fail(f"{option} must be an ISO date or date-time, e.g. 2026-11-01 or 2026-11-01T12:00")
 
 
-def parse_filters(where: list[str]) -> dict[str, str]:
+def parse_filters(where: list[str], option: str = "--where") -> dict[str, str]:
     filters = {}
     for item in where:
         field, sep, value = item.partition("=")
         if not sep:
-            fail(f"--where expects FIELD=VALUE, got {item!r}")
+            fail(f"{option} expects KEY=VALUE, got {item!r}")
         filters[field.strip()] = value.strip()
     return filters
 
