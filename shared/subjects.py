@@ -10,6 +10,7 @@ BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
 BUDGET_EXCEEDED = "llmbus.budget.exceeded"
 BUDGET_RESERVE = "llmbus.budget.reserve"
 BUDGET_SET = "llmbus.budget.set"
+BUDGET_SETTLE = "llmbus.budget.settle"
 BUDGET_STATUS = "llmbus.budget.status"
 DEAD_LETTER = "llmbus.deadletter.{service}"
 

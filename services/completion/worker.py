@@ -206,6 +206,11 @@ class CompletionWorker:
         admission = BudgetAdmission.model_validate_json(reply.data)
         return None if admission.admitted else admission
 
+    async def _settle_early(self, usage: UsageRecorded) -> None:
+        """Free the unused part of the reservation now, not when the UsageRecorded arrives."""
+        if self.settings.admission_on:
+            await self.nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())
+
     async def _record_refusal(
         self, request: CompletionRequested, model: str, refusal: BudgetAdmission
     ) -> bytes:
@@ -284,6 +289,7 @@ class CompletionWorker:
         )
         if completion.outcome is not event:
             return self._stored_reply(completion)  # a racing duplicate stored first
+        await self._settle_early(usage)
         return reply_payload
 
     async def _record_failure(
@@ -311,6 +317,7 @@ class CompletionWorker:
                 usage.model_dump(mode="json"),
             )
         )
+        await self._settle_early(usage)
         return self._stored_reply(completion)
 
     async def _reject(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:

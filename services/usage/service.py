@@ -60,6 +60,7 @@ class UsageService:
         await self.nc.subscribe(subjects.BUDGET_RESERVE, queue="usage", cb=self.admit)
         await self.nc.subscribe(subjects.BUDGET_SET, queue="usage", cb=self.define)
         await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
+        await self.nc.subscribe(subjects.BUDGET_SETTLE, queue="usage", cb=self.settle)
 
     async def admit(self, msg: Msg) -> None:
         try:
@@ -75,6 +76,16 @@ class UsageService:
         await msg.respond(admission.model_dump_json().encode())
         if not admission.admitted:
             self.relay.poke()
+
+    async def settle(self, msg: Msg) -> None:
+        try:
+            usage = UsageRecorded.model_validate_json(msg.data)
+            await self._on_store(self.book.settle_now, usage)
+        except Exception:
+            # the UsageRecorded on its way through JetStream settles it all the same
+            log.exception("early settlement failed")
+            return
+        self.relay.poke()
 
     async def define(self, msg: Msg) -> None:
         try:
