@@ -128,3 +128,12 @@ def test_unpriced_model_costs_zero_and_warns_once(
 def test_negative_max_tokens_never_gives_a_negative_cost(gateway: ModelGateway) -> None:
     prompt_only = gateway.worst_case_cost(SMALL, MESSAGES, 0)
     assert gateway.worst_case_cost(SMALL, MESSAGES, -50) == prompt_only >= 0
+
+
+def test_the_reply_cap_is_what_a_reservation_pays_for(gateway: ModelGateway) -> None:
+    limit = gateway.output_limit("llmbus-sim/small")
+    assert limit is not None
+    assert gateway.reply_cap("llmbus-sim/small", None) == limit
+    assert gateway.reply_cap("llmbus-sim/small", 50) == 50
+    assert gateway.reply_cap("llmbus-sim/small", limit + 1000) == limit
+    assert gateway.reply_cap("fake-gpt", None) == DEFAULT_OUTPUT_TOKENS

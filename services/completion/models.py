@@ -391,6 +391,15 @@ class ModelGateway:
         """The most tokens litellm says the model writes in one reply; None when unknown."""
         return self._list_price(model).output_limit
 
+    def reply_cap(self, model: str, max_tokens: int | None) -> int:
+        """The reply length a reservation assumes: max_tokens within the model's output limit,
+        else that limit, else DEFAULT_OUTPUT_TOKENS. The worker sends it as max_tokens, so the
+        call cannot cost more than was reserved."""
+        limit = self._list_price(model).output_limit
+        if max_tokens is None:
+            return limit or DEFAULT_OUTPUT_TOKENS
+        return max(min(max_tokens, limit or max_tokens), 0)
+
     def worst_case_cost(
         self, model: str, messages: list[dict[str, str]], max_tokens: int | None
     ) -> Decimal:
@@ -403,10 +412,7 @@ class ModelGateway:
         price = self._list_price(model)
         if not price.priced:
             return Decimal(0)
-        if max_tokens is not None:
-            output_tokens = max(max_tokens, 0)
-        else:
-            output_tokens = price.output_limit or DEFAULT_OUTPUT_TOKENS
+        output_tokens = self.reply_cap(model, max_tokens)
         prompt_tokens = self.estimate_prompt_tokens(model, messages)
         cost = prompt_tokens * price.input_per_token + output_tokens * price.output_per_token
         return max(cost, Decimal(0)).quantize(COST_QUANTUM, rounding=ROUND_CEILING)

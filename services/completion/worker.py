@@ -169,7 +169,9 @@ class CompletionWorker:
         messages = [m.model_dump() for m in request.messages]
         params = request.params.model_dump(exclude_none=True)
         if self.settings.admission_on:
-            refusal = await self._admit(request, model, messages)
+            # the call is capped at the reply length the reservation paid for: a hard bound
+            params["max_tokens"] = self.gateway.reply_cap(model, request.params.max_tokens)
+            refusal = await self._admit(request, model, messages, params["max_tokens"])
             if refusal is not None:
                 return await self._record_refusal(request, model, refusal)
         try:
@@ -181,12 +183,16 @@ class CompletionWorker:
         return await self._record_success(request, model, reply)
 
     async def _admit(
-        self, request: CompletionRequested, model: str, messages: list[dict[str, str]]
+        self,
+        request: CompletionRequested,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
     ) -> BudgetAdmission | None:
         """Reserve the worst-case cost in every matching budget; the refusal, if refused."""
         reservation = BudgetReservation(
             request_id=request.request_id,
-            amount_usd=self.gateway.worst_case_cost(model, messages, request.params.max_tokens),
+            amount_usd=self.gateway.worst_case_cost(model, messages, max_tokens),
             lease_s=self.settings.budget_lease_s,
             user=request.user_id,
             team=request.team_id,

@@ -1,0 +1,412 @@
+"""Budget admission: reserve round trip, its cost on the pipeline, and over-reservation. One run.
+
+    cd /work/main && .venv/bin/python bench/budgets.py [--requests 2000] [--concurrency 64]
+
+Two llmbus stacks run side by side, each with an embedded nats-server, a completion worker and a
+usage service (own processes, SQLite stores, temp llmbus.yaml), calling ONE fake OpenAI provider
+process (`fake-gpt`, priced in the catalog as in bench/pipeline.py). Both configure the same 5
+budgets, 2 of which match the benchmark's requests (team=bench: hard, lifetime, never refuses;
+model=fake-gpt: soft). Stack "on" has `completion.admission: on`, stack "off" has `off`, so
+the only difference between them is the reserve round trip (and its settlement).
+
+1. Admission latency: `llmbus.budget.reserve` request/reply straight to the "on" usage service,
+   at concurrency 1 and --concurrency (each reservation then settled on llmbus.budget.settle,
+   as a worker does, so open reservations stay at the in-flight count). Then `Client.complete()`
+   at concurrency 1, budgets on vs off, alternating.
+2. Throughput at --concurrency, on vs off, alternating rounds.
+3. Over-reservation: a hard budget of K x a request's true cost, then a burst of --burst
+   requests at once, with max_tokens far above the real reply, and close to it.
+
+A benchmark, not a test: it exits 0 whatever the figures.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+import pipeline as P
+
+TEAM = "bench"
+TARGET_P99_MS = 2.0
+
+
+def budgets() -> list[dict[str, Any]]:
+    """5 budgets; requests with team=bench, model=fake-gpt match the first two."""
+    return [
+        {"name": "team-bench", "scope": {"team": TEAM}, "window": "lifetime",
+         "limit_usd": "1000000", "mode": "hard"},
+        {"name": "model-fake", "scope": {"model": P.MODEL}, "window": "daily",
+         "limit_usd": "1000000", "mode": "soft"},
+        {"name": "team-other", "scope": {"team": "other"}, "window": "monthly",
+         "limit_usd": "10", "mode": "hard"},
+        {"name": "user-alice", "scope": {"user": "alice"}, "window": "daily",
+         "limit_usd": "5", "mode": "hard"},
+        {"name": "project-x", "scope": {"project": "x"}, "window": "weekly",
+         "limit_usd": "50", "mode": "soft"},
+    ]  # fmt: skip
+
+
+class Stack:
+    """nats-server + completion worker + usage service, with admission on or off."""
+
+    def __init__(self, name: str, folder: Path, api_base: str, admission: str, conc: int) -> None:
+        import yaml
+
+        from llmbus.shared.natsserver import EmbeddedNats
+
+        self.name = name
+        self.folder = folder
+        folder.mkdir()
+        self.server = EmbeddedNats(folder / "nats")
+        self.server.start()
+        self.config = P.write_config(folder, self.server.url, api_base, conc)
+        raw = yaml.safe_load(self.config.read_text())
+        raw["budgets"] = budgets()
+        raw["completion"]["admission"] = admission
+        self.config.write_text(yaml.safe_dump(raw))
+        self.worker: subprocess.Popen | None = None
+        self.usage: subprocess.Popen | None = None
+        self.admin: Any = None
+        self.client: Any = None
+
+    async def start(self) -> None:
+        import nats
+
+        from llmbus.shared import bus
+        from llmbus.shared.settings import Settings
+
+        settings = Settings(nats_url=self.server.url, state_dir=self.folder / "state")
+        self.admin = await nats.connect(self.server.url)
+        await bus.provision(self.admin.jetstream(), settings)
+        self.worker = P.spawn("completion", self.config, self.folder / "completion.log")
+        self.usage = P.spawn("usage", self.config, self.folder / "usage.log")
+        from llmbus.client import Client
+
+        self.client = Client(self.server.url, settings=settings, timeout_s=60.0)
+        await self.client.connect()
+
+    async def ready(self) -> float:
+        from llmbus.shared import subjects
+
+        started = time.perf_counter()
+        await P.wait_ready(self.admin, self.worker, self.folder / "completion.log")
+        while time.perf_counter() - started < P.READY_TIMEOUT_S:
+            assert self.usage is not None
+            if self.usage.poll() is not None:
+                raise SystemExit(f"usage service exited:\n{P.tail(self.folder / 'usage.log')}")
+            try:
+                await self.admin.request(subjects.BUDGET_STATUS, b"{}", timeout=1.0)
+                return time.perf_counter() - started
+            except Exception:
+                await asyncio.sleep(0.1)
+        raise SystemExit(f"usage service of {self.name} not ready")
+
+    async def complete(self, **fields: Any) -> Any:
+        received = await self.client.complete(P.PROMPT, model=P.MODEL, team_id=TEAM, **fields)
+        if not received.content:
+            raise RuntimeError("empty reply")
+        return received
+
+    def pids(self) -> dict[str, int]:
+        assert self.worker and self.usage and self.server.process
+        return {"completion worker": self.worker.pid, "usage service": self.usage.pid,
+                "nats-server": self.server.process.pid}  # fmt: skip
+
+    async def close(self, notes: list[str]) -> None:
+        if self.client is not None:
+            await self.client.close()
+        for proc, what in ((self.worker, "completion"), (self.usage, "usage")):
+            if proc is not None:
+                notes.append(f"[{self.name}] " + P.stop(proc, signal.SIGTERM, f"{what} service"))
+                lines = (self.folder / f"{what}.log").read_text(errors="replace").splitlines()
+                bad = [ln for ln in lines if " ERROR " in ln or "Traceback" in ln]
+                if bad:
+                    notes.append(f"[{self.name}] {what} log: {len(bad)} error lines; "
+                                 f"first: {bad[0][:300]}")  # fmt: skip
+        if self.admin is not None:
+            await self.admin.close()
+        self.server.stop()
+
+
+def pct(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    p50, p95, p99 = (P.percentile(values, q) for q in (50, 95, 99))
+    return f"p50 {p50:6.3f}  p95 {p95:6.3f}  p99 {p99:6.3f} ms"
+
+
+# ---------------------------------------------------------------- 1. the reserve round trip
+
+
+async def admission_latency(stack: Stack, n: int, concurrency: int) -> tuple[list[float], int]:
+    from llmbus.shared import subjects
+    from llmbus.shared.contracts import UsageRecorded
+    from llmbus.shared.contracts.budget import BudgetAdmission, BudgetReservation
+
+    nc = stack.admin
+    latencies: list[float] = []
+    refused = 0
+    remaining = n
+
+    async def one() -> None:
+        nonlocal refused
+        rid = uuid.uuid4().hex
+        payload = BudgetReservation(
+            request_id=rid, amount_usd=Decimal("0.0006"), lease_s=60.0, team=TEAM,
+            model=P.MODEL,
+        ).model_dump_json().encode()  # fmt: skip
+        started = time.perf_counter()
+        reply = await nc.request(subjects.BUDGET_RESERVE, payload, timeout=10.0)
+        latencies.append((time.perf_counter() - started) * 1000)
+        if not BudgetAdmission.model_validate_json(reply.data).admitted:
+            refused += 1
+        usage = UsageRecorded(
+            usage_id=f"{rid}:1", request_id=rid, provider="openai", model=P.MODEL,
+            prompt_tokens=6, completion_tokens=9, total_tokens=15, cost_usd=2.4e-5,
+            latency_ms=1.0, status="ok", team_id=TEAM,
+        )  # fmt: skip
+        await nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await one()
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    return latencies, refused
+
+
+# ---------------------------------------------------------------- 3. over-reservation
+
+
+async def over_reservation(
+    stack: Stack, label: str, max_tokens: int | None, k: int, burst: int
+) -> dict[str, Any]:
+    from llmbus.client import CompletionError
+    from llmbus.shared import subjects
+
+    user = f"over-{label}"
+    params = {"max_tokens": max_tokens} if max_tokens is not None else {}
+    probe = await stack.client.complete(
+        P.PROMPT, model=P.MODEL, user_id=f"probe-{label}", params=params
+    )
+    true_cost = Decimal(str(probe.cost_usd))
+    limit = (true_cost * k).quantize(Decimal("1e-10"))
+    await stack.client.set_budget(
+        {"name": user, "scope": {"user": user}, "window": "lifetime", "limit_usd": limit,
+         "mode": "hard", "thresholds": [1.0]}
+    )  # fmt: skip
+    worst: list[float] = []
+
+    async def on_exceeded(msg: Any) -> None:
+        event = json.loads(msg.data)
+        if event.get("budget") == user:
+            worst.append(float(event["requested_usd"]))
+
+    sub = await stack.admin.subscribe(subjects.BUDGET_EXCEEDED, cb=on_exceeded)
+    admitted = refused = errors = 0
+    samples: list[str] = []
+
+    async def one() -> None:
+        nonlocal admitted, refused, errors
+        try:
+            await stack.client.complete(P.PROMPT, model=P.MODEL, user_id=user, params=params)
+            admitted += 1
+        except CompletionError as exc:
+            if exc.failed.error_type.value == "budget_exceeded":
+                refused += 1
+            else:
+                errors += 1
+                samples.append(repr(exc)[:200])
+        except Exception as exc:
+            errors += 1
+            samples.append(repr(exc)[:200])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(burst)))
+    seconds = time.perf_counter() - started
+    row: dict[str, Any] = {}
+    deadline = time.perf_counter() + 20
+    while time.perf_counter() < deadline:  # until every reservation is settled
+        rows = await stack.client.budget_status()
+        row = next(r for r in rows if r["name"] == user)
+        if row["reserved_usd"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    spent = Decimal(str(row["spent_usd"]))
+    would_fit = min(refused, math.floor((limit - spent) / true_cost)) if true_cost else 0
+    return {
+        "label": label, "max_tokens": max_tokens, "true_cost": float(true_cost),
+        "completion_tokens": probe.usage.completion_tokens if probe.usage else None,
+        "prompt_tokens": probe.usage.prompt_tokens if probe.usage else None,
+        "worst_case": worst[0] if worst else None, "limit": float(limit), "k": k,
+        "burst": burst, "admitted": admitted, "refused": refused, "errors": errors,
+        "samples": samples[:2], "spent": float(spent), "reserved_left": row.get("reserved_usd"),
+        "would_fit": would_fit, "seconds": seconds,
+    }  # fmt: skip
+
+
+def print_over(r: dict[str, Any]) -> None:
+    worst = f"{r['worst_case']:.3e}" if r["worst_case"] else "n/a (no refusal)"
+    ratio = f" = {r['worst_case'] / r['true_cost']:.1f} x true" if r["worst_case"] else ""
+    print(
+        f"  max_tokens={r['max_tokens']}: true cost {r['true_cost']:.3e} USD "
+        f"({r['prompt_tokens']} prompt + {r['completion_tokens']} completion tokens), "
+        f"reserved worst case {worst}{ratio}"
+    )
+    print(
+        f"    limit {r['limit']:.3e} (K={r['k']}), burst {r['burst']} in {r['seconds']:.2f} s: "
+        f"admitted {r['admitted']}, refused {r['refused']}, other errors {r['errors']}; "
+        f"refused that would have fit {r['would_fit']}; spent/limit "
+        f"{r['spent'] / r['limit']:.1%} (reserved left {r['reserved_left']})"
+    )
+    for s in r["samples"]:
+        print(f"    error sample: {s}")  # fmt: skip
+
+
+# ---------------------------------------------------------------- the run
+
+
+async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespace,
+              notes: list[str]) -> None:  # fmt: skip
+    on = Stack("on", folder / "on", api_base, "on", args.concurrency)
+    off = Stack("off", folder / "off", api_base, "off", args.concurrency)
+    try:
+        await on.start()
+        await off.start()
+        for s in (on, off):
+            notes.append(f"[{s.name}] ready {await s.ready():.1f} s after spawn")
+        print("warming up", flush=True)
+        for s in (on, off):
+            await P.timed_load(s.complete, args.warmup, args.concurrency)
+            await P.sequential(s.complete, 20)
+        await admission_latency(on, 200, args.concurrency)
+
+        print("\n1. admission latency: llmbus.budget.reserve round trip (5 budgets, 2 match)",
+              flush=True)  # fmt: skip
+        for conc in (1, args.concurrency):
+            lat, refused = await admission_latency(on, args.admission_requests, conc)
+            verdict = "ok" if P.percentile(lat, 99) <= TARGET_P99_MS else "MISSED"
+            print(
+                f"  c={conc:<3} N={len(lat)}: {pct(lat)}   (refused {refused}); "
+                f"p99 vs target <= {TARGET_P99_MS} ms: {verdict}",
+                flush=True,
+            )
+
+        lat_on: list[float] = []
+        lat_off: list[float] = []
+        for i, n in enumerate(P.split(args.latency_requests, args.rounds)):
+            order = [(on, lat_on), (off, lat_off)]
+            for s, into in order if i % 2 == 0 else reversed(order):
+                into += (await P.sequential(s.complete, n))["latencies"]
+        print(f"  Client.complete() at c=1, N={len(lat_on)}/{len(lat_off)} alternating:")
+        print(f"    budgets on : {pct(lat_on)}")
+        print(f"    budgets off: {pct(lat_off)}")
+        for q in (50, 99):
+            added = P.percentile(lat_on, q) - P.percentile(lat_off, q)
+            print(f"    added p{q}: {added:+.3f} ms", end="")
+        print(f"   (target: admission adds <= {TARGET_P99_MS} ms p99)", flush=True)
+
+        print(f"\n2. throughput at c={args.concurrency}, N={args.requests} per side, "
+              f"{args.rounds} alternating rounds", flush=True)  # fmt: skip
+        meters = {s.name: P.CpuMeter(s.pids() | {"fake provider": fake_pid,
+                                                 "client (this process)": os.getpid()})
+                  for s in (on, off)}  # fmt: skip
+        done: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+        for i, n in enumerate(P.split(args.requests, args.rounds)):
+            order = [on, off]
+            for s in order if i % 2 == 0 else reversed(order):
+                before = meters[s.name].snapshot()
+                done[s.name].append(await P.timed_load(s.complete, n, args.concurrency))
+                meters[s.name].add(before, meters[s.name].snapshot())
+            print(
+                f"  round {i + 1}: on {n / done['on'][-1]['seconds']:.1f} req/s, "
+                f"off {n / done['off'][-1]['seconds']:.1f} req/s",
+                flush=True,
+            )
+        rate = {k: sum(r["n"] - r["error_count"] for r in v) / sum(r["seconds"] for r in v)
+                for k, v in done.items()}  # fmt: skip
+        errs = {k: sum(r["error_count"] for r in v) for k, v in done.items()}
+        print(
+            f"  budgets on {rate['on']:.1f} req/s, off {rate['off']:.1f} req/s: "
+            f"ratio on/off {rate['on'] / rate['off']:.3f}  (errors on {errs['on']}, "
+            f"off {errs['off']})"
+        )
+        print("  CPU ms per request (from /proc, 10 ms ticks):   on     off")
+        for key in meters["on"].used:
+            print(
+                f"    {key:40} {meters['on'].used[key] * 1000 / args.requests:6.2f} "
+                f"{meters['off'].used[key] * 1000 / args.requests:6.2f}"
+            )
+
+        print(f"\n3. over-reservation: hard budget = K x true cost, {args.burst} requests at once",
+              flush=True)  # fmt: skip
+        big = await over_reservation(on, "big", args.max_tokens, args.k, args.burst)
+        print_over(big)
+        close = big["completion_tokens"] or 16
+        print_over(await over_reservation(on, "close", close, args.k, args.burst))
+        print_over(await over_reservation(on, "none", None, args.k, args.burst))
+        stored = await P.events_stored(on.admin, 0, 0)
+        notes.append(f"[on] events stream holds {stored} messages")
+    finally:
+        await on.close(notes)
+        await off.close(notes)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--requests", "-n", type=int, default=2000, help="per side, at -c")
+    parser.add_argument("--concurrency", "-c", type=int, default=64)
+    parser.add_argument("--admission-requests", type=int, default=2000, help="per concurrency")
+    parser.add_argument("--latency-requests", type=int, default=300, help="per side, c=1")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--burst", type=int, default=200, help="over-reservation burst")
+    parser.add_argument("-k", type=int, default=50, help="budget = K x true cost")
+    parser.add_argument("--max-tokens", type=int, default=256, help="the loose max_tokens")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    from llmbus.testing.fake_openai import running_fake_provider
+
+    notes: list[str] = []
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    try:
+        with running_fake_provider() as fake, tempfile.TemporaryDirectory() as folder:
+            pids = P.child_pids("llmbus.testing.fake_openai")
+            print(f"fake provider at {fake.base_url} (pid {pids})", flush=True)
+            asyncio.run(run(Path(folder), fake.base_url, pids[0] if pids else 0, args, notes))
+            notes.append(f"fake provider served {fake.stats()['total']} calls in all")
+    except BaseException:  # a benchmark: report and exit 0
+        traceback.print_exc()
+    print()
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load_before[0]:.2f} before / "
+        f"{os.getloadavg()[0]:.2f} after (1 min); run took {time.perf_counter() - started:.0f} s"
+    )
+    for note in notes:
+        print(f"note: {note}")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
