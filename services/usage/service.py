@@ -3,7 +3,7 @@
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from decimal import Decimal
@@ -66,20 +66,29 @@ class UsageService:
         await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
         await self.nc.subscribe(subjects.BUDGET_SETTLE, queue="usage", cb=self.settle)
 
-    async def admit(self, msg: Msg) -> None:
+    async def reply(
+        self, msg: Msg, serve: Callable[[bytes], Awaitable[bytes]], invalid: str
+    ) -> None:
+        """Answer a request: the reply, or an ErrorReply saying what was wrong with it."""
         try:
-            reservation = BudgetReservation.model_validate_json(msg.data)
-            admission = await self._on_store(self.book.reserve, reservation)
-        except ValidationError as exc:
-            await msg.respond(error_reply("invalid_reservation", str(exc)))
-            return
+            answer = await serve(msg.data)
+        except (ValidationError, ValueError) as exc:
+            await msg.respond(error_reply(invalid, str(exc)))
         except Exception as exc:
-            log.exception("reservation failed")
-            await msg.respond(error_reply("internal", f"reservation failed: {exc}"))
-            return
-        await msg.respond(admission.model_dump_json().encode())
+            log.exception("%s failed", msg.subject)
+            await msg.respond(error_reply("internal", f"{msg.subject} failed: {exc}"))
+        else:
+            await msg.respond(answer)
+
+    async def admit(self, msg: Msg) -> None:
+        await self.reply(msg, self._admit, "invalid_reservation")
+
+    async def _admit(self, data: bytes) -> bytes:
+        reservation = BudgetReservation.model_validate_json(data)
+        admission = await self._on_store(self.book.reserve, reservation)
         if not admission.admitted:
-            self.relay.poke()
+            self.relay.poke()  # the refusal's BudgetExceeded
+        return admission.model_dump_json().encode()
 
     async def settle(self, msg: Msg) -> None:
         try:
@@ -92,19 +101,14 @@ class UsageService:
         self.relay.poke()
 
     async def define(self, msg: Msg) -> None:
-        try:
-            definition = BudgetDefinition.model_validate_json(msg.data)
-            budget = await self._on_store(self.book.define, definition)
-        except ValidationError as exc:
-            await msg.respond(error_reply("invalid_budget", str(exc)))
-            return
-        except Exception as exc:
-            log.exception("defining a budget failed")
-            await msg.respond(error_reply("internal", f"defining the budget failed: {exc}"))
-            return
+        await self.reply(msg, self._define, "invalid_budget")
+
+    async def _define(self, data: bytes) -> bytes:
+        definition = BudgetDefinition.model_validate_json(data)
+        budget = await self._on_store(self.book.define, definition)
         log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
-        await msg.respond(json.dumps(jsonable(budget.status(utc_now()))).encode())
         self.relay.poke()
+        return json.dumps(jsonable(budget.status(self.book.clock()))).encode()
 
     async def budget_status(self, msg: Msg) -> None:
         rows = await self._on_store(self.book.status)
@@ -182,17 +186,14 @@ class UsageService:
                 await self._on_duck(self.projection.apply, batch)
 
     async def answer(self, msg: Msg) -> None:
-        try:
-            query = UsageQuery.model_validate_json(msg.data)
-            await self.catch_up()
-            assert self.projection is not None
-            result = await self._on_duck(self.projection.query, query)
-            await msg.respond(result.model_dump_json().encode())
-        except (ValidationError, ValueError) as exc:
-            await msg.respond(error_reply("invalid_query", str(exc)))
-        except Exception as exc:
-            log.exception("usage query failed")
-            await msg.respond(error_reply("internal", f"usage query failed: {exc}"))
+        await self.reply(msg, self._answer, "invalid_query")
+
+    async def _answer(self, data: bytes) -> bytes:
+        query = UsageQuery.model_validate_json(data)
+        await self.catch_up()
+        assert self.projection is not None
+        result = await self._on_duck(self.projection.query, query)
+        return result.model_dump_json().encode()
 
     async def close(self) -> None:
         if self.projection is not None:
