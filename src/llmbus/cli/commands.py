@@ -220,6 +220,8 @@ def run_rebuild() -> None:
         applied = rebuild(
             projection, app.all_recorded(), lambda n: progress.update(task, completed=n)
         )
+        # the total counted every event of the store, budgets' too: end the bar where it ended
+        progress.update(task, total=applied, completed=applied)
     projection.close()
     app.close()
     console.print(f"rebuilt {settings.duckdb_path} from {applied} usage events")

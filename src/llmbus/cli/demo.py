@@ -125,11 +125,33 @@ async def watch_budgets(client: Client, seen: list[Any]) -> None:
         seen.append(event)
 
 
+async def crossings(client: Client) -> int | None:
+    """How many thresholds the budgets' settled spend has crossed, by the demo's definitions;
+    None while reservations are still open."""
+    thresholds = {b["name"]: b["thresholds"] for b in BUDGETS}
+    rows = await client.budget_status()
+    if any(row["reserved_usd"] for row in rows):
+        return None
+    return sum(
+        1
+        for row in rows
+        for t in thresholds[row["name"]]
+        if row["spent_usd"] >= t * row["limit_usd"]
+    )
+
+
+async def all_crossings_seen(client: Client, seen: list[Any]) -> bool:
+    expected = await crossings(client)
+    fired = [e for e in seen if isinstance(e, BudgetThresholdReached)]
+    return expected is not None and len(fired) >= expected
+
+
 async def show_budgets(client: Client, seen: list[Any]) -> None:
     console.rule("3 · budget events (llmbus.budget.threshold_reached, llmbus.budget.exceeded)")
     deadline = asyncio.get_running_loop().time() + 10
-    # thresholds fire when usage settles, a moment after the replies
-    while len({(e.budget, getattr(e, "threshold", None)) for e in seen}) < 4:
+    # thresholds fire as usage settles, a moment after the replies: wait for every crossing
+    # the budgets' spend calls for
+    while not await all_crossings_seen(client, seen):
         if asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.1)
@@ -145,8 +167,10 @@ async def show_budgets(client: Client, seen: list[Any]) -> None:
         left = first.limit_usd - first.spent_usd - first.reserved_usd
         console.print(
             f"BudgetExceeded          {first.budget:13} {first.request_id} needs "
-            f"${first.requested_usd:.6f}, ${left:.6f} left (+{len(exceeded) - 1})"
+            f"${first.requested_usd:.6f}, ${left:.6f} left"
         )
+        if len(exceeded) > 1:
+            console.print(f"{'':24}… and {len(exceeded) - 1} more refusals")
     table = Table(title="llmbus budgets status", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("budget", "mode", "spent", "reserved", "limit", "%"):
         table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
