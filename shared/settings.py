@@ -53,6 +53,13 @@ class CompletionSettings(Section):
         default="auto",
         description="Reserve against budgets before each call; auto: when budgets are configured.",
     )
+    admission_wait_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="How long a request may wait for in-flight reservations to settle before a "
+        "hard budget refuses it; 0 refuses at once.",
+    )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
 
 
@@ -124,6 +131,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_PRIVACY": "completion.privacy",
     "LLMBUS_ADMISSION": "completion.admission",
     "LLMBUS_LEASE_MARGIN_S": "completion.lease_margin_s",
+    "LLMBUS_ADMISSION_WAIT_S": "completion.admission_wait_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",

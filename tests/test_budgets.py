@@ -105,6 +105,37 @@ async def test_a_hard_budget_holds_with_three_workers_and_150_requests_at_once(
     assert {e["request_id"] for e in exceeded} <= {e["request_id"] for e in refused}
 
 
+async def test_requests_that_fit_once_open_reservations_settle_wait_instead_of_being_refused(
+    settings: Settings, config_file: Path
+) -> None:
+    loose = 2000  # max_tokens far above the real reply: each reservation is mostly released
+    worst = ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, loose)
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-c-daily", "scope": {"team": "team-c"}, "window": "daily",
+         "limit_usd": str(worst * 3), "mode": "hard"},
+    )  # fmt: skip
+    async with pipeline(settings) as (nc, events, client):
+        probe = await client.complete(
+            MESSAGES, model=MODEL, team_id="team-c", params={"max_tokens": loose}
+        )
+        # room for 3 reservations at a time, but for 2 worst cases' worth of true calls
+        assert Decimal(str(probe.cost_usd)) * 20 < worst
+        replies = await asyncio.gather(
+            *(client.complete(MESSAGES, model=MODEL, team_id="team-c",
+                              params={"max_tokens": loose}) for _ in range(12))
+        )  # fmt: skip
+
+        async def settled() -> bool:
+            return (await budget_status(nc))["team-c-daily"]["reserved_usd"] == 0
+
+        await wait_for(settled, 30, "every reservation settled")
+        status = (await budget_status(nc))["team-c-daily"]
+    assert len(replies) == 12 and all(r.cost_usd > 0 for r in replies)
+    assert not events.on(subjects.BUDGET_EXCEEDED)
+    assert status["spent_usd"] <= float(worst * 3)
+
+
 async def test_a_soft_budget_passes_everything_and_fires_each_threshold_once(
     settings: Settings, config_file: Path
 ) -> None:

@@ -6,13 +6,14 @@ import json
 import logging
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
 from llmbus.services.completion.application import CompletionApplication, Outcome
 from llmbus.services.completion.domain import Completion
@@ -25,6 +26,7 @@ from llmbus.shared.contracts import (
     CompletionFailed,
     CompletionReceived,
     CompletionRequested,
+    ErrorReply,
     ErrorType,
     UsageRecorded,
 )
@@ -34,6 +36,7 @@ from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.completion")
+T = TypeVar("T")
 
 
 class AdmissionUnavailableError(Exception):
@@ -41,6 +44,7 @@ class AdmissionUnavailableError(Exception):
 
 
 FETCH_BATCH = 64
+RESERVE_TIMEOUT_S = 5.0  # on top of the time a reservation may wait for room
 
 
 class CompletionWorker:
@@ -171,7 +175,9 @@ class CompletionWorker:
         if self.settings.admission_on:
             # the call is capped at the reply length the reservation paid for: a hard bound
             params["max_tokens"] = self.gateway.reply_cap(model, request.params.max_tokens)
-            refusal = await self._admit(request, model, messages, params["max_tokens"])
+            # a reservation may wait for room: keep JetStream from redelivering meanwhile
+            admitting = self._admit(request, model, messages, params["max_tokens"])
+            refusal = await self._while_in_progress(msg, admitting)
             if refusal is not None:
                 return await self._record_refusal(request, model, refusal)
         try:
@@ -194,6 +200,7 @@ class CompletionWorker:
             request_id=request.request_id,
             amount_usd=self.gateway.worst_case_cost(model, messages, max_tokens),
             lease_s=self.settings.budget_lease_s,
+            wait_s=self.settings.completion.admission_wait_s,
             user=request.user_id,
             team=request.team_id,
             project=request.project_id,
@@ -202,14 +209,22 @@ class CompletionWorker:
         )
         try:
             reply = await self.nc.request(
-                subjects.BUDGET_RESERVE, reservation.model_dump_json().encode(), timeout=5.0
+                subjects.BUDGET_RESERVE,
+                reservation.model_dump_json().encode(),
+                timeout=reservation.wait_s + RESERVE_TIMEOUT_S,
             )
         except (TimeoutError, NoRespondersError):
             # never call a model unadmitted: the request is redelivered and tried again
             raise AdmissionUnavailableError(
                 f"no answer on {subjects.BUDGET_RESERVE}: is the usage service running?"
             ) from None
-        admission = BudgetAdmission.model_validate_json(reply.data)
+        try:
+            admission = BudgetAdmission.model_validate_json(reply.data)
+        except ValidationError:
+            error = ErrorReply.model_validate_json(reply.data)
+            raise AdmissionUnavailableError(
+                f"{subjects.BUDGET_RESERVE} failed: {error.message}"
+            ) from None
         return None if admission.admitted else admission
 
     async def _settle_early(self, usage: UsageRecorded) -> None:
@@ -246,7 +261,7 @@ class CompletionWorker:
             return self.app.record(outcome)
         return await self.writes.write(outcome)
 
-    async def _while_in_progress(self, msg: Msg, call: Awaitable[ModelReply]) -> ModelReply:
+    async def _while_in_progress(self, msg: Msg, call: Awaitable[T]) -> T:
         self.at_model[id(msg)] = (msg, time.monotonic())
         try:
             return await call

@@ -9,6 +9,7 @@ window (their calls are still in flight), and settle their cost there.
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from enum import Enum
 from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
 from zoneinfo import ZoneInfo
@@ -77,6 +78,15 @@ class UnknownReservationError(BudgetError):
 
 class BudgetRenamedError(BudgetError):
     """A budget's name is its identity; a new name is a new budget."""
+
+
+class Cover(Enum):
+    """Whether a budget can take a reservation now, once its open reservations settle, or never
+    in this window (what is already spent leaves too little)."""
+
+    NOW = "now"
+    LATER = "later"
+    NEVER = "never"
 
 
 class Reservation(NamedTuple):
@@ -149,6 +159,17 @@ class Budget(Aggregate):
             "percent": float(spent / self.limit_usd * 100),
             "mode": self.mode,
         }
+
+    def cover(self, request_id: str, amount_usd: Decimal, now: datetime) -> Cover:
+        """A query: rolls the window over and releases expired leases, records nothing else."""
+        self._roll_over_to(now)
+        self.expire_leases(now)
+        if self.mode == "soft" or request_id in self.reservations:
+            return Cover.NOW
+        if self.spent_usd + self.reserved_usd + amount_usd <= self.limit_usd:
+            return Cover.NOW
+        # settlements only ever release part of a reservation: what is spent stays spent
+        return Cover.LATER if self.spent_usd + amount_usd <= self.limit_usd else Cover.NEVER
 
     # Commands: each brings the window up to `now` first.
 

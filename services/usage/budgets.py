@@ -1,6 +1,7 @@
 """The budgets of the usage store: admission, settlement and definitions, saved as events."""
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from llmbus.services.usage.budget import Budget, BudgetExceededError
+from llmbus.services.usage.budget import Budget, BudgetExceededError, Cover
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
     COST_QUANTUM,
@@ -30,6 +31,36 @@ def utc_now() -> datetime:
 def request_attributes(usage: UsageRecorded) -> dict[str, str | None]:
     return {"user": usage.user_id, "team": usage.team_id, "project": usage.project_id,
             "model": usage.model, "role": usage.role}  # fmt: skip
+
+
+@dataclass
+class Waiting:
+    """A reservation to admit, or to hold while it may still wait for open ones to settle."""
+
+    reservation: BudgetReservation
+    may_wait: bool = False
+    deadline: float = 0.0  # the caller's, on its own (monotonic) clock
+
+
+@dataclass
+class Batch:
+    """Budget commands applied together and saved in one transaction: settlements first (they
+    free room), then lease expiry, then the reservations that waited, then new ones."""
+
+    settlements: list[UsageRecorded] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    expire: bool = False
+
+
+@dataclass
+class BatchResult:
+    answered: list[tuple[Waiting, BudgetAdmission]] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+    @property
+    def refused(self) -> int:
+        return sum(not admission.admitted for _, admission in self.answered)
 
 
 class BudgetBook:
@@ -67,30 +98,61 @@ class BudgetBook:
         raise RuntimeError(f"budget {definition.name!r} kept changing under us; try again")
 
     def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
+        """Admit or refuse one reservation now, without waiting for open ones to settle."""
+        waiting = Waiting(reservation)
+        result = self.apply(Batch(waiting=[waiting]))
+        return result.answered[0][1]
+
+    def apply(self, batch: Batch) -> BatchResult:
+        """Apply a batch in memory and save every budget it touched in one transaction. A
+        version conflict (another usage service wrote first) reloads them and redoes it all."""
         for _ in range(ATTEMPTS):
-            admission, touched = self._reserve(reservation)
+            result, touched = self._apply(batch)
             if self._saved(*touched):
-                return admission
+                return result
         raise RuntimeError("budgets kept changing under us; try again")
 
-    def _reserve(self, reservation: BudgetReservation) -> tuple[BudgetAdmission, list[Budget]]:
+    def _apply(self, batch: Batch) -> tuple[BatchResult, list[Budget]]:
+        touched: dict[int, Budget] = {}  # aggregates don't hash
+        result = BatchResult()
+        for usage in batch.settlements:
+            touched.update((id(b), b) for b in self.settle(usage))
+        if batch.expire:
+            result.expired = self._expire(touched)
+        now = self.clock()
+        for waiting in batch.waiting:
+            matching = self.matching(waiting.reservation.attributes())
+            touched.update((id(b), b) for b in matching)
+            if waiting.may_wait and self._must_wait(waiting.reservation, matching, now):
+                result.waiting.append(waiting)
+            else:
+                result.answered.append((waiting, self._reserve(waiting.reservation, matching)))
+        return result, list(touched.values())
+
+    def _must_wait(
+        self, reservation: BudgetReservation, matching: list[Budget], now: datetime
+    ) -> bool:
+        """Wait when open reservations are all that stand in the way: most of each is released
+        when its call settles, so refusing now would turn away requests that fit."""
+        covers = {b.cover(reservation.request_id, reservation.amount_usd, now) for b in matching}
+        return Cover.LATER in covers and Cover.NEVER not in covers
+
+    def _reserve(self, reservation: BudgetReservation, matching: list[Budget]) -> BudgetAdmission:
         now = self.clock()
         lease = timedelta(seconds=reservation.lease_s)
-        matching = self.matching(reservation.attributes())
         for position, budget in enumerate(matching):
             try:
                 budget.reserve(reservation.request_id, reservation.amount_usd, now, lease)
             except BudgetExceededError as refusal:
                 for reserved in matching[:position]:
                     reserved.release(reservation.request_id, f"refused by {budget.name}", now)
-                admission = BudgetAdmission(
+                return BudgetAdmission(
                     admitted=False,
                     refused_by=budget.name,
                     message=str(refusal),
                     remaining=remaining(matching),
                 )
-                return admission, matching
-        return BudgetAdmission(admitted=True, remaining=remaining(matching)), matching
+        return BudgetAdmission(admitted=True, remaining=remaining(matching))
 
     def settle(self, usage: UsageRecorded) -> list[Budget]:
         """Settle a provider call's reservations in memory; the caller saves what it returns,
@@ -110,19 +172,19 @@ class BudgetBook:
     def settle_now(self, usage: UsageRecorded) -> None:
         """Settle as soon as a worker reports the call; the UsageRecorded that follows through
         the outbox finds nothing left to settle. Either one alone is enough."""
-        for _ in range(ATTEMPTS):
-            if self._saved(*self.settle(usage)):
-                return
+        self.apply(Batch(settlements=[usage]))
 
     def expire_leases(self) -> list[str]:
+        return self.apply(Batch(expire=True)).expired
+
+    def _expire(self, touched: dict[int, Budget]) -> list[str]:
         now = self.clock()
-        for _ in range(ATTEMPTS):
-            touched = [b for b in self.budgets.values() if any(
-                r.expires_at <= now for r in b.reservations.values())]  # fmt: skip
-            expired = [rid for budget in touched for rid in budget.expire_leases(now)]
-            if self._saved(*touched):
-                return expired
-        return []
+        expired = []
+        for budget in self.budgets.values():
+            if any(r.expires_at <= now for r in budget.reservations.values()):
+                touched[id(budget)] = budget
+                expired += budget.expire_leases(now)
+        return expired
 
     def status(self) -> list[dict[str, Any]]:
         now = self.clock()

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.budgets import BudgetBook, Clock, utc_now
+from llmbus.services.usage.desk import AdmissionDesk
 from llmbus.services.usage.outbox import route
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import bus, subjects
@@ -27,6 +28,8 @@ from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
+# a store write on the loop holds up admission: a chunk of 100 takes ~2 ms on SQLite
+RECORD_CHUNK = 100
 T = TypeVar("T")
 
 
@@ -44,6 +47,7 @@ class UsageService:
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
         self.book = BudgetBook(app, clock)
         self.relay = OutboxRelay(app, self.js, route, name="usage-outbox")
+        self.desk = AdmissionDesk(self.book, self._on_store, on_refused=self.relay.poke)
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
 
@@ -85,20 +89,18 @@ class UsageService:
 
     async def _admit(self, data: bytes) -> bytes:
         reservation = BudgetReservation.model_validate_json(data)
-        admission = await self._on_store(self.book.reserve, reservation)
-        if not admission.admitted:
-            self.relay.poke()  # the refusal's BudgetExceeded
+        admission = await self.desk.reserve(reservation)
         return admission.model_dump_json().encode()
 
     async def settle(self, msg: Msg) -> None:
         try:
             usage = UsageRecorded.model_validate_json(msg.data)
-            await self._on_store(self.book.settle_now, usage)
-        except Exception:
+        except ValidationError:
             # the UsageRecorded on its way through JetStream settles it all the same
-            log.exception("early settlement failed")
+            log.warning("ignoring an invalid early settlement on %s", msg.subject)
             return
-        self.relay.poke()
+        self.desk.settle(usage)
+        self.relay.poke()  # settlements may cross thresholds
 
     async def define(self, msg: Msg) -> None:
         await self.reply(msg, self._define, "invalid_budget")
@@ -108,22 +110,12 @@ class UsageService:
         budget = await self._on_store(self.book.define, definition)
         log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
         self.relay.poke()
+        self.desk.room_freed()  # a higher limit may admit what waits
         return json.dumps(jsonable(budget.status(self.book.clock()))).encode()
 
     async def budget_status(self, msg: Msg) -> None:
         rows = await self._on_store(self.book.status)
         await msg.respond(json.dumps([jsonable(row) for row in rows]).encode())
-
-    async def expire_leases(self, stop: asyncio.Event, every_s: float = 1.0) -> None:
-        """Release what workers that died had reserved, once their leases run out."""
-        while not stop.is_set():
-            expired = await self._on_store(self.book.expire_leases)
-            if expired:
-                log.warning("released %d reservations whose lease expired", len(expired))
-            try:
-                await asyncio.wait_for(stop.wait(), every_s)
-            except TimeoutError:
-                pass
 
     async def consume(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe_bind(
@@ -156,8 +148,11 @@ class UsageService:
                 events.append(UsageRecorded.model_validate_json(msg.data))
             except ValidationError as exc:
                 await self.dead_letter(msg, str(exc.error_count()) + " schema errors")
-        await self._on_store(self.app.record, events, self.book)
+        for start in range(0, len(events), RECORD_CHUNK):
+            await self._on_store(self.app.record, events[start : start + RECORD_CHUNK], self.book)
+            await asyncio.sleep(0)  # let admission in between chunks
         self.relay.poke()
+        self.desk.room_freed()
         # acked only once stored: a crash before this line redelivers, and ids dedupe
         await asyncio.gather(*(m.ack() for m in msgs))
 
@@ -222,9 +217,10 @@ async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now)
         await service.catch_up()
         relay_stop = asyncio.Event()
         relaying = asyncio.create_task(service.relay.run(relay_stop))
-        sweeping = asyncio.create_task(service.expire_leases(stop))
+        # the desk also releases what workers that died had reserved, once their leases run out
+        admitting = asyncio.create_task(service.desk.run(stop))
         await service.consume(stop)
-        await sweeping
+        await admitting
         relay_stop.set()
         service.relay.poke()
         await relaying

@@ -96,6 +96,13 @@ class BudgetReservation(Contract):
     request_id: RequestId
     amount_usd: Decimal = Field(ge=0, description="The request's worst-case cost.")
     lease_s: float = Field(gt=0, description="Released after this long if never settled.")
+    wait_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=3600,
+        description="When only open reservations stand in the way, hold the request up to this "
+        "long for them to settle before refusing it.",
+    )
     user: str | None = None
     team: str | None = None
     project: str | None = None
