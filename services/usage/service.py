@@ -50,6 +50,7 @@ class UsageService:
         self.desk = AdmissionDesk(self.book, self._on_store, on_refused=self.relay.poke)
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
+        self.answering: set[asyncio.Task[None]] = set()
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
@@ -85,7 +86,11 @@ class UsageService:
             await msg.respond(answer)
 
     async def admit(self, msg: Msg) -> None:
-        await self.reply(msg, self._admit, "invalid_reservation")
+        # a subscription runs its callback one message at a time: answer in a task of its own,
+        # so that the reservations arriving together reach the desk together
+        task = asyncio.create_task(self.reply(msg, self._admit, "invalid_reservation"))
+        self.answering.add(task)
+        task.add_done_callback(self.answering.discard)
 
     async def _admit(self, data: bytes) -> bytes:
         reservation = BudgetReservation.model_validate_json(data)
