@@ -121,6 +121,7 @@ class Budget(Aggregate):
         self.window_start = window_start
         self.spent_usd = Decimal(0)
         self.reservations: dict[str, Reservation] = {}
+        self._reserved = Decimal(0)  # the sum of open reservations, kept as they change
         self.fired: set[float] = set()
         # Released by lease expiry this window: a late settlement still counts, once.
         self.lease_expired: set[str] = set()
@@ -139,7 +140,7 @@ class Budget(Aggregate):
 
     @property
     def reserved_usd(self) -> Decimal:
-        return sum((r.amount_usd for r in self.reservations.values()), Decimal(0))
+        return self._reserved
 
     @property
     def remaining_usd(self) -> Decimal:
@@ -248,6 +249,7 @@ class Budget(Aggregate):
     @event("Reserved")
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
         self.reservations[request_id] = Reservation(amount_usd, expires_at)
+        self._reserved += amount_usd
 
     # Refusals and threshold crossings are published as they are stored, so they name the budget.
     @event("Exceeded")
@@ -267,13 +269,15 @@ class Budget(Aggregate):
 
     @event("Settled")
     def _settle(self, request_id: str, cost_usd: Decimal) -> None:
-        self.reservations.pop(request_id, None)
+        reservation = self.reservations.pop(request_id, None)
+        if reservation is not None:
+            self._reserved -= reservation.amount_usd
         self.lease_expired.discard(request_id)
         self.spent_usd += cost_usd
 
     @event("Released")
     def _release(self, request_id: str, reason: str) -> None:
-        del self.reservations[request_id]
+        self._reserved -= self.reservations.pop(request_id).amount_usd
         if reason == "lease_expired":
             self.lease_expired.add(request_id)
 
