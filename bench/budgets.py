@@ -15,7 +15,10 @@ the only difference between them is the reserve round trip (and its settlement).
    at concurrency 1, budgets on vs off, alternating.
 2. Throughput at --concurrency, on vs off, alternating rounds.
 3. Over-reservation: a hard budget of K x a request's true cost, then a burst of --burst
-   requests at once, with max_tokens far above the real reply, and close to it.
+   requests at once, with max_tokens far above the real reply, close to it, and unset. Each
+   burst runs on the "on" stack (reservations wait for open ones to settle, the default) and on
+   a third stack "nowait" (completion.admission_wait_s: 0, refused at once), started after
+   "off" is stopped.
 
 A benchmark, not a test: it exits 0 whatever the figures.
 """
@@ -62,7 +65,10 @@ def budgets() -> list[dict[str, Any]]:
 class Stack:
     """nats-server + completion worker + usage service, with admission on or off."""
 
-    def __init__(self, name: str, folder: Path, api_base: str, admission: str, conc: int) -> None:
+    def __init__(
+        self, name: str, folder: Path, api_base: str, admission: str, conc: int,
+        wait_s: float | None = None,
+    ) -> None:  # fmt: skip
         import yaml
 
         from llmbus.shared.natsserver import EmbeddedNats
@@ -76,6 +82,8 @@ class Stack:
         raw = yaml.safe_load(self.config.read_text())
         raw["budgets"] = budgets()
         raw["completion"]["admission"] = admission
+        if wait_s is not None:
+            raw["completion"]["admission_wait_s"] = wait_s
         self.config.write_text(yaml.safe_dump(raw))
         self.worker: subprocess.Popen | None = None
         self.usage: subprocess.Popen | None = None
@@ -287,6 +295,7 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
               notes: list[str]) -> None:  # fmt: skip
     on = Stack("on", folder / "on", api_base, "on", args.concurrency)
     off = Stack("off", folder / "off", api_base, "off", args.concurrency)
+    off_open = True
     try:
         await on.start()
         await off.start()
@@ -357,16 +366,31 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
 
         print(f"\n3. over-reservation: hard budget = K x true cost, {args.burst} requests at once",
               flush=True)  # fmt: skip
-        big = await over_reservation(on, "big", args.max_tokens, args.k, args.burst)
-        print_over(big)
-        close = big["completion_tokens"] or 16
-        print_over(await over_reservation(on, "close", close, args.k, args.burst))
-        print_over(await over_reservation(on, "none", None, args.k, args.burst))
+        await off.close(notes)
+        off_open = False
+        # the same bursts on a stack whose reservations may not wait (admission_wait_s: 0)
+        nowait = Stack("nowait", folder / "nowait", api_base, "on", args.concurrency, wait_s=0)
+        await nowait.start()
+        notes.append(f"[nowait] ready {await nowait.ready():.1f} s after spawn")
+        await P.sequential(nowait.complete, 20)
+        print("  waiting for open reservations to settle (admission_wait_s: 30, the default)"
+              " vs refusing at once (0):")  # fmt: skip
+        close: int | None = None
+        for label, max_tokens in (("big", args.max_tokens), ("close", None), ("none", None)):
+            if label == "close":
+                max_tokens = close
+            for stack, tag in ((on, "wait"), (nowait, "no-wait")):
+                r = await over_reservation(stack, f"{label}-{tag}", max_tokens, args.k, args.burst)
+                close = close or r["completion_tokens"] or 16
+                print(f"  [{tag}]", end="")
+                print_over(r)
+        await nowait.close(notes)
         stored = await P.events_stored(on.admin, 0, 0)
         notes.append(f"[on] events stream holds {stored} messages")
     finally:
         await on.close(notes)
-        await off.close(notes)
+        if off_open:
+            await off.close(notes)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,6 +1,7 @@
 """The usage service process: records UsageRecorded, projects it into DuckDB, answers queries."""
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
 # a store write on the loop holds up admission: a chunk of 100 takes ~2 ms on SQLite
 RECORD_CHUNK = 100
+PROJECT_EVERY_S = 0.25
 T = TypeVar("T")
 
 
@@ -51,6 +53,7 @@ class UsageService:
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
         self.answering: set[asyncio.Task[None]] = set()
+        self.projecting = asyncio.Event()  # stored usage not projected yet
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
@@ -135,7 +138,7 @@ class UsageService:
                     continue
                 try:
                     await self.record(msgs)
-                    await self.catch_up()
+                    self.projecting.set()
                 except Exception:
                     # the store or DuckDB hiccuped: leave the batch unacked, JetStream redelivers
                     log.exception(
@@ -173,6 +176,21 @@ class UsageService:
                 subjects.MSG_ID_HEADER: f"dlq:{msg.metadata.stream}:{msg.metadata.sequence.stream}",
             },
         )
+
+    async def project(self, stop: asyncio.Event, every_s: float = PROJECT_EVERY_S) -> None:
+        """Keep DuckDB close behind the store, a batch at a time. Queries catch up themselves,
+        so the lag is never seen; projecting less often keeps the DuckDB thread (and the GIL)
+        away from admission, which runs on the loop."""
+        while not stop.is_set():
+            await self.projecting.wait()
+            self.projecting.clear()
+            try:
+                await self.catch_up()
+            except Exception:
+                log.exception("projecting usage into DuckDB failed; retrying")
+                self.projecting.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
 
     async def catch_up(self) -> None:
         """Project every stored usage event into DuckDB (exactly once: position is in DuckDB)."""
@@ -224,8 +242,11 @@ async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now)
         relaying = asyncio.create_task(service.relay.run(relay_stop))
         # the desk also releases what workers that died had reserved, once their leases run out
         admitting = asyncio.create_task(service.desk.run(stop))
+        projecting = asyncio.create_task(service.project(stop))
         await service.consume(stop)
         await admitting
+        service.projecting.set()
+        await projecting
         relay_stop.set()
         service.relay.poke()
         await relaying
