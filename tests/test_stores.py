@@ -9,8 +9,10 @@ from typing import Any
 import nats
 import pytest
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
 
 from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.outbox import route
 from llmbus.services.usage.application import UsageApplication
 from llmbus.shared.contracts import UsageRecorded
@@ -104,6 +106,33 @@ async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
     await resumed.drain()
     assert resumed.published == 2  # only the new request's events
     assert (await js.stream_info(stream)).state.messages == 8
+    await js.delete_stream(stream)
+    await nc.close()
+    app.close()
+
+
+async def test_a_relay_filtered_by_topic_reads_past_the_events_it_does_not_publish(
+    store_settings: Settings, nats_url: str
+) -> None:
+    app = open_store(CompletionApplication, store_settings, "completion")
+    for i in range(5):
+        app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    stream = f"OUTBOX_TEST_{uuid.uuid4().hex[:8]}"
+    await js.add_stream(name=stream, subjects=[f"{stream}.>"], duplicate_window=600)
+
+    def route(event: DomainEventProtocol[Any]) -> list[Outbound]:
+        kind = type(event).__name__
+        return [Outbound(f"{stream}.{kind}", b"{}", f"{kind}:{event.originator_id}")]
+
+    requested = get_topic(getattr(Completion, "Requested"))  # noqa: B009 (made by @event)
+    relay = OutboxRelay(app, js, route, name="filtered", batch_size=2, topics=[requested])
+    await relay.drain()
+    last = app.process_recorder.max_notification_id()
+    assert relay.published == 5  # the Requested events only, though batches were 2 long
+    assert relay.position == last  # past the last Failed: it will not read them again
+    assert app.process_recorder.max_tracking_id("filtered") == last
     await js.delete_stream(stream)
     await nc.close()
     app.close()

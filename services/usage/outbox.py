@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
 
 from llmbus.services.usage.budget import Budget
 from llmbus.shared import subjects
@@ -13,6 +14,7 @@ from llmbus.shared.outbox import Outbound
 
 THRESHOLD_REACHED = getattr(Budget, "ThresholdReached")  # noqa: B009 (made by @event)
 EXCEEDED = getattr(Budget, "Exceeded")  # noqa: B009
+TOPICS = [get_topic(THRESHOLD_REACHED), get_topic(EXCEEDED)]  # all that route() publishes
 
 
 def route(event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
