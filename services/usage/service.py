@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.budgets import BudgetBook, Clock, utc_now
 from llmbus.services.usage.desk import AdmissionDesk
-from llmbus.services.usage.outbox import route
+from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
@@ -48,7 +48,10 @@ class UsageService:
         # budgets live in memory: one thread changes them and writes the store
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
         self.book = BudgetBook(app, clock)
-        self.relay = OutboxRelay(app, self.js, route, name="usage-outbox")
+        self.relay = OutboxRelay(
+            app, self.js, route, name="usage-outbox", topics=TOPICS,
+            on_loop=settings.event_store == "sqlite",
+        )  # fmt: skip
         self.desk = AdmissionDesk(self.book, self._on_store, on_refused=self.relay.poke)
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
