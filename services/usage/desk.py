@@ -7,6 +7,7 @@ waits here (up to its `wait_s`) instead of being refused.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,11 +67,12 @@ class AdmissionDesk:
             await self._once(loop.time(), expire=sweep)
             deadlines = [w.deadline for w in self.waiting]
             timeout = max(0.0, min([next_sweep, *deadlines]) - loop.time())
-            try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                    await self.wake.wait()
             self.wake.clear()
+            # one more turn of the loop: requests already read off the socket join this batch
+            await asyncio.sleep(0)
         for waiting in self.new + self.waiting:
             # not a refusal: the worker's request is redelivered and asks again
             self._fail(waiting, RuntimeError("the usage service is stopping"))
