@@ -44,6 +44,7 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
                 subjects.USAGE_RECORDED,
                 subjects.BUDGET_THRESHOLD_REACHED,
                 subjects.BUDGET_EXCEEDED,
+                subjects.PROMPT_EVENTS_ALL,
             ],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
@@ -94,10 +95,20 @@ def consumer_configs(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
         max_ack_pending=20_000,
         filter_subject=subjects.USAGE_RECORDED,
     )
+    # the outcomes of chat turns, recorded on their conversations
+    conversation_recorder = ConsumerConfig(
+        durable_name=subjects.CONVERSATION_CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30.0,
+        max_ack_pending=20_000,
+        filter_subjects=[subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED],
+    )
     return [
         (subjects.REQUESTS_STREAM, completion_workers),
         (subjects.ADVISORIES_STREAM, gave_up),
         (subjects.EVENTS_STREAM, usage_recorder),
+        (subjects.EVENTS_STREAM, conversation_recorder),
     ]
 
 

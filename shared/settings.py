@@ -67,6 +67,14 @@ class UsageSettings(Section):
     duckdb_path: Path | None = Field(default=None, description="Defaults to <state>/usage.duckdb")
 
 
+class ConversationSettings(Section):
+    default_model: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The model of a chat turn that names none, in a conversation that has none.",
+    )
+
+
 class PostgresSettings(Section):
     host: str = "127.0.0.1"
     port: int = 5432
@@ -93,6 +101,7 @@ class Settings(Section):
     log_level: str = "INFO"
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
+    conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     models: list[ModelEntry] = Field(default_factory=list)
     budgets: list[BudgetDefinition] = Field(default_factory=list)
 
@@ -133,6 +142,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_LEASE_MARGIN_S": "completion.lease_margin_s",
     "LLMBUS_ADMISSION_WAIT_S": "completion.admission_wait_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
+    "LLMBUS_CONVERSATION_MODEL": "conversation.default_model",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",
     "POSTGRES_USER": "postgres.user",

@@ -13,6 +13,27 @@ BUDGET_SET = "llmbus.budget.set"
 BUDGET_SETTLE = "llmbus.budget.settle"
 BUDGET_STATUS = "llmbus.budget.status"
 DEAD_LETTER = "llmbus.deadletter.{service}"
+CONVERSATION_CREATE = "llmbus.conversation.create"
+CONVERSATION_GET = "llmbus.conversation.get"
+CONVERSATION_LIST = "llmbus.conversation.list"
+CONVERSATION_RENAME = "llmbus.conversation.rename"
+CONVERSATION_DELETE = "llmbus.conversation.delete"
+CONVERSATION_SEND = "llmbus.conversation.send"
+PROMPT_CREATE = "llmbus.prompt.create"
+PROMPT_UPDATE = "llmbus.prompt.update"
+PROMPT_GET = "llmbus.prompt.get"
+PROMPT_LIST = "llmbus.prompt.list"
+PROMPT_HISTORY = "llmbus.prompt.history"
+PROMPT_LABEL = "llmbus.prompt.label"
+PROMPT_ROLLBACK = "llmbus.prompt.rollback"
+PROMPT_ACTIVATE = "llmbus.prompt.activate"
+PROMPT_DEACTIVATE = "llmbus.prompt.deactivate"
+PROMPT_RENDER = "llmbus.prompt.render"
+PROMPT_PREVIEW = "llmbus.prompt.preview"
+PROMPT_RESOLVE = "llmbus.prompt.resolve"
+# PromptChanged, one subject per prompt key; completion workers drop cached prompts on these
+PROMPT_EVENTS = "llmbus.prompt.events.{key}"
+PROMPT_EVENTS_ALL = "llmbus.prompt.events.>"
 
 REQUESTS_STREAM = "LLMBUS_REQUESTS"
 EVENTS_STREAM = "LLMBUS_EVENTS"
@@ -25,6 +46,8 @@ MAX_DELIVERIES_ADVISORY = (
 )
 USAGE_CONSUMER = "usage-recorder"
 GAVE_UP_CONSUMER = "completion-gave-up"
+CONVERSATION_CONSUMER = "conversation-recorder"
+CONVERSATION_QUEUE = "conversation"
 
 # JetStream keeps a stored message's reply subject to itself (it's the ack subject), so a caller
 # who wants the terminal event back names its inbox in this header.

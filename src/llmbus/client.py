@@ -7,13 +7,13 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js.api import DeliverPolicy
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import (
@@ -29,8 +29,28 @@ from llmbus.shared.contracts.budget import (
     BudgetExceeded,
     BudgetThresholdReached,
 )
+from llmbus.shared.contracts.completion import PromptRef
+from llmbus.shared.contracts.conversation import (
+    ChatReply,
+    ConversationPage,
+    ConversationSummary,
+    ConversationView,
+)
+from llmbus.shared.contracts.prompt import (
+    PlaygroundResult,
+    PromptHistory,
+    PromptHistoryEntry,
+    PromptList,
+    PromptPreview,
+    PromptSummary,
+    PromptView,
+    RenderedPrompt,
+)
 from llmbus.shared.errors import LlmbusError, RequestError
 from llmbus.shared.settings import Settings, load_settings
+
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
+CONVERSATION_TIMEOUT_S = 10.0
 
 
 class CompletionError(LlmbusError):
@@ -227,6 +247,226 @@ class Client:
         finally:
             await sub.unsubscribe()
 
+    # Conversations (llmbus.conversation.*, served by the conversation service)
+
+    async def create_conversation(
+        self,
+        user_id: str,
+        title: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        model: str | None = None,
+        system: str | None = None,
+    ) -> ConversationView:
+        request = {"user_id": user_id, "title": title, "metadata": metadata or {},
+                   "model": model, "system": system}  # fmt: skip
+        return await self._call(subjects.CONVERSATION_CREATE, request, ConversationView)
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> ConversationView:
+        request = {"user_id": user_id, "conversation_id": conversation_id}
+        return await self._call(subjects.CONVERSATION_GET, request, ConversationView)
+
+    async def list_conversations(
+        self, user_id: str, *, cursor: str | None = None, limit: int = 20
+    ) -> ConversationPage:
+        """One page, newest activity first; pass its next_cursor for the next one."""
+        request = {"user_id": user_id, "cursor": cursor, "limit": limit}
+        return await self._call(subjects.CONVERSATION_LIST, request, ConversationPage)
+
+    async def rename_conversation(
+        self, user_id: str, conversation_id: str, title: str
+    ) -> ConversationView:
+        request = {"user_id": user_id, "conversation_id": conversation_id, "title": title}
+        return await self._call(subjects.CONVERSATION_RENAME, request, ConversationView)
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> ConversationSummary:
+        request = {"user_id": user_id, "conversation_id": conversation_id}
+        return await self._call(subjects.CONVERSATION_DELETE, request, ConversationSummary)
+
+    async def chat(
+        self,
+        user_id: str,
+        conversation_id: str,
+        content: str,
+        *,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        wait: bool = True,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
+    ) -> ChatReply:
+        """Send a user turn; with wait, return once the reply (or failure) is stored on the
+        conversation. A ChatReply with status failed carries the reason; it is not raised."""
+        request = {
+            "user_id": user_id, "conversation_id": conversation_id, "content": content,
+            "model": model, "params": params or {}, "wait": wait,
+            "request_id": request_id or new_request_id(),
+        }  # fmt: skip
+        timeout = timeout_s or (self.timeout_s if wait else CONVERSATION_TIMEOUT_S)
+        late = (
+            f"no reply to turn {request['request_id']} within {timeout}s; if the conversation "
+            "service is running, the reply is still recorded on the conversation when it comes"
+        )
+        return await self._call(subjects.CONVERSATION_SEND, request, ChatReply, timeout, late)
+
+    # Managed prompts (llmbus.prompt.*, served by the conversation service)
+
+    async def create_prompt(
+        self,
+        key: str,
+        name: str,
+        template: Any,
+        *,
+        variables: Sequence[Any] = (),
+        description: str = "",
+        labels: Sequence[str] = (),
+        author: str | None = None,
+        note: str = "",
+    ) -> PromptView:
+        """A new managed prompt at version 1; raises RequestError duplicate_key if the key is
+        taken. `template` is text with {{variable}} placeholders, or a list of chat turns."""
+        request = {
+            "key": key, "name": name, "template": dumpable(template),
+            "variables": [dumpable(v) for v in variables], "description": description,
+            "labels": list(labels), "author": author, "note": note,
+        }  # fmt: skip
+        return await self._call(subjects.PROMPT_CREATE, request, PromptView)
+
+    async def update_prompt(
+        self,
+        key: str,
+        *,
+        template: Any = None,
+        variables: Sequence[Any] | None = None,
+        name: str | None = None,
+        description: str | None = None,
+        labels: Sequence[str] = (),
+        author: str | None = None,
+        note: str = "",
+    ) -> PromptView:
+        """A new immutable version; returns it."""
+        request = {
+            "key": key, "template": dumpable(template), "name": name,
+            "variables": None if variables is None else [dumpable(v) for v in variables],
+            "description": description, "labels": list(labels), "author": author, "note": note,
+        }  # fmt: skip
+        return await self._call(subjects.PROMPT_UPDATE, request, PromptView)
+
+    async def get_prompt(
+        self, key: str, *, label: str | None = None, version: int | None = None
+    ) -> PromptView:
+        request = {"key": key, "label": label, "version": version}
+        return await self._call(subjects.PROMPT_GET, request, PromptView)
+
+    async def list_prompts(self, *, include_domain: bool = True) -> list[PromptSummary]:
+        request = {"include_domain": include_domain}
+        return (await self._call(subjects.PROMPT_LIST, request, PromptList)).items
+
+    async def prompt_history(self, key: str) -> list[PromptHistoryEntry]:
+        history = await self._call(subjects.PROMPT_HISTORY, {"key": key}, PromptHistory)
+        return history.entries
+
+    async def label_prompt(
+        self, key: str, label: str, version: int, *, author: str | None = None
+    ) -> PromptView:
+        request = {"key": key, "label": label, "version": version, "author": author}
+        return await self._call(subjects.PROMPT_LABEL, request, PromptView)
+
+    async def rollback_prompt(
+        self, key: str, label: str, version: int, *, author: str | None = None
+    ) -> PromptView:
+        """Move a label back to an earlier version."""
+        request = {"key": key, "label": label, "version": version, "author": author}
+        return await self._call(subjects.PROMPT_ROLLBACK, request, PromptView)
+
+    async def activate_prompt(self, key: str, *, author: str | None = None) -> PromptView:
+        request = {"key": key, "author": author}
+        return await self._call(subjects.PROMPT_ACTIVATE, request, PromptView)
+
+    async def deactivate_prompt(self, key: str, *, author: str | None = None) -> PromptView:
+        request = {"key": key, "author": author}
+        return await self._call(subjects.PROMPT_DEACTIVATE, request, PromptView)
+
+    async def render_prompt(
+        self,
+        key: str,
+        variables: dict[str, Any],
+        *,
+        label: str | None = None,
+        version: int | None = None,
+    ) -> RenderedPrompt:
+        """The messages a model would get; raises RequestError invalid_variables naming the
+        variable that is missing or of the wrong type."""
+        request = {"key": key, "variables": variables, "label": label, "version": version}
+        return await self._call(subjects.PROMPT_RENDER, request, RenderedPrompt)
+
+    async def preview_prompt(
+        self,
+        key: str,
+        variables: dict[str, Any],
+        model: str,
+        *,
+        label: str | None = None,
+        version: int | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> PromptPreview:
+        """The rendered messages with their tokens counted offline and priced at list price;
+        no model is called."""
+        request = {"key": key, "variables": variables, "model": model, "label": label,
+                   "version": version, "params": params or {}}  # fmt: skip
+        return await self._call(subjects.PROMPT_PREVIEW, request, PromptPreview)
+
+    async def playground(
+        self,
+        key: str,
+        variables: dict[str, Any],
+        model: str,
+        *,
+        label: str | None = None,
+        version: int | None = None,
+        params: dict[str, Any] | None = None,
+        user_id: str | None = None,
+    ) -> PlaygroundResult:
+        """A preview before the call, then the call itself through the pipeline by prompt
+        reference (its usage is accounted to the prompt version); reply.cost_usd is the true
+        cost. Raises CompletionError if the call fails."""
+        preview = await self.preview_prompt(
+            key, variables, model, label=label, version=version, params=params
+        )
+        ref = PromptRef(key=key, label=label, version=version, variables=variables)
+        request = CompletionRequested.model_validate(
+            {"request_id": new_request_id(), "model": model, "prompt": ref, "user_id": user_id,
+             "params": params or {}}
+        )  # fmt: skip
+        return PlaygroundResult(preview=preview, reply=await self.complete(request))
+
+    async def _call(
+        self,
+        subject: str,
+        request: dict[str, Any],
+        reply_type: type[ReplyT],
+        timeout_s: float = CONVERSATION_TIMEOUT_S,
+        late: str | None = None,
+    ) -> ReplyT:
+        payload = json.dumps({k: v for k, v in request.items() if v is not None}).encode()
+        try:
+            msg = await self.nc.request(subject, payload, timeout=timeout_s)
+        except NoRespondersError:
+            raise LlmbusError(
+                f"no answer on {subject}: is the conversation service running?"
+            ) from None
+        except TimeoutError:
+            raise LlmbusError(
+                late
+                or f"no answer on {subject} within {timeout_s}s: is the conversation "
+                "service running?"
+            ) from None
+        try:
+            return reply_type.model_validate_json(msg.data)
+        except ValidationError:
+            error = ErrorReply.model_validate_json(msg.data)
+            raise RequestError(error.error_type, error.message) from None
+
     async def _ask(self, subject: str, payload: bytes, timeout_s: float) -> Any:
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout_s)
@@ -236,6 +476,15 @@ class Client:
         if isinstance(answer, dict) and "error_type" in answer:
             raise RequestError(answer["error_type"], answer.get("message", ""))
         return answer
+
+
+def dumpable(value: Any) -> Any:
+    """Pydantic values (a Variable, ChatTurns) as plain JSON data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [dumpable(v) for v in value]
+    return value
 
 
 def terminal_event(data: bytes) -> CompletionReceived:

@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from nats.aio.client import Client as NatsClient
+
 from llmbus.shared import bus, subjects
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.natsserver import EmbeddedNats
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.stack")
-SERVICES = ("completion", "usage")
+SERVICES = ("completion", "usage", "conversation")
 
 
 class Stack:
@@ -81,12 +83,11 @@ class Stack:
                 info = await nc.jetstream().consumer_info(
                     subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
                 )
-                try:
-                    await nc.request(subjects.USAGE_QUERY, b"{}", timeout=0.5)
-                    usage_ready = True
-                except Exception:
-                    usage_ready = False
-                if usage_ready and (info.num_waiting or 0) > 0:
+                answering = [
+                    await answers(nc, subject)
+                    for subject in (subjects.USAGE_QUERY, subjects.PROMPT_LIST)
+                ]
+                if all(answering) and (info.num_waiting or 0) > 0:
                     return
                 await asyncio.sleep(0.2)  # polling readiness of processes we just started
         finally:
@@ -129,6 +130,14 @@ class Stack:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
+
+
+async def answers(nc: NatsClient, subject: str) -> bool:
+    try:
+        await nc.request(subject, b"{}", timeout=0.5)
+    except Exception:
+        return False
+    return True
 
 
 async def run_until_stopped(stack: Stack) -> None:
