@@ -20,6 +20,7 @@ from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
 from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
+from llmbus.services.completion.prompts import PromptFailed, PromptResolver, RenderedPrompt
 from llmbus.shared import subjects
 from llmbus.shared.batching import GroupCommit
 from llmbus.shared.contracts import (
@@ -64,6 +65,7 @@ class CompletionWorker:
         self.nc = nc
         self.js = nc.jetstream()
         self.relay = relay
+        self.prompts = PromptResolver(nc)
         self.tasks: set[asyncio.Task[None]] = set()
         # duplicates delivered to this process while the first copy is still at the model
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
@@ -76,6 +78,7 @@ class CompletionWorker:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self.prompts.watch()  # before the first request: no change may go unseen
         sub = await self.js.pull_subscribe_bind(
             durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
         )
@@ -106,6 +109,7 @@ class CompletionWorker:
                 self.writes.close()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            await self.prompts.close()
 
     async def handle(self, msg: Msg) -> None:
         reply_to = (msg.headers or {}).get(subjects.REPLY_TO_HEADER)
@@ -133,12 +137,6 @@ class CompletionWorker:
             raise Rejected(
                 ErrorType.invalid_request,
                 f"no role named {request.role!r} is configured; name a model instead",
-                request.request_id,
-            )
-        if request.prompt is not None:
-            raise Rejected(
-                ErrorType.invalid_request,
-                "prompt references need the conversation service; send messages instead",
                 request.request_id,
             )
         assert request.model is not None
@@ -169,8 +167,16 @@ class CompletionWorker:
         stored = await self._stored(request.request_id)
         if stored is not None and stored.is_terminal:
             return self._stored_reply(stored)
-        assert request.messages is not None
-        messages = [m.model_dump() for m in request.messages]
+        prompt: RenderedPrompt | None = None
+        if request.prompt is not None:
+            try:
+                prompt = await self._while_in_progress(msg, self.prompts.render(request.prompt))
+            except PromptFailed as failed:
+                return await self._record_prompt_failure(request, model, failed, msg)
+            messages = prompt.messages
+        else:
+            assert request.messages is not None
+            messages = [m.model_dump() for m in request.messages]
         params = request.params.model_dump(exclude_none=True)
         if self.settings.admission_on:
             # the call is capped at the reply length the reservation paid for: a hard bound
@@ -179,14 +185,14 @@ class CompletionWorker:
             admitting = self._admit(request, model, messages, params["max_tokens"])
             refusal = await self._while_in_progress(msg, admitting)
             if refusal is not None:
-                return await self._record_refusal(request, model, refusal)
+                return await self._record_refusal(request, model, refusal, prompt)
         try:
             reply = await self._while_in_progress(
                 msg, self.gateway.complete(model, messages, params)
             )
         except ModelCallFailed as failed:
-            return await self._record_failure(request, model, failed)
-        return await self._record_success(request, model, reply)
+            return await self._record_failure(request, model, failed, prompt)
+        return await self._record_success(request, model, reply, prompt)
 
     async def _admit(
         self,
@@ -233,7 +239,11 @@ class CompletionWorker:
             await self.nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())
 
     async def _record_refusal(
-        self, request: CompletionRequested, model: str, refusal: BudgetAdmission
+        self,
+        request: CompletionRequested,
+        model: str,
+        refusal: BudgetAdmission,
+        prompt: RenderedPrompt | None,
     ) -> bytes:
         event = CompletionFailed(
             request_id=request.request_id,
@@ -241,7 +251,7 @@ class CompletionWorker:
             message=refusal.message or f"refused by budget {refusal.refused_by}",
             retryable=False,
             model=model,
-            **self._ids(request),
+            **self._ids(request, prompt),
         )
         completion = await self._record(
             Outcome(
@@ -249,6 +259,30 @@ class CompletionWorker:
                 event.model_dump(mode="json"),
             )
         )  # fmt: skip
+        return self._stored_reply(completion)
+
+    async def _record_prompt_failure(
+        self, request: CompletionRequested, model: str, failed: PromptFailed, msg: Msg
+    ) -> bytes:
+        """No messages to send: ended before any model call, like a rejected request."""
+        log.warning("request %s failed: %s", request.request_id, failed.error_type.value)
+        event = CompletionFailed(
+            request_id=request.request_id,
+            error_type=failed.error_type,
+            message=failed.message,
+            retryable=failed.retryable,
+            model=model,
+            **(self._ids(request) | {"prompt_version": failed.version}),
+        )
+        completion = await self._record(
+            Outcome(
+                request.request_id, self._stored_request(request), "failed",
+                event.model_dump(mode="json"),
+            )
+        )  # fmt: skip
+        if failed.bad_request:
+            rejected = Rejected(failed.error_type, failed.message, request.request_id)
+            await self._dead_letter(msg.data, msg.subject, msg.metadata.sequence.stream, rejected)
         return self._stored_reply(completion)
 
     async def _stored(self, request_id: str) -> Completion | None:
@@ -280,9 +314,13 @@ class CompletionWorker:
                         await msg.in_progress()
 
     async def _record_success(
-        self, request: CompletionRequested, model: str, reply: ModelReply
+        self,
+        request: CompletionRequested,
+        model: str,
+        reply: ModelReply,
+        prompt: RenderedPrompt | None,
     ) -> bytes:
-        ids = self._ids(request)
+        ids = self._ids(request, prompt)
         received = CompletionReceived(
             request_id=request.request_id,
             model=model,
@@ -294,7 +332,7 @@ class CompletionWorker:
             latency_ms=reply.latency_ms,
             **ids,
         )
-        usage = self._usage(request, model, reply.provider, reply.latency_ms, "ok", reply=reply)
+        usage = self._usage(request, model, reply.provider, reply.latency_ms, "ok", ids, reply)
         event = received.model_dump(mode="json")
         reply_payload = dumps(event)
         if self.config.privacy == "metadata_only":
@@ -314,8 +352,13 @@ class CompletionWorker:
         return reply_payload
 
     async def _record_failure(
-        self, request: CompletionRequested, model: str, failed: ModelCallFailed
+        self,
+        request: CompletionRequested,
+        model: str,
+        failed: ModelCallFailed,
+        prompt: RenderedPrompt | None,
     ) -> bytes:
+        ids = self._ids(request, prompt)
         event = CompletionFailed(
             request_id=request.request_id,
             error_type=failed.error_type,
@@ -323,10 +366,10 @@ class CompletionWorker:
             retryable=failed.retryable,
             model=model,
             provider=failed.provider,
-            **self._ids(request),
+            **ids,
         )
         usage = self._usage(
-            request, model, failed.provider or "unknown", failed.latency_ms, "error",
+            request, model, failed.provider or "unknown", failed.latency_ms, "error", ids,
             error_type=failed.error_type.value,
         )  # fmt: skip
         completion = await self._record(
@@ -452,6 +495,7 @@ class CompletionWorker:
         provider: str,
         latency_ms: float,
         status: str,
+        ids: dict[str, Any],
         reply: ModelReply | None = None,
         error_type: str | None = None,
     ) -> UsageRecorded:
@@ -471,23 +515,27 @@ class CompletionWorker:
             error_type=error_type,
             role=request.role,
             tags=request.tags,
-            **self._ids(request),
+            **ids,
         )
 
     @staticmethod
-    def _ids(request: CompletionRequested) -> dict[str, Any]:
+    def _ids(request: CompletionRequested, prompt: RenderedPrompt | None = None) -> dict[str, Any]:
+        """The request's ids and prompt version, carried by every event it causes."""
         return {
             "user_id": request.user_id,
             "team_id": request.team_id,
             "project_id": request.project_id,
             "conversation_id": request.conversation_id,
+            "prompt_key": request.prompt.key if request.prompt else None,
+            "prompt_version": prompt.version if prompt else None,
         }
 
     def _stored_request(self, request: CompletionRequested) -> dict[str, Any]:
         if self.config.privacy == "metadata_only":
             exclude: Any = {"messages": True, "prompt": {"variables"}}
             stored = request.model_dump(mode="json", exclude_none=True, exclude=exclude)
-            stored["message_count"] = len(request.messages or [])
+            if request.messages is not None:
+                stored["message_count"] = len(request.messages)
             return stored
         return request.model_dump(mode="json", exclude_none=True)
 

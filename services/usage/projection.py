@@ -57,6 +57,9 @@ COLUMNS = {
     "project": "project_id",
     "conversation": "conversation_id",
     "status": "status",
+    "prompt": "prompt_key",
+    # one label per version, e.g. "summarizer@3": a version number means nothing without its key
+    "prompt_version": "(prompt_key || '@' || CAST(prompt_version AS VARCHAR))",
 }
 # Grouping on a DATE and formatting the few resulting rows is much cheaper than grouping
 # on formatted strings; dates and their labels sort alike.
@@ -264,8 +267,8 @@ def _where(q: UsageQuery) -> tuple[str, list[Any]]:
     for field, value in q.filters.items():
         if field not in COLUMNS:
             raise ValueError(
-                f"cannot filter on {field!r}: filters take model, provider, user, team, "
-                "project, conversation or status; use since/until for time"
+                f"cannot filter on {field!r}: filters take {', '.join(COLUMNS)}; "
+                "use since/until for time"
             )
         clauses.append(f"{COLUMNS[field]} = ?")
         params.append(value)

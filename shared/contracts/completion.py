@@ -19,6 +19,10 @@ class ErrorType(StrEnum):
     content_filtered = "content_filtered"
     bad_request = "bad_request"
     budget_exceeded = "budget_exceeded"
+    prompt_not_found = "prompt_not_found"
+    prompt_inactive = "prompt_inactive"
+    invalid_variables = "invalid_variables"
+    prompt_unavailable = "prompt_unavailable"
     cancelled = "cancelled"
     internal = "internal"
 
@@ -29,6 +33,8 @@ class Message(Contract):
 
 
 class PromptRef(Contract):
+    """A managed or domain prompt to render into the messages; label or version, not both."""
+
     key: str = Field(min_length=1, max_length=100)
     label: str | None = None
     version: int | None = Field(default=None, ge=1)
@@ -91,6 +97,10 @@ class CompletionReceived(Identity):
     usage: TokenUsage
     cost_usd: float = Field(ge=0, allow_inf_nan=False)
     latency_ms: float = Field(ge=0, allow_inf_nan=False)
+    prompt_key: str | None = Field(default=None, description="The prompt the request named.")
+    prompt_version: int | None = Field(
+        default=None, description="The version of that prompt the messages were rendered from."
+    )
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
@@ -103,4 +113,8 @@ class CompletionFailed(Identity):
     retryable: bool
     model: str | None = None
     provider: str | None = None
+    prompt_key: str | None = Field(default=None, description="The prompt the request named.")
+    prompt_version: int | None = Field(
+        default=None, description="The version resolved, when the prompt got that far."
+    )
     occurred_at: datetime = Field(default_factory=utcnow)

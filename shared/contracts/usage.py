@@ -13,6 +13,8 @@ GroupField = Literal[
     "project",
     "conversation",
     "status",
+    "prompt",
+    "prompt_version",
     "day",
     "week",
     "month",
@@ -38,8 +40,10 @@ class UsageRecorded(Identity):
     status: Literal["ok", "error"]
     error_type: str | None = None
     role: str | None = None
-    prompt_key: str | None = None
-    prompt_version: int | None = None
+    prompt_key: str | None = Field(default=None, description="The prompt the request named.")
+    prompt_version: int | None = Field(
+        default=None, description="The version of that prompt the messages were rendered from."
+    )
     tags: list[str] = Field(default_factory=list)
     occurred_at: datetime = Field(default_factory=utcnow)
 
