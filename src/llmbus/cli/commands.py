@@ -67,7 +67,7 @@ def run_serve(service: str) -> None:
     elif service == "usage":
         from llmbus.services.usage.service import serve
     else:
-        fail("the conversation service is not part of this release yet")
+        from llmbus.services.conversation.service import serve
     try:
         run_service(serve, settings)
     except LlmbusError as exc:

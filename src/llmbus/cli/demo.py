@@ -16,9 +16,15 @@ from rich.table import Table
 from llmbus.cli.commands import fail, rows_table, settings_or_fail
 from llmbus.client import Client, CompletionError
 from llmbus.shared import subjects
-from llmbus.shared.contracts import CompletionReceived
+from llmbus.shared.contracts import (
+    CompletionParams,
+    CompletionReceived,
+    CompletionRequested,
+    PromptRef,
+)
 from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReached
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.prompts.template import Variable
 from llmbus.shared.settings import Settings, config_path
 from llmbus.stack import Stack
 
@@ -45,6 +51,18 @@ BUDGETS = [
      "mode": "hard", "thresholds": [0.5, 0.8, 1.0]},
 ]  # fmt: skip
 MAX_TOKENS = 120
+CHAT_USER = "erin"
+CHAT_TURNS = [
+    "Our new project is called Kestrel: it routes LLM calls over NATS.",
+    "What did I say the project is called?",
+    "Suggest a tagline for it.",
+]
+PROMPT_KEY = "support-reply"
+ARTICLE = (
+    "Event sourcing stores every change to an application's state as an immutable event. The "
+    "current state is derived by replaying the events, so the full history can be audited, "
+    "and new read models can be built from it at any time."
+)
 
 
 def demo_config(settings: Settings) -> Path:
@@ -62,7 +80,9 @@ async def demo(requests: int) -> None:
     settings = settings.model_copy(update={"state_dir": settings.state_dir / "demo"})
     shutil.rmtree(settings.state_dir, ignore_errors=True)
     settings.state_dir.mkdir(parents=True)
-    with console.status("starting nats-server, the completion service and the usage service…"):
+    with console.status(
+        "starting nats-server and the completion, usage and conversation services…"
+    ):
         stack = Stack(settings, quiet=True, config=demo_config(settings))
         await stack.start()
     try:
@@ -75,12 +95,15 @@ async def demo(requests: int) -> None:
             await show_budgets(client, seen)
             watching.cancel()
             await show_bad_request(client)
+            received += await show_conversation(client)
+            received += await show_prompts(client)
             await show_costs(client, received)
     finally:
         with console.status("stopping: draining in-flight work…"):
             await asyncio.to_thread(stack.stop)
     console.print(
-        "[green]✓[/] stopped cleanly. Try it yourself: `llmbus up`, then `llmbus complete`."
+        "[green]✓[/] stopped cleanly. Try it yourself: `llmbus up`, then `llmbus complete` or "
+        "`llmbus chat`."
     )
 
 
@@ -109,8 +132,7 @@ async def publish_batch(client: Client, requests: int) -> int:
         table.add_column(column, no_wrap=True)
     for r in results[:SHOWN]:
         tokens = f"{r.usage.prompt_tokens}/{r.usage.completion_tokens}"
-        # sim replies start with "[model] ", which rich would read as markup
-        reply = escape((r.content or "").strip().split("] ", 1)[-1][:16] + "…")
+        reply = short(r.content, 16)
         table.add_row(r.request_id, r.model, r.user_id or "", tokens, f"${r.cost_usd:.6f}", reply)
     for f in refused[:3]:
         table.add_row(f.request_id, f.model or "", f.user_id or "", "—", "refused",
@@ -189,15 +211,110 @@ async def show_bad_request(client: Client) -> None:
         console.print(json.dumps(exc.failed.model_dump(mode="json", exclude_none=True), indent=2))
 
 
+async def show_conversation(client: Client) -> int:
+    """Three chat turns; each request carries the conversation so far. Returns the calls made."""
+    console.rule("5 · a conversation (llmbus.conversation.*): every turn carries the history")
+    view = await client.create_conversation(
+        CHAT_USER, "Naming the project", model=MODELS[0], system="You are a concise assistant."
+    )
+    console.print(f"conversation {view.conversation_id} of user {CHAT_USER}: “{view.title}”")
+    stored = view.message_count  # the system message
+    prompt_tokens = []
+    for turn, text in enumerate(CHAT_TURNS, start=1):
+        reply = await client.chat(CHAT_USER, view.conversation_id, text)
+        if reply.status != "completed" or reply.message is None:
+            raise LlmbusError(f"chat turn {turn} {reply.status}: {reply.error_type}: {reply.error}")
+        sent = stored + 1 - reply.trimmed  # the history so far and this message
+        stored += 2
+        prompt_tokens.append(reply.prompt_tokens)
+        console.print(f"[bold cyan]{CHAT_USER}>[/]      {escape(text)}")
+        console.print(f"[bold green]assistant>[/] {short(reply.message.content, 62)}")
+        console.print(
+            f"[dim]{'':11}turn {turn}: {sent} messages sent · {reply.prompt_tokens} in / "
+            f"{reply.completion_tokens} out · ${reply.cost_usd:.6f}[/]"
+        )
+    view = await client.get_conversation(CHAT_USER, view.conversation_id)
+    console.print(
+        f"turn 2 asked about turn 1, and its request carried turn 1: {prompt_tokens[1]} prompt "
+        f"tokens against {prompt_tokens[0]}. Stored: {view.message_count} messages, "
+        f"{view.total_tokens} tokens, ${view.total_cost_usd:.6f} "
+        f"(llmbus conversations show {view.conversation_id} --user {CHAT_USER})"
+    )
+    return len(CHAT_TURNS)
+
+
+async def show_prompts(client: Client) -> int:
+    """A managed prompt with two versions, used by key, and a domain prompt. Returns the
+    requests made."""
+    console.rule("6 · prompts by key (llmbus.prompt.*): a managed prompt and a domain prompt")
+    variables = [Variable(name="customer"), Variable(name="issue"),
+                 Variable(name="tone", required=False, default="friendly")]  # fmt: skip
+    await client.create_prompt(
+        PROMPT_KEY, "Support reply", "Reply to {{customer}}, who reports: {{issue}}. Tone: "
+        "{{tone}}.", variables=variables, labels=["production"], author="alice",
+        note="first draft",
+    )  # fmt: skip
+    await client.update_prompt(
+        PROMPT_KEY, template="You answer for the Kestrel support desk. Reply to {{customer}}, "
+        "who reports: {{issue}}. Tone: {{tone}}. End with one concrete next step.",
+        variables=variables, author="bob", note="adds a next step",
+    )  # fmt: skip
+    for entry in await client.prompt_history(PROMPT_KEY):
+        labels = entry.label or ", ".join(entry.labels)
+        console.print(f"{entry.event:22} v{entry.version}  {labels:20} {entry.author:6} "
+                      f"{entry.note}")  # fmt: skip
+    values = {"customer": "Dana", "issue": "my invoice shows the wrong amount"}
+    params = {"max_tokens": MAX_TOKENS}
+    preview = await client.preview_prompt(PROMPT_KEY, values, MODELS[0], params=params)
+    console.print(
+        f"cost preview of {PROMPT_KEY} (production → v{preview.version}) before any call: "
+        f"{preview.prompt_tokens} prompt tokens, ${preview.input_cost_usd:.6f} in, at most "
+        f"${preview.worst_case_cost_usd:.6f} with {preview.max_output_tokens} output tokens"
+    )
+    calls = [
+        PromptRef(key=PROMPT_KEY, variables=values),
+        PromptRef(key=PROMPT_KEY, variables=values | {"tone": "apologetic"}),
+        PromptRef(key=PROMPT_KEY, label="latest", variables=values),
+        PromptRef(key="summarizer", variables={"text": ARTICLE, "max_words": 25}),
+    ]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("request", "prompt", "in/out", "cost", "reply"):
+        table.add_column(column, no_wrap=True, max_width=22 if column == "reply" else None)
+    replies = []
+    for i, ref in enumerate(calls):
+        request = CompletionRequested(
+            request_id=f"demo-prompt-{i}", model=MODELS[0], prompt=ref, user_id=CHAT_USER,
+            params=CompletionParams.model_validate(params),
+        )  # fmt: skip
+        r = await client.complete(request)
+        replies.append(r)
+        table.add_row(r.request_id, f"{r.prompt_key}@{r.prompt_version}",
+                      f"{r.usage.prompt_tokens}/{r.usage.completion_tokens}",
+                      f"${r.cost_usd:.6f}", short(r.content))  # fmt: skip
+    console.print(table)
+    console.print(
+        f"{replies[0].request_id} cost ${replies[0].cost_usd:.6f}; the preview said at most "
+        f"${preview.worst_case_cost_usd:.6f}. Rendered by the completion worker, accounted by "
+        "prompt version."
+    )
+    return len(calls)
+
+
+def short(text: str | None, width: int = 24) -> str:
+    # sim replies start with "[model] ", which rich would read as markup
+    return escape((text or "").strip().split("] ", 1)[-1][:width] + "…")
+
+
 async def show_costs(client: Client, requests: int) -> None:
-    console.rule("5 · cost tables from the DuckDB projection (llmbus.usage.query)")
+    console.rule("7 · cost tables from the DuckDB projection (llmbus.usage.query)")
     with console.status("waiting for the usage service to project every UsageRecorded…"):
         await wait_until_projected(client, requests)
-    for by in (["model"], ["team", "user"]):
+    for by in (["model"], ["team", "user"], ["prompt_version"]):
         result = await client.usage(by)
         wanted = {*by, "requests", "prompt_tokens", "completion_tokens", "cost_usd"}
         columns = [c for c in result.columns if c in wanted]
-        console.print(rows_table(columns, result.rows, title=f"cost by {', '.join(by)}"))
+        rows = [row for row in result.rows if by != ["prompt_version"] or row["prompt_version"]]
+        console.print(rows_table(columns, rows, title=f"cost by {', '.join(by)}"))
     total = (await client.usage()).rows[0]
     console.print(f"total: {total['requests']} requests, ${total['cost_usd']:.6f}")
 
