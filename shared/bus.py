@@ -1,10 +1,15 @@
 """The one way llmbus connects to NATS and provisions its JetStream streams and consumers."""
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -161,3 +166,32 @@ async def provision(js: JetStreamContext, settings: Settings) -> None:
 def write_state_nats_url(state_dir: Path, url: str) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / NATS_URL_FILE).write_text(url + "\n")
+
+
+async def consume(
+    js: JetStreamContext,
+    durable: str,
+    stream: str,
+    handle: Callable[[list[Msg]], Awaitable[None]],
+    stop: asyncio.Event,
+    batch: int,
+    what: str,
+) -> None:
+    """Fetch batches from a durable pull consumer until `stop`. `handle` acks what it stored; a
+    batch it fails on stays unacked, and JetStream redelivers it after a pause."""
+    sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch=batch, timeout=0.5)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            try:
+                await handle(msgs)
+            except Exception:
+                log.exception("handling %d %s failed; they will be redelivered", len(msgs), what)
+                await asyncio.sleep(1.0)
+    finally:
+        # a pull subscription with a fetch outstanding would hold up the connection's drain
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()

@@ -76,12 +76,8 @@ def test_usage_is_recorded_once_per_provider_call_even_when_redelivered(
     app.close()
 
 
-async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
-    store_settings: Settings, nats_url: str
-) -> None:
-    app = open_store(CompletionApplication, store_settings, "completion")
-    for i in range(3):
-        app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
+async def outbox_stream(nats_url: str) -> tuple[Any, Any, str, Any]:
+    """A stream of its own, and a route that publishes each event there by its class name."""
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     stream = f"OUTBOX_TEST_{uuid.uuid4().hex[:8]}"
@@ -91,6 +87,16 @@ async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
         kind = type(event).__name__
         return [Outbound(f"{stream}.{kind}", b"{}", f"{kind}:{event.originator_id}")]
 
+    return nc, js, stream, route
+
+
+async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
+    store_settings: Settings, nats_url: str
+) -> None:
+    app = open_store(CompletionApplication, store_settings, "completion")
+    for i in range(3):
+        app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
+    nc, js, stream, route = await outbox_stream(nats_url)
     await OutboxRelay(app, js, route, name="test-outbox").drain()
     assert (await js.stream_info(stream)).state.messages == 6  # Requested and Failed, each
 
@@ -117,15 +123,7 @@ async def test_a_relay_filtered_by_topic_reads_past_the_events_it_does_not_publi
     app = open_store(CompletionApplication, store_settings, "completion")
     for i in range(5):
         app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    stream = f"OUTBOX_TEST_{uuid.uuid4().hex[:8]}"
-    await js.add_stream(name=stream, subjects=[f"{stream}.>"], duplicate_window=600)
-
-    def route(event: DomainEventProtocol[Any]) -> list[Outbound]:
-        kind = type(event).__name__
-        return [Outbound(f"{stream}.{kind}", b"{}", f"{kind}:{event.originator_id}")]
-
+    nc, js, stream, route = await outbox_stream(nats_url)
     requested = get_topic(getattr(Completion, "Requested"))  # noqa: B009 (made by @event)
     relay = OutboxRelay(app, js, route, name="filtered", batch_size=2, topics=[requested])
     await relay.drain()

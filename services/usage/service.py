@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 
 from llmbus.services.usage.application import UsageApplication
@@ -129,28 +128,11 @@ class UsageService:
         await msg.respond(json.dumps([jsonable(row) for row in rows]).encode())
 
     async def consume(self, stop: asyncio.Event) -> None:
-        sub = await self.js.pull_subscribe_bind(
-            durable=subjects.USAGE_CONSUMER, stream=subjects.EVENTS_STREAM
-        )
         log.info("usage service ready")
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                try:
-                    await self.record(msgs)
-                    self.projecting.set()
-                except Exception:
-                    # the store or DuckDB hiccuped: leave the batch unacked, JetStream redelivers
-                    log.exception(
-                        "recording %d usage events failed; they will be redelivered", len(msgs)
-                    )
-                    await asyncio.sleep(1.0)
-        finally:
-            # a pull subscription with a fetch outstanding would hold up the connection's drain
-            await sub.unsubscribe()
+        await bus.consume(
+            self.js, subjects.USAGE_CONSUMER, subjects.EVENTS_STREAM, self.record, stop,
+            FETCH_BATCH, "usage events",
+        )  # fmt: skip
 
     async def record(self, msgs: list[Msg]) -> None:
         events = []
@@ -164,6 +146,7 @@ class UsageService:
             await asyncio.sleep(0)  # let admission in between chunks
         self.relay.poke()
         self.desk.room_freed()
+        self.projecting.set()
         # acked only once stored: a crash before this line redelivers, and ids dedupe
         await asyncio.gather(*(m.ack() for m in msgs))
 
