@@ -13,6 +13,7 @@ from llmbus.services.conversation.conversation import (
     ConversationNotFound,
     Turn,
     trim_history,
+    without_oldest,
 )
 
 
@@ -152,25 +153,105 @@ def test_a_user_message_with_a_request_id_is_pending_until_its_answer_arrives() 
     assert answer.finish_reason == "stop"
 
 
-def test_the_request_a_message_starts_travels_on_its_event() -> None:
-    conversation = chat()
-    conversation.collect_events()
-    request = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}
+def request(model: str = "gpt-4o", dropped: int = 0, **params: Any) -> dict[str, Any]:
+    return {"model": model, "params": params, "dropped": dropped}
 
-    conversation.add_message("user", "Hello", request_id="r-1", request=request)
+
+def test_a_turn_stores_the_model_params_and_trim_of_its_request_not_the_history() -> None:
+    conversation = chat(system="Be brief.")
+    conversation.add_message("user", "Hello", request_id="r-1", request=request())
+    receive(conversation, "r-1", "Hi!")
+    conversation.collect_events()
+    sent = request(dropped=2, max_tokens=50)
+
+    conversation.add_message("user", "Again", request_id="r-2", request=sent)
 
     (added,) = conversation.collect_events()
     assert type(added).__name__ == "MessageAdded"
-    assert added.request == request  # type: ignore[attr-defined]
-    assert added.request_id == "r-1"  # type: ignore[attr-defined]
+    assert added.request == sent  # type: ignore[attr-defined]
+    assert added.request_id == "r-2"  # type: ignore[attr-defined]
+    # the messages it sends are the conversation's, less the turns its trim dropped
+    assert conversation.sent_messages(2) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Again"},
+    ]
+    assert conversation.sent_messages(0) == conversation.history()
+
+
+@pytest.mark.parametrize(
+    ("sent", "error"),
+    [
+        (request() | {"messages": [{"role": "user", "content": "Hello"}]}, "exactly model"),
+        ({"model": "gpt-4o", "params": {}}, "exactly model, params, dropped"),
+        (request(model=" "), "model must be a non-empty"),
+        (request() | {"params": ["x"]}, "params must be a JSON object"),
+        (request(dropped=-1), "dropped must be a non-negative integer"),
+        (request() | {"dropped": True}, "dropped must be a non-negative integer"),
+        (request(dropped=3), "drops 3 turns, but the history has only 2"),
+        (request(stop=float("nan")), "JSON-serialisable"),
+    ],
+)
+def test_a_turns_request_holds_only_what_the_history_cannot_tell(
+    sent: dict[str, Any], error: str
+) -> None:
+    conversation = chat(system="Be brief.")
+    conversation.add_message("user", "Hello", request_id="r-1")
+    receive(conversation, "r-1", "Hi!")
+    conversation.collect_events()
+
+    with pytest.raises(ConversationError, match=error):
+        conversation.add_message("user", "Again", request_id="r-2", request=sent)
+    assert new_events(conversation) == []
 
 
 def test_only_a_user_message_with_a_request_id_may_start_a_request() -> None:
     conversation = chat()
     with pytest.raises(ConversationError, match="only a user message with a request id"):
-        conversation.add_message("user", "Hello", request={"model": "m"})
+        conversation.add_message("user", "Hello", request=request())
     with pytest.raises(ConversationError, match="only a user message with a request id"):
-        conversation.add_message("assistant", "Hello", request_id="r-1", request={"model": "m"})
+        conversation.add_message("assistant", "Hello", request_id="r-1", request=request())
+
+
+def test_a_turns_stored_event_does_not_grow_with_the_conversation() -> None:
+    app: Application[Any] = Application()
+    conversation = chat(system="Be brief.")
+    for n in range(1, 31):
+        conversation.add_message(
+            "user", f"Question {n:03d}", request_id=f"r-{n:03d}", request=request(max_tokens=9)
+        )
+        receive(conversation, f"r-{n:03d}", f"Answer {n:03d}")
+    app.save(conversation)
+
+    stored = [
+        e for e in app.recorder.select_events(conversation.id) if e.topic.endswith("MessageAdded")
+    ]
+    turns = stored[1:]  # after the system message
+    assert len(turns) == 30
+    sizes = [len(e.state) for e in turns]
+    assert max(sizes) - min(sizes) <= 7  # a timestamp with no microseconds is 7 bytes shorter
+    last = turns[-1].state.decode()
+    assert "Question 030" in last
+    assert not any(f"Question {n:03d}" in last or f"Answer {n:03d}" in last for n in range(1, 30))
+    assert "Be brief." not in last
+
+
+def test_a_turn_stored_with_its_whole_request_still_replays() -> None:
+    """Turns stored before requests were kept compact carry the request, messages and all."""
+    app: Application[Any] = Application()
+    conversation = chat()
+    whole = {
+        "request_id": "r-1",
+        "model": "gpt-4o",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "params": {},
+    }
+    conversation._add_message("user", "Hello", "r-1", whole)  # what add_message stored then
+    app.save(conversation)
+
+    copy: Conversation = app.repository.get(conversation.id)
+    assert copy.pending == {"r-1"} and copy.history() == [{"role": "user", "content": "Hello"}]
+    *_, added = app.events.get(conversation.id)
+    assert added.request == whole  # type: ignore[attr-defined]
 
 
 def test_a_retried_send_with_the_same_request_id_adds_nothing() -> None:
@@ -326,7 +407,7 @@ def test_a_deleted_conversation_takes_no_more_messages_and_ignores_late_replies(
 def test_a_conversation_survives_a_round_trip_through_an_event_store() -> None:
     app: Application[Any] = Application()
     conversation = chat(metadata={"channel": "web", "n": 1}, model="gpt-4o", system="Be brief.")
-    conversation.add_message("user", "Hello", request_id="r-1", request={"model": "gpt-4o"})
+    conversation.add_message("user", "Hello", request_id="r-1", request=request())
     conversation.record_trim("r-1", dropped=0, kept=2, context_window=128000)
     receive(conversation, "r-1", "Hi!")
     conversation.add_message("user", "Bye", request_id="r-2")
@@ -413,6 +494,35 @@ def test_system_messages_and_the_last_message_stay_even_when_they_do_not_fit() -
 
     assert kept == turns(("system", "a b c"), ("user", "f g h i"))
     assert dropped == 1
+
+
+def test_what_trimming_keeps_is_told_by_how_many_turns_it_dropped() -> None:
+    history = turns(
+        ("system", "be brief"),
+        ("user", "one one one"),
+        ("assistant", "two"),
+        ("user", "three three"),
+        ("system", "now in French"),
+        ("assistant", "four four four four"),
+        ("user", "five"),
+        ("assistant", "six six"),
+        ("user", "seven seven seven"),
+    )
+
+    seen = set()
+    for limit in range(words(history) + 2):
+        kept, dropped = trim_history(history, words, limit)
+        assert without_oldest(history, dropped) == kept
+        seen.add(dropped)
+    assert seen == {0, 2, 4, 6}  # a reply left first goes too; the last turn always stays
+
+
+def test_without_oldest_keeps_every_system_message_and_the_order() -> None:
+    history = turns(("system", "a"), ("user", "b"), ("system", "c"), ("assistant", "d"))
+
+    assert without_oldest(history, 0) == history
+    assert without_oldest(history, 1) == turns(("system", "a"), ("system", "c"), ("assistant", "d"))
+    assert without_oldest(history, 2) == turns(("system", "a"), ("system", "c"))
 
 
 def test_trimming_leaves_the_input_list_alone() -> None:

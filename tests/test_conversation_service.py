@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 import yaml
@@ -17,9 +18,19 @@ from nats.aio.msg import Msg
 
 from llmbus.client import Client
 from llmbus.services.completion.models import ModelGateway
+from llmbus.services.conversation.application import (
+    ConversationApplication,
+    Fit,
+    completion_request,
+)
+from llmbus.services.conversation.conversation import Conversation, trim_history
+from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.contracts import CompletionReceived
+from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestError
+from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings, load_settings
 from support import EventLog, pipeline, running, spawn_service, stop_process, wait_for
 
@@ -145,6 +156,168 @@ async def test_a_three_turn_chat_sends_the_history_with_each_turn(
     assert stored.pending == [] and stored.failures == [] and stored.trims == []
     assert stored.total_cost_usd == pytest.approx(sum(r.cost_usd for r in replies))
     assert stored.last_activity_at >= stored.messages[-1].at
+
+
+def stored_turns(settings: Settings, conversation_id: str) -> list[Any]:
+    """The MessageAdded events stored for a conversation, as stored: topic and state bytes."""
+    app = open_store(ConversationApplication, settings, "conversation")
+    try:
+        stored = app.recorder.select_events(UUID(conversation_id))
+        return [e for e in stored if e.topic.endswith("MessageAdded")]
+    finally:
+        app.close()
+
+
+async def test_a_stored_turn_keeps_no_history_but_its_request_carries_all_of_it(
+    chat_settings: Settings,
+) -> None:
+    async with (
+        conversation_stack(chat_settings) as (nc, _, client),
+        watching_requests(nc) as requests,
+    ):
+        view = await client.create_conversation("lee", "Growing", model=MODEL, system="Be brief.")
+        questions = [f"Question number {n:02d}: and then what happened?" for n in range(1, 7)]
+        replies = [await client.chat("lee", view.conversation_id, q) for q in questions]
+        assert all(r.status == "completed" and r.message for r in replies)
+        await wait_for(lambda: len(requests) == 6, what="six CompletionRequested")
+    answers_ = [r.message.content for r in replies if r.message and r.message.content]
+    assert len(answers_) == 6
+
+    # each turn's request carries the whole history before it, as it did when stored whole
+    sent = [json.loads(msg.data) for msg in requests]
+    for n, request in enumerate(sent):
+        history = [{"role": "system", "content": "Be brief."}]
+        for question, answer in zip(questions[:n], answers_[:n], strict=True):
+            history += [
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            ]
+        assert request["messages"] == [*history, {"role": "user", "content": questions[n]}]
+        assert request["request_id"] == replies[n].request_id
+        assert (request["conversation_id"], request["user_id"]) == (view.conversation_id, "lee")
+    assert [msg.headers for msg in requests] == [
+        {subjects.MSG_ID_HEADER: f"conversation:{r.request_id}"} for r in replies
+    ]
+
+    # ... but what is stored of turn N is the same size as turn 1, and names no earlier turn
+    stored = await asyncio.to_thread(stored_turns, chat_settings, view.conversation_id)
+    turns = stored[1:]  # the system message comes first
+    assert len(turns) == 6
+    sizes = [len(e.state) for e in turns]
+    assert max(sizes) - min(sizes) <= 7, sizes  # timestamps without microseconds are shorter
+    last = turns[-1].state.decode()
+    assert questions[-1] in last
+    for earlier in [*questions[:-1], *answers_, "Be brief."]:
+        assert earlier not in last
+
+
+def test_the_outbox_rebuilds_each_turns_trimmed_request_from_the_conversation() -> None:
+    """No NATS: turns sent through the application, trimmed by a fitter that keeps the last
+    `keep` words, are routed back to exactly the messages the fitter chose."""
+    app = ConversationApplication()  # in memory
+    chosen: dict[str, list[dict[str, str]]] = {}
+
+    def fit(model: str, messages: list[dict[str, str]], max_tokens: int | None) -> Fit:
+        kept, dropped = trim_history(messages, words, limit=12)
+        chosen[messages[-1]["content"]] = kept
+        return Fit(kept, dropped, 12)
+
+    view = app.start("nia", "Trimmed", model=MODEL, system="Be brief.")
+    conversation_id = str(view.id)
+    for n in range(1, 6):
+        content = f"question {n} has five words"
+        app.send("nia", conversation_id, content, f"r-{n}", None, {"max_tokens": 5}, fit)
+        app.record_outcomes([answer(f"r-{n}", conversation_id, f"answer {n} here")])
+
+    notifications = app.recorder.select_notifications(0, 100)
+    inline, prepared = ConversationRoute(app), ConversationRoute(app)
+    prepared.prepare(notifications)
+    for route in (inline, prepared):
+        published = [
+            json.loads(out.payload)
+            for n in notifications
+            for out in route(app.mapper.to_domain_event(n))
+        ]
+        assert [p["request_id"] for p in published] == [f"r-{n}" for n in range(1, 6)]
+        for request in published:
+            question = request["messages"][-1]["content"]
+            assert request["messages"] == chosen[question]
+            assert request["messages"][0] == {"role": "system", "content": "Be brief."}
+            assert request["params"] == {"max_tokens": 5}
+    assert len(chosen["question 5 has five words"]) < 1 + 2 * 5 - 1  # it was trimmed
+
+
+def words(messages: list[dict[str, str]]) -> int:
+    return sum(len(m["content"].split()) for m in messages)
+
+
+def answer(request_id: str, conversation_id: str, content: str) -> CompletionReceived:
+    return CompletionReceived(
+        request_id=request_id, model=MODEL, provider="openai", content=content,
+        usage=TokenUsage(prompt_tokens=5, completion_tokens=3), cost_usd=0.0, latency_ms=1.0,
+        conversation_id=conversation_id, user_id="nia",
+    )  # fmt: skip
+
+
+async def test_a_turn_stored_with_its_whole_request_is_still_published_and_answered(
+    chat_settings: Settings,
+) -> None:
+    """A MessageAdded stored before requests were kept compact carries the request, messages
+    and all: the outbox publishes it as stored, and the conversation carries on after it."""
+    app = open_store(ConversationApplication, chat_settings, "conversation")
+    try:
+        conversation = app.start("mo", "From before", model=MODEL, system="Be brief.")
+        whole = completion_request(
+            conversation, "old-turn-1", MODEL,
+            [*conversation.history(), {"role": "user", "content": "Still there?"}],
+            {"max_tokens": 40},
+        )  # fmt: skip
+        conversation._add_message("user", "Still there?", "old-turn-1", whole)
+        app.save(conversation)
+    finally:
+        app.close()
+    conversation_id = str(conversation.id)
+
+    async with (
+        pipeline(chat_settings, with_usage=False) as (nc, _, client),
+        watching_requests(nc) as requests,
+        running(serve_conversation, chat_settings),
+    ):
+        await wait_for(lambda: len(requests) == 1, 60, "the stored request")
+        (published,) = requests
+        assert json.loads(published.data) == whole
+        assert published.headers == {subjects.MSG_ID_HEADER: "conversation:old-turn-1"}
+
+        async def answered() -> bool:
+            stored = await client.get_conversation("mo", conversation_id)
+            return stored.pending == []
+
+        await wait_for(answered, what="the old turn's reply")
+        reply = await client.chat("mo", conversation_id, "And now?")
+        assert reply.status == "completed" and reply.message
+        await wait_for(lambda: len(requests) == 2, what="the new turn's request")
+
+    stored = await stored_contents(chat_settings, conversation_id)
+    assert json.loads(requests[1].data)["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Still there?"},
+        {"role": "assistant", "content": stored[2]},
+        {"role": "user", "content": "And now?"},
+    ]
+
+
+async def stored_contents(settings: Settings, conversation_id: str) -> list[str | None]:
+    """The contents of a conversation's turns, read from its store."""
+
+    def read() -> list[str | None]:
+        app = open_store(ConversationApplication, settings, "conversation")
+        try:
+            conversation: Conversation = app.repository.get(UUID(conversation_id))
+            return [t.content for t in conversation.messages]
+        finally:
+            app.close()
+
+    return await asyncio.to_thread(read)
 
 
 async def test_another_users_conversation_reads_as_missing(settings: Settings) -> None:
@@ -374,6 +547,11 @@ async def test_the_oldest_turns_are_trimmed_to_fit_a_small_context_window(
     assert trims[replies[-1].request_id].kept == len(last)
     assert trims[replies[-1].request_id].context_window == 90
     assert len(stored.messages) == 1 + 2 * 4  # trimming leaves the conversation whole
+    # the turn stores how many turns its request left out, and the outbox rebuilt it from that
+    last_turn = (await asyncio.to_thread(stored_turns, chat_settings, view.conversation_id))[-1]
+    assert json.loads(last_turn.state)["request"] == {
+        "model": "tiny-window", "params": {}, "dropped": replies[-1].trimmed
+    }  # fmt: skip
 
 
 async def test_a_failed_completion_is_recorded_on_the_conversation_with_its_reason(

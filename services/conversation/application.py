@@ -23,6 +23,7 @@ from llmbus.services.conversation.conversation import (
     Conversation,
     ConversationError,
     ConversationNotFound,
+    without_oldest,
 )
 from llmbus.services.conversation.prompt import (
     LABELS,
@@ -56,7 +57,11 @@ Messages = list[dict[str, str]]
 
 @dataclass(frozen=True)
 class Fit:
-    """The history a model is sent, and how many of the oldest turns were left out of it."""
+    """The history a model is sent, and how many of the oldest turns were left out of it.
+
+    Only the oldest turns other than system messages may be left out, as `trim_history` does:
+    a stored turn records `dropped` alone, and its messages are read back from that.
+    """
 
     messages: Messages
     dropped: int = 0
@@ -131,12 +136,15 @@ class ConversationApplication(OutboxApplication):
                 )
             history = [*conversation.history(), {"role": "user", "content": content}]
             fitted = fit(chosen, history, params.get("max_tokens"))
-            request = CompletionRequested.model_validate(
-                {"request_id": request_id, "model": chosen, "messages": fitted.messages,
-                 "conversation_id": str(conversation.id), "user_id": conversation.user_id,
-                 "params": params}
-            ).model_dump(mode="json", exclude_none=True)  # fmt: skip
-            conversation.add_message("user", content, request_id, request=request)
+            if without_oldest(history, fitted.dropped) != fitted.messages:
+                raise RuntimeError(
+                    "a fitted history must be the whole history less its oldest turns other "
+                    "than system messages, as trim_history keeps it"
+                )
+            # validated now, so the request the outbox rebuilds from the turn is a valid one
+            request = completion_request(conversation, request_id, chosen, fitted.messages, params)
+            stored = {"model": chosen, "params": request["params"], "dropped": fitted.dropped}
+            conversation.add_message("user", content, request_id, request=stored)
             if fitted.dropped:
                 conversation.record_trim(
                     request_id, fitted.dropped, len(fitted.messages), fitted.context_window
@@ -247,6 +255,34 @@ class ConversationApplication(OutboxApplication):
                 continue  # another process saved it first: read it back and try again
             return aggregate
         raise RuntimeError("the store kept changing under this command; try again")
+
+
+def completion_request(
+    conversation: Conversation,
+    request_id: str,
+    model: str,
+    messages: Messages,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The CompletionRequested of a chat turn, as published (JSON-ready)."""
+    return CompletionRequested.model_validate(
+        {"request_id": request_id, "model": model, "messages": messages,
+         "conversation_id": str(conversation.id), "user_id": conversation.user_id,
+         "params": params}
+    ).model_dump(mode="json", exclude_none=True)  # fmt: skip
+
+
+def sent_request(
+    conversation: Conversation, request_id: str, stored: dict[str, Any]
+) -> dict[str, Any]:
+    """The CompletionRequested a stored turn starts, from the compact `request` on its
+    MessageAdded (model, params, dropped) and the conversation read back at that event's
+    version, where the turn is the newest message."""
+    newest = conversation.messages[-1] if conversation.messages else None
+    if newest is None or newest.request_id != request_id or newest.role != "user":
+        raise ValueError(f"turn {request_id} is not the newest of the conversation as read")
+    messages = conversation.sent_messages(stored["dropped"])
+    return completion_request(conversation, request_id, stored["model"], messages, stored["params"])
 
 
 def apply_outcome(conversation: Conversation, outcome: Outcome) -> bool:

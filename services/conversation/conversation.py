@@ -1,8 +1,10 @@
 """The Conversation aggregate: one user's chat, its turns and the completions that answered them.
 
 A user turn sent to a model carries a request id and stays pending until the completion's
-outcome is recorded; recording an outcome twice changes nothing. Deleting is soft: a deleted
-conversation, a missing one and another user's one all read "not found".
+outcome is recorded; recording an outcome twice changes nothing. The turn's event stores what
+the request adds to the conversation (model, params, how the history was trimmed), never the
+history again. Deleting is soft: a deleted conversation, a missing one and another user's one
+all read "not found".
 """
 
 import json
@@ -18,6 +20,8 @@ Role = Literal["user", "assistant", "system"]
 ROLES: tuple[Role, ...] = ("user", "assistant", "system")
 MAX_TITLE = 200
 MAX_USER_ID = 200
+# what a turn's MessageAdded stores of the request it starts; the messages are read back
+REQUEST_FIELDS = ("model", "params", "dropped")
 
 
 class ConversationError(ValueError):
@@ -108,8 +112,12 @@ class Conversation(Aggregate):
         request_id: str | None = None,
         request: Mapping[str, Any] | None = None,
     ) -> None:
-        """Adds a turn. `request` (a user turn with a request id only) is the completion request
-        it starts — model, messages, params — carried on the event for the outbox to publish."""
+        """Adds a turn. `request` (a user turn with a request id only) describes the completion
+        request it starts, for the outbox to publish: its `model`, its `params`, and `dropped`,
+        how many of the oldest turns other than system messages were left out of the history it
+        sends (see `trim_history`). The history itself is not stored again: it is this
+        conversation's, read back at this turn (`sent_messages`), so the event stays the same
+        size however long the conversation grows."""
         self._check_open()
         checked_role = check_role(role)
         check_content(content)
@@ -124,7 +132,8 @@ class Conversation(Aggregate):
                 return  # a retried send
         if request is not None and (checked_role != "user" or request_id is None):
             raise ConversationError("only a user message with a request id starts a request")
-        self._add_message(checked_role, content, request_id, check_request(request))
+        checked = None if request is None else check_request(request, self._droppable())
+        self._add_message(checked_role, content, request_id, checked)
 
     def receive_completion(
         self,
@@ -168,6 +177,12 @@ class Conversation(Aggregate):
     def history(self) -> list[dict[str, str]]:
         """The turns to send a model, in order; replies kept without their text are left out."""
         return [{"role": t.role, "content": t.content} for t in self.messages if t.content]
+
+    def sent_messages(self, dropped: int) -> list[dict[str, str]]:
+        """The messages the newest turn's request sends: the history less the `dropped` oldest
+        turns other than system messages. Read on the conversation as it was right after that
+        turn (the repository's `get` at the MessageAdded's version)."""
+        return without_oldest(self.history(), dropped)
 
     def answer(self, request_id: str) -> Turn | None:
         """The assistant turn that answered a request, once recorded."""
@@ -272,6 +287,11 @@ class Conversation(Aggregate):
         if self.deleted:
             raise ConversationNotFound(self.id)
 
+    def _droppable(self) -> int:
+        """How many turns a request started now may leave out: all but system messages (the
+        new turn, which is not among them yet, always stays)."""
+        return sum(1 for m in self.history() if m["role"] != "system")
+
 
 def trim_history(
     messages: list[dict[str, str]],
@@ -281,7 +301,8 @@ def trim_history(
     """Drops the oldest turns until the history fits `limit` tokens.
 
     System messages and the last message always stay, even if they alone do not fit. A trimmed
-    history never opens on an assistant turn: some providers refuse one.
+    history never opens on an assistant turn: some providers refuse one. Only the oldest turns
+    other than system messages go, so the history kept is `without_oldest(messages, dropped)`.
     """
     kept = list(messages)
     dropped = 0
@@ -298,6 +319,22 @@ def trim_history(
             dropped += 1
             oldest = _oldest_droppable(kept)
     return kept, dropped
+
+
+def without_oldest(messages: list[dict[str, str]], dropped: int) -> list[dict[str, str]]:
+    """`messages` less the `dropped` oldest turns other than system messages.
+
+    `trim_history` only ever drops the oldest such turn, so what it keeps is exactly
+    `without_oldest(messages, dropped)` with the `dropped` it returns: that number is all a
+    stored turn needs to say how its history was trimmed.
+    """
+    kept: list[dict[str, str]] = []
+    for message in messages:
+        if dropped > 0 and message["role"] != "system":
+            dropped -= 1
+        else:
+            kept.append(message)
+    return kept
 
 
 def _oldest_droppable(messages: list[dict[str, str]]) -> int | None:
@@ -360,9 +397,21 @@ def check_request_id(request_id: str) -> None:
         raise ConversationError("request_id must not be empty")
 
 
-def check_request(request: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if request is None:
-        return None
+def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
+    """A turn's request: its model, its params and how many of the oldest turns it leaves out,
+    at most `droppable`. Nothing else: in particular not the messages, which are derived."""
+    if not isinstance(request, Mapping) or set(request) != set(REQUEST_FIELDS):
+        raise ConversationError(f"request must hold exactly {', '.join(REQUEST_FIELDS)}")
+    model, params, dropped = (request[field] for field in REQUEST_FIELDS)
+    if not isinstance(model, str) or not model.strip():
+        raise ConversationError("request model must be a non-empty model name")
+    if not isinstance(params, Mapping):
+        raise ConversationError("request params must be a JSON object")
+    check_count("dropped", dropped)
+    if dropped > droppable:
+        raise ConversationError(
+            f"request drops {dropped} turns, but the history has only {droppable} to drop"
+        )
     try:
         normal: dict[str, Any] = json.loads(json.dumps(dict(request), allow_nan=False))
     except (TypeError, ValueError) as e:

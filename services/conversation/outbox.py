@@ -1,13 +1,21 @@
 """What the conversation store's events become on NATS: chat turns become CompletionRequested,
-prompt changes become PromptChanged."""
+prompt changes become PromptChanged.
+
+A turn's MessageAdded stores the request's model, params and how many old turns it leaves out,
+not its messages: the route reads the conversation back at the turn's version and rebuilds the
+request from it, so a turn's event does not grow with the conversation.
+"""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
 
+from llmbus.services.conversation.application import sent_request
 from llmbus.services.conversation.conversation import Conversation
 from llmbus.services.conversation.prompt import ManagedPrompt
 from llmbus.shared import subjects
@@ -17,27 +25,58 @@ from llmbus.shared.eventstore import OutboxApplication
 from llmbus.shared.outbox import Outbound
 
 MESSAGE_ADDED = getattr(Conversation, "MessageAdded")  # noqa: B009 (made by @event)
+MESSAGE_ADDED_TOPIC = get_topic(MESSAGE_ADDED)
 PROMPT_CREATED = getattr(ManagedPrompt, "PromptCreated")  # noqa: B009
 KEY_CACHE_SIZE = 10_000
 
 
 class ConversationRoute:
     """Routes stored events to subjects. Prompt events after the first carry no key: it is read
-    from the prompt, once."""
+    from the prompt, once. A chat turn's request is rebuilt from its conversation, read back at
+    the turn's version; `prepare` does that for a batch ahead of time, on the caller's thread."""
 
     def __init__(self, app: OutboxApplication) -> None:
         self.app = app
         self.keys: dict[UUID, str] = {}
+        # (conversation id, version) -> request rebuilt by prepare(), for the batch in hand
+        self.prepared: dict[tuple[UUID, int], dict[str, Any]] = {}
 
     def __call__(self, event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
         if isinstance(event, MESSAGE_ADDED):
-            request = event.request
-            if request is not None:
+            if event.request is not None:
+                request = self.completion_requested(event)
                 # the same id whichever relay publishes it: JetStream drops the repeats
                 msg_id = f"conversation:{request['request_id']}"
                 yield Outbound(subjects.COMPLETION_REQUESTED, dumps(request), msg_id)
         elif isinstance(event, ManagedPrompt.Event):
             yield self.prompt_changed(event)
+
+    def prepare(self, notifications: Iterable[Notification]) -> None:
+        """Rebuild the requests of the chat turns among `notifications` now, so that routing
+        them reads no conversation: the relay calls this where it reads the store, off the
+        event loop. Replaces what the previous batch prepared."""
+        prepared: dict[tuple[UUID, int], dict[str, Any]] = {}
+        for notification in notifications:
+            if notification.topic != MESSAGE_ADDED_TOPIC:
+                continue
+            event = self.app.mapper.to_domain_event(notification)
+            if getattr(event, "request", None) is not None:
+                key = (event.originator_id, event.originator_version)
+                prepared[key] = self.completion_requested(event)
+        self.prepared = prepared
+
+    def completion_requested(self, event: DomainEventProtocol[Any]) -> dict[str, Any]:
+        """The CompletionRequested a MessageAdded starts, with the history it sends."""
+        stored: dict[str, Any] = getattr(event, "request")  # noqa: B009 (made by @event)
+        if "messages" in stored:
+            return stored  # stored whole, before turns were stored compactly
+        prepared = self.prepared.get((event.originator_id, event.originator_version))
+        if prepared is not None:
+            return prepared
+        conversation: Conversation = self.app.repository.get(
+            event.originator_id, version=event.originator_version
+        )
+        return sent_request(conversation, getattr(event, "request_id"), stored)  # noqa: B009
 
     def prompt_changed(self, event: DomainEventProtocol[Any]) -> Outbound:
         key = self.key_of(event)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypeVar
 
+from eventsourcing.persistence import Notification
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -162,11 +163,21 @@ class ContextFitter:
 
 
 class ConversationRelay(OutboxRelay):
-    """The outbox relay, and a way to wait until it has published a position."""
+    """The outbox relay, and a way to wait until it has published a position.
+
+    A chat turn's request is rebuilt from its conversation, read from the store: that is done
+    where the batch is read, off the event loop.
+    """
 
     def __init__(self, app: ConversationApplication, js: JetStreamContext) -> None:
-        super().__init__(app, js, ConversationRoute(app), name="conversation-outbox")
+        self.conversation_route = ConversationRoute(app)
+        super().__init__(app, js, self.conversation_route, name="conversation-outbox")
         self._progress = asyncio.Event()
+
+    def _select(self) -> tuple[list[Notification], int]:
+        notifications, seen_up_to = super()._select()
+        self.conversation_route.prepare(notifications)
+        return notifications, seen_up_to
 
     async def publish_pending(self) -> int:
         moved = await super().publish_pending()
