@@ -20,7 +20,6 @@ from eventsourcing.persistence import Notification
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
@@ -354,26 +353,11 @@ class ConversationService:
             stopping.cancel()
 
     async def consume(self, stop: asyncio.Event) -> None:
-        sub = await self.js.pull_subscribe_bind(
-            durable=subjects.CONVERSATION_CONSUMER, stream=subjects.EVENTS_STREAM
-        )
         log.info("conversation service ready")
-        try:
-            while not stop.is_set():
-                try:
-                    msgs = await sub.fetch(batch=FETCH_BATCH, timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                try:
-                    await self.record(msgs)
-                except Exception:
-                    log.exception(
-                        "recording %d outcomes failed; they will be redelivered", len(msgs)
-                    )
-                    await asyncio.sleep(1.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        await bus.consume(
+            self.js, subjects.CONVERSATION_CONSUMER, subjects.EVENTS_STREAM, self.record, stop,
+            FETCH_BATCH, "completion outcomes",
+        )  # fmt: skip
 
     async def record(self, msgs: list[Msg]) -> None:
         """Store the outcomes of chat turns on their conversations, then ack; outcomes of
