@@ -7,6 +7,7 @@ Window rollover: spend and fired thresholds reset, open reservations carry over 
 window (their calls are still in flight), and settle their cost there.
 """
 
+import heapq
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
@@ -122,6 +123,9 @@ class Budget(Aggregate):
         self.spent_usd = Decimal(0)
         self.reservations: dict[str, Reservation] = {}
         self._reserved = Decimal(0)  # the sum of open reservations, kept as they change
+        # (expires_at, request_id) of reservations, soonest first; entries of reservations
+        # settled or released since are skipped when they come up
+        self._leases: list[tuple[datetime, str]] = []
         self.fired: set[float] = set()
         # Released by lease expiry this window: a late settlement still counts, once.
         self.lease_expired: set[str] = set()
@@ -203,10 +207,22 @@ class Budget(Aggregate):
 
     def expire_leases(self, now: datetime) -> list[str]:
         self._roll_over_to(now)
-        expired = [rid for rid, r in self.reservations.items() if r.expires_at <= now]
+        expired = []
+        while self._leases and self._leases[0][0] <= now:
+            expires_at, request_id = heapq.heappop(self._leases)
+            reservation = self.reservations.get(request_id)
+            if reservation is not None and reservation.expires_at == expires_at:
+                expired.append(request_id)
         for request_id in expired:
             self._release(request_id, "lease_expired")
         return expired
+
+    @property
+    def next_expiry(self) -> datetime | None:
+        """When the soonest open lease runs out (None: no reservation is open)."""
+        while self._leases and self._leases[0][1] not in self.reservations:
+            heapq.heappop(self._leases)
+        return self._leases[0][0] if self._leases else None
 
     def redefine(self, definition: BudgetDefinition, now: datetime) -> None:
         check_same_name(self.name, definition.name)
@@ -250,6 +266,7 @@ class Budget(Aggregate):
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
         self.reservations[request_id] = Reservation(amount_usd, expires_at)
         self._reserved += amount_usd
+        heapq.heappush(self._leases, (expires_at, request_id))
 
     # Refusals and threshold crossings are published as they are stored, so they name the budget.
     @event("Exceeded")

@@ -181,7 +181,8 @@ class BudgetBook:
         now = self.clock()
         expired = []
         for budget in self.budgets.values():
-            if any(r.expires_at <= now for r in budget.reservations.values()):
+            soonest = budget.next_expiry
+            if soonest is not None and soonest <= now:
                 touched[id(budget)] = budget
                 expired += budget.expire_leases(now)
         return expired
