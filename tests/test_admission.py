@@ -128,3 +128,23 @@ async def test_the_desk_holds_a_reservation_until_a_settlement_frees_room(
         stop.set()
         desk.wake.set()
         await running
+
+
+async def test_a_stopping_desk_fails_what_waits_instead_of_refusing_it(book: BudgetBook) -> None:
+    async def on_loop(fn, *args):  # type: ignore[no-untyped-def]
+        return fn(*args)
+
+    desk = AdmissionDesk(book, on_loop, on_refused=lambda: None)
+    stop = asyncio.Event()
+    running = asyncio.create_task(desk.run(stop))
+    assert (await desk.reserve(reservation("r1", "0.80"))).admitted
+    waiting = asyncio.create_task(desk.reserve(reservation("r2", "0.80")))
+    await wait_for(lambda: len(desk.waiting) == 1, 5, "r2 held for room")
+    stop.set()
+    desk.wake.set()
+    await running
+    with pytest.raises(RuntimeError, match="stopping"):
+        await waiting  # the worker gets an error reply and the request is redelivered
+    with pytest.raises(RuntimeError, match="stopping"):
+        await desk.reserve(reservation("r3", "0.10"))
+    assert stored(book, "team-a").reserved_usd == Decimal("0.80")  # r2 reserved nothing

@@ -38,8 +38,12 @@ class AdmissionDesk:
         self.answers: dict[int, asyncio.Future[BudgetAdmission]] = {}
         self.changed = False  # room may have been freed: retry what waits
         self.wake = asyncio.Event()
+        self.stopped = False
 
     async def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
+        if self.stopped:
+            # not a refusal: the worker's request is redelivered and asks again
+            raise RuntimeError("the usage service is stopping")
         loop = asyncio.get_running_loop()
         waiting = Waiting(reservation, deadline=loop.time() + reservation.wait_s)
         answer = loop.create_future()
@@ -73,6 +77,7 @@ class AdmissionDesk:
             self.wake.clear()
             # one more turn of the loop: requests already read off the socket join this batch
             await asyncio.sleep(0)
+        self.stopped = True
         for waiting in self.new + self.waiting:
             # not a refusal: the worker's request is redelivered and asks again
             self._fail(waiting, RuntimeError("the usage service is stopping"))
