@@ -398,7 +398,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", "-n", type=int, default=2000, help="per side, at -c")
     parser.add_argument("--concurrency", "-c", type=int, default=64)
     parser.add_argument("--admission-requests", type=int, default=2000, help="per concurrency")
-    parser.add_argument("--latency-requests", type=int, default=300, help="per side, c=1")
+    parser.add_argument("--latency-requests", type=int, default=1000, help="per side, c=1")
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--burst", type=int, default=200, help="over-reservation burst")
