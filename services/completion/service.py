@@ -18,6 +18,7 @@ log = logging.getLogger("llmbus.completion")
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = await asyncio.to_thread(open_store, CompletionApplication, settings, "completion")
     gateway = ModelGateway(settings)
+    await asyncio.to_thread(gateway.warm_up)
     probe = sqlite_probe(settings, "completion")
     nc = await bus.connect(settings, "llmbus-completion")
     try:

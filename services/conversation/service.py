@@ -591,7 +591,9 @@ def describe(error: ValidationError) -> str:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = await asyncio.to_thread(open_store, ConversationApplication, settings, "conversation")
-    fitter = ContextFitter(settings, ModelGateway(settings))
+    gateway = ModelGateway(settings)
+    await asyncio.to_thread(gateway.warm_up)
+    fitter = ContextFitter(settings, gateway)
     nc = await bus.connect(settings, "llmbus-conversation")
     service = ConversationService(settings, app, nc, fitter)
     try:
