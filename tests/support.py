@@ -162,3 +162,12 @@ async def pipeline(
     ):
         await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
         yield nc, events, client
+
+
+async def answers(nc: NatsClient, subject: str) -> bool:
+    """Whether a service answers a request on `subject` (any answer, within 1 s)."""
+    try:
+        await nc.request(subject, b"{}", timeout=1)
+    except Exception:
+        return False
+    return True

@@ -32,7 +32,7 @@ from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestError
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings, load_settings
-from support import EventLog, pipeline, running, spawn_service, stop_process, wait_for
+from support import EventLog, answers, pipeline, running, spawn_service, stop_process, wait_for
 
 MODEL = "fake-gpt"
 # a catalog model whose context window holds only a few turns
@@ -62,14 +62,6 @@ def chat_settings(
         config["postgres"] = pg.model_dump()
     config_file.write_text(yaml.safe_dump(config))
     return load_settings()
-
-
-async def answers(nc: NatsClient, subject: str) -> bool:
-    try:
-        await nc.request(subject, b"{}", timeout=1)
-    except Exception:
-        return False
-    return True
 
 
 @contextlib.asynccontextmanager

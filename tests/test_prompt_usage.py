@@ -3,12 +3,11 @@ label points at, show up in usage by prompt version; moving the label moves the 
 
 import pytest
 
-from llmbus.client import Client
 from llmbus.services.conversation.service import serve as serve_conversation
+from llmbus.shared import subjects
 from llmbus.shared.contracts import CompletionRequested, PromptRef
-from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings
-from support import pipeline, projected_requests, running, wait_for
+from support import answers, pipeline, projected_requests, running, wait_for
 
 MODEL = "fake-gpt"
 
@@ -22,10 +21,10 @@ async def test_requests_by_a_managed_prompt_key_are_costed_by_prompt_version(
     settings: Settings,
 ) -> None:
     async with (
-        pipeline(settings) as (_, _, client),
+        pipeline(settings) as (nc, _, client),
         running(serve_conversation, settings),
     ):
-        await wait_for(lambda: _answers(client), 60, "the conversation service")
+        await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "the conversation service")
         await client.create_prompt(
             "triage", "Ticket triage", "Classify this ticket: {{ ticket }}",
             labels=["production"], author="alice",
@@ -49,11 +48,3 @@ async def test_requests_by_a_managed_prompt_key_are_costed_by_prompt_version(
     assert moved.prompt_version == 2
     assert {r["prompt_version"]: r["requests"] for r in rows} == {"triage@1": 3, "triage@2": 1}
     assert costs[0]["cost_usd"] == pytest.approx(moved.cost_usd)
-
-
-async def _answers(client: Client) -> bool:
-    try:
-        await client.list_prompts(include_domain=False)
-    except LlmbusError:
-        return False
-    return True

@@ -426,10 +426,17 @@ class ConversationService:
                 req.note, req.labels,
             )  # fmt: skip
 
-        prompt = await self.on_store(self.app.change_prompt, req.key, update)
+        prompt = await self.change_prompt(req.key, update)
         log.info("prompt %s updated to version %d", prompt.key, prompt.latest.number)
-        await self.announce()
         return prompt_view(prompt, version=prompt.latest.number)
+
+    async def change_prompt(
+        self, key: str, change: Callable[[ManagedPrompt], Any]
+    ) -> ManagedPrompt:
+        """Change a stored prompt; answer once workers have heard of the change."""
+        prompt = await self.on_store(self.app.change_prompt, key, change)
+        await self.announce()
+        return prompt
 
     async def get_prompt(self, data: bytes) -> BaseModel:
         req = GetPrompt.model_validate_json(data)
@@ -460,38 +467,26 @@ class ConversationService:
 
     async def label_prompt(self, data: bytes) -> BaseModel:
         req = MoveLabel.model_validate_json(data)
-        prompt = await self.on_store(
-            self.app.change_prompt,
-            req.key,
-            lambda p: p.label(req.label, req.version, req.author or "", req.note),
+        prompt = await self.change_prompt(
+            req.key, lambda p: p.label(req.label, req.version, req.author or "", req.note)
         )
-        await self.announce()
         return prompt_view(prompt, label=req.label)
 
     async def rollback_prompt(self, data: bytes) -> BaseModel:
         req = MoveLabel.model_validate_json(data)
-        prompt = await self.on_store(
-            self.app.change_prompt,
-            req.key,
-            lambda p: p.rollback(req.label, req.version, req.author or "", req.note),
+        prompt = await self.change_prompt(
+            req.key, lambda p: p.rollback(req.label, req.version, req.author or "", req.note)
         )
-        await self.announce()
         return prompt_view(prompt, label=req.label)
 
     async def activate_prompt(self, data: bytes) -> BaseModel:
         req = SetPromptActive.model_validate_json(data)
-        prompt = await self.on_store(
-            self.app.change_prompt, req.key, lambda p: p.activate(req.author or "")
-        )
-        await self.announce()
+        prompt = await self.change_prompt(req.key, lambda p: p.activate(req.author or ""))
         return prompt_view(prompt)
 
     async def deactivate_prompt(self, data: bytes) -> BaseModel:
         req = SetPromptActive.model_validate_json(data)
-        prompt = await self.on_store(
-            self.app.change_prompt, req.key, lambda p: p.deactivate(req.author or "")
-        )
-        await self.announce()
+        prompt = await self.change_prompt(req.key, lambda p: p.deactivate(req.author or ""))
         return prompt_view(prompt)
 
     async def render_prompt(self, data: bytes) -> BaseModel:

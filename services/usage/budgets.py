@@ -97,12 +97,6 @@ class BudgetBook:
                 return budget
         raise RuntimeError(f"budget {definition.name!r} kept changing under us; try again")
 
-    def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
-        """Admit or refuse one reservation now, without waiting for open ones to settle."""
-        waiting = Waiting(reservation)
-        result = self.apply(Batch(waiting=[waiting]))
-        return result.answered[0][1]
-
     def apply(self, batch: Batch) -> BatchResult:
         """Apply a batch in memory and save every budget it touched in one transaction. A
         version conflict (another usage service wrote first) reloads them and redoes it all."""
@@ -168,14 +162,6 @@ class BudgetBook:
                 budget.settle(usage.request_id, cost, now)  # paid after its lease: still spent
                 touched.append(budget)
         return touched
-
-    def settle_now(self, usage: UsageRecorded) -> None:
-        """Settle as soon as a worker reports the call; the UsageRecorded that follows through
-        the outbox finds nothing left to settle. Either one alone is enough."""
-        self.apply(Batch(settlements=[usage]))
-
-    def expire_leases(self) -> list[str]:
-        return self.apply(Batch(expire=True)).expired
 
     def _expire(self, touched: dict[int, Budget]) -> list[str]:
         now = self.clock()
