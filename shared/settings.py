@@ -60,6 +60,13 @@ class CompletionSettings(Section):
         description="How long a request may wait for in-flight reservations to settle before a "
         "hard budget refuses it; 0 refuses at once.",
     )
+    grant_requests: int = Field(
+        default=32,
+        ge=0,
+        le=10_000,
+        description="A worker asks to hold budget for this many worst-case requests and admits "
+        "against it without a round trip; 0 reserves every request at the usage service.",
+    )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
 
 
@@ -141,6 +148,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_ADMISSION": "completion.admission",
     "LLMBUS_LEASE_MARGIN_S": "completion.lease_margin_s",
     "LLMBUS_ADMISSION_WAIT_S": "completion.admission_wait_s",
+    "LLMBUS_GRANT_REQUESTS": "completion.grant_requests",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "LLMBUS_CONVERSATION_MODEL": "conversation.default_model",
     "POSTGRES_HOST": "postgres.host",

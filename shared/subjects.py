@@ -12,6 +12,13 @@ BUDGET_RESERVE = "llmbus.budget.reserve"
 BUDGET_SET = "llmbus.budget.set"
 BUDGET_SETTLE = "llmbus.budget.settle"
 BUDGET_STATUS = "llmbus.budget.status"
+# grants: budget a worker holds and admits requests against locally (see BudgetGrantRequest)
+BUDGET_GRANT = "llmbus.budget.grant"
+BUDGET_GRANT_RETURN = "llmbus.budget.grant.return"
+# every worker drops its grants on this and acknowledges, before a budget change is answered
+BUDGET_CHANGED = "llmbus.budget.changed"
+# workers holding grants say so here, so that every usage service knows whom to wait for
+BUDGET_HOLDERS = "llmbus.budget.holders"
 DEAD_LETTER = "llmbus.deadletter.{service}"
 CONVERSATION_CREATE = "llmbus.conversation.create"
 CONVERSATION_GET = "llmbus.conversation.get"

@@ -10,11 +10,10 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
-from pydantic import ValidationError
 
+from llmbus.services.completion.admission import Admission, AdmissionUnavailableError
 from llmbus.services.completion.application import CompletionApplication, Outcome
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
@@ -27,11 +26,10 @@ from llmbus.shared.contracts import (
     CompletionFailed,
     CompletionReceived,
     CompletionRequested,
-    ErrorReply,
     ErrorType,
     UsageRecorded,
 )
-from llmbus.shared.contracts.budget import BudgetAdmission, BudgetReservation
+from llmbus.shared.contracts.budget import BudgetAdmission
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
@@ -40,12 +38,7 @@ log = logging.getLogger("llmbus.completion")
 T = TypeVar("T")
 
 
-class AdmissionUnavailableError(Exception):
-    """Budgets are on and the usage service did not answer a reservation."""
-
-
 FETCH_BATCH = 64
-RESERVE_TIMEOUT_S = 5.0  # on top of the time a reservation may wait for room
 
 
 class CompletionWorker:
@@ -66,6 +59,7 @@ class CompletionWorker:
         self.js = nc.jetstream()
         self.relay = relay
         self.prompts = PromptResolver(nc)
+        self.admission = Admission(settings, gateway, nc)
         self.tasks: set[asyncio.Task[None]] = set()
         # duplicates delivered to this process while the first copy is still at the model
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
@@ -79,11 +73,14 @@ class CompletionWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prompts.watch()  # before the first request: no change may go unseen
+        await self.admission.start()  # likewise for budget changes
         sub = await self.js.pull_subscribe_bind(
             durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
         )
         watching = asyncio.create_task(self.watch_given_up(stop))
         beating = asyncio.create_task(self.heartbeat())
+        granting_stop = asyncio.Event()
+        granting = asyncio.create_task(self.admission.run(granting_stop))
         log.info("completion worker ready (concurrency %d)", self.config.concurrency)
         try:
             while not stop.is_set():
@@ -105,6 +102,9 @@ class CompletionWorker:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await watching
             beating.cancel()
+            granting_stop.set()
+            await granting
+            await self.admission.close()
             if self.writes is not None:
                 self.writes.close()
             with contextlib.suppress(Exception):
@@ -162,6 +162,7 @@ class CompletionWorker:
             raise
         finally:
             del self.inflight[request.request_id]
+            self.admission.abandon(request.request_id)  # if it ended without settling
 
     async def _complete(self, request: CompletionRequested, model: str, msg: Msg) -> bytes:
         stored = await self._stored(request.request_id)
@@ -182,7 +183,7 @@ class CompletionWorker:
             # the call is capped at the reply length the reservation paid for: a hard bound
             params["max_tokens"] = self.gateway.reply_cap(model, request.params.max_tokens)
             # a reservation may wait for room: keep JetStream from redelivering meanwhile
-            admitting = self._admit(request, model, messages, params["max_tokens"])
+            admitting = self.admission.admit(request, model, messages, params["max_tokens"])
             refusal = await self._while_in_progress(msg, admitting)
             if refusal is not None:
                 return await self._record_refusal(request, model, refusal, prompt)
@@ -194,49 +195,10 @@ class CompletionWorker:
             return await self._record_failure(request, model, failed, prompt)
         return await self._record_success(request, model, reply, prompt)
 
-    async def _admit(
-        self,
-        request: CompletionRequested,
-        model: str,
-        messages: list[dict[str, str]],
-        max_tokens: int,
-    ) -> BudgetAdmission | None:
-        """Reserve the worst-case cost in every matching budget; the refusal, if refused."""
-        reservation = BudgetReservation(
-            request_id=request.request_id,
-            amount_usd=self.gateway.worst_case_cost(model, messages, max_tokens),
-            lease_s=self.settings.budget_lease_s,
-            wait_s=self.settings.completion.admission_wait_s,
-            user=request.user_id,
-            team=request.team_id,
-            project=request.project_id,
-            model=model,
-            role=request.role,
-        )
-        try:
-            reply = await self.nc.request(
-                subjects.BUDGET_RESERVE,
-                reservation.model_dump_json().encode(),
-                timeout=reservation.wait_s + RESERVE_TIMEOUT_S,
-            )
-        except (TimeoutError, NoRespondersError):
-            # never call a model unadmitted: the request is redelivered and tried again
-            raise AdmissionUnavailableError(
-                f"no answer on {subjects.BUDGET_RESERVE}: is the usage service running?"
-            ) from None
-        try:
-            admission = BudgetAdmission.model_validate_json(reply.data)
-        except ValidationError:
-            error = ErrorReply.model_validate_json(reply.data)
-            raise AdmissionUnavailableError(
-                f"{subjects.BUDGET_RESERVE} failed: {error.message}"
-            ) from None
-        return None if admission.admitted else admission
-
     async def _settle_early(self, usage: UsageRecorded) -> None:
-        """Free the unused part of the reservation now, not when the UsageRecorded arrives."""
+        """Free the unused part of the worst case now, not when the UsageRecorded arrives."""
         if self.settings.admission_on:
-            await self.nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())
+            await self.admission.settle(usage)
 
     async def _record_refusal(
         self,
@@ -515,6 +477,7 @@ class CompletionWorker:
             error_type=error_type,
             role=request.role,
             tags=request.tags,
+            grant_id=self.admission.grant_of(request.request_id),
             **ids,
         )
 

@@ -5,6 +5,11 @@ a hard budget refuses a reservation it cannot cover. Time is always passed in.
 
 Window rollover: spend and fired thresholds reset, open reservations carry over into the new
 window (their calls are still in flight), and settle their cost there.
+
+A grant is a reservation held by a worker for many requests, which it admits on its own while
+their worst cases fit. Their true costs settle against it one by one (spent goes up, what it
+holds goes down by as much); when the worker returns it, the part it did not use is released,
+and what its last calls will still cost stays held until they settle.
 """
 
 import heapq
@@ -129,6 +134,10 @@ class Budget(Aggregate):
         self.fired: set[float] = set()
         # Released by lease expiry this window: a late settlement still counts, once.
         self.lease_expired: set[str] = set()
+        # grants returned while calls they admitted had not settled yet, and grants closed
+        # this window (a late settlement, like one after a lease, still counts once)
+        self.returned: set[str] = set()
+        self.closed_grants: set[str] = set()
 
     @property
     def definition(self) -> BudgetDefinition:
@@ -200,6 +209,45 @@ class Budget(Aggregate):
             self._settle(request_id, cost_usd)
             self._fire_crossed_thresholds(request_id)
 
+    def grant(
+        self, grant_id: str, amount_usd: Decimal, now: datetime, lease: timedelta, holder: str
+    ) -> None:
+        """Hold `amount_usd` for a worker. The caller checked that it fits (see `room_usd`):
+        a grant is sized from the room left, never refused by the budget itself."""
+        check_not_negative(amount_usd)
+        check_positive_lease(lease)
+        self._roll_over_to(now)
+        self.expire_leases(now)
+        if grant_id not in self.reservations:
+            self._grant(grant_id, amount_usd, now + lease, holder)
+
+    def room_usd(self, now: datetime) -> Decimal:
+        """What a new reservation or grant may take now (after rollover and expired leases)."""
+        self._roll_over_to(now)
+        self.expire_leases(now)
+        return max(self.remaining_usd, Decimal(0))
+
+    def settle_granted(
+        self, grant_id: str, request_id: str, cost_usd: Decimal, now: datetime
+    ) -> None:
+        """A call admitted under a grant: counted once, by the caller (UsageRecorded dedupe)."""
+        check_not_negative(cost_usd)
+        self._roll_over_to(now)
+        if self.knows_grant(grant_id):
+            self._settle_granted(grant_id, request_id, cost_usd)
+            self._fire_crossed_thresholds(request_id)
+
+    def knows_grant(self, grant_id: str) -> bool:
+        """Held now, or closed or lapsed this window: its calls' costs count here."""
+        known = self.reservations, self.lease_expired, self.closed_grants
+        return any(grant_id in ids for ids in known)
+
+    def return_grant(self, grant_id: str, unused_usd: Decimal, now: datetime) -> None:
+        check_not_negative(unused_usd)
+        self._roll_over_to(now)
+        if grant_id in self.reservations and grant_id not in self.returned:
+            self._return_grant(grant_id, unused_usd)
+
     def release(self, request_id: str, reason: str, now: datetime) -> None:
         self._roll_over_to(now)
         if request_id in self.reservations:
@@ -261,6 +309,7 @@ class Budget(Aggregate):
         self.spent_usd = Decimal(0)
         self.fired = set()
         self.lease_expired = set()
+        self.closed_grants = set()
 
     @event("Reserved")
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
@@ -295,8 +344,37 @@ class Budget(Aggregate):
     @event("Released")
     def _release(self, request_id: str, reason: str) -> None:
         self._reserved -= self.reservations.pop(request_id).amount_usd
+        self.returned.discard(request_id)
         if reason == "lease_expired":
             self.lease_expired.add(request_id)
+
+    @event("Granted")
+    def _grant(self, grant_id: str, amount_usd: Decimal, expires_at: datetime, holder: str) -> None:
+        self.reservations[grant_id] = Reservation(amount_usd, expires_at)
+        self._reserved += amount_usd
+        heapq.heappush(self._leases, (expires_at, grant_id))
+
+    @event("SettledUnderGrant")
+    def _settle_granted(self, grant_id: str, request_id: str, cost_usd: Decimal) -> None:
+        self.spent_usd += cost_usd
+        held = self.reservations.get(grant_id)
+        if held is not None:
+            self._hold_less(grant_id, held, cost_usd)
+
+    @event("GrantReturned")
+    def _return_grant(self, grant_id: str, unused_usd: Decimal) -> None:
+        self.returned.add(grant_id)
+        self._hold_less(grant_id, self.reservations[grant_id], unused_usd)
+
+    def _hold_less(self, grant_id: str, held: Reservation, amount_usd: Decimal) -> None:
+        freed = min(amount_usd, held.amount_usd)
+        self._reserved -= freed
+        if held.amount_usd == freed and grant_id in self.returned:
+            del self.reservations[grant_id]  # returned and every call it admitted settled
+            self.returned.discard(grant_id)
+            self.closed_grants.add(grant_id)
+        else:
+            self.reservations[grant_id] = held._replace(amount_usd=held.amount_usd - freed)
 
     @event("ThresholdReached")
     def _reach_threshold(

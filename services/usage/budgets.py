@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
@@ -16,12 +16,19 @@ from llmbus.shared.contracts.budget import (
     COST_QUANTUM,
     BudgetAdmission,
     BudgetDefinition,
+    BudgetGrant,
+    BudgetGrantRequest,
+    BudgetGrantReturn,
     BudgetRemaining,
     BudgetReservation,
+    settled_cost,
 )
 
 Clock = Callable[[], datetime]
 ATTEMPTS = 5  # a version conflict means another usage service wrote first: reload and retry
+# a grant takes at most this share of the room left in each hard budget it is held in, so that
+# other workers (and the requests that still reserve one by one) find room too
+GRANT_SHARE = Decimal("0.25")
 
 
 def utc_now() -> datetime:
@@ -148,12 +155,77 @@ class BudgetBook:
                 )
         return BudgetAdmission(admitted=True, remaining=remaining(matching))
 
+    def grant(self, request: BudgetGrantRequest, blocked: bool = False) -> BudgetGrant:
+        """Hold budget for a worker in every budget matching the request's attributes: a share
+        of the room left in the hard ones, or nothing to bound if none is hard. Not granted
+        when that share is below `min_usd`, or when `blocked` (reservations wait for room)."""
+        for _ in range(ATTEMPTS):
+            answer, touched = self._grant(request, blocked)
+            if self._saved(*touched):
+                return answer
+        raise RuntimeError("budgets kept changing under us; try again")
+
+    def _grant(
+        self, request: BudgetGrantRequest, blocked: bool
+    ) -> tuple[BudgetGrant, list[Budget]]:
+        now = self.clock()
+        matching = self.matching(request.attributes())
+        names = [b.name for b in matching]
+        hard = [b for b in matching if b.mode == "hard"]
+        if any(request.grant_id in b.reservations for b in matching):  # asked again
+            holding = [
+                b.reservations[request.grant_id] for b in hard if request.grant_id in b.reservations
+            ]
+            held = min((r.amount_usd for r in holding), default=None)
+            granted = BudgetGrant(
+                granted=True, grant_id=request.grant_id, amount_usd=held, budgets=names
+            )
+            return granted, []
+        amount: Decimal | None = None
+        if hard:
+            room = min(b.room_usd(now) for b in hard)  # may roll windows over: saved either way
+            share = (room * GRANT_SHARE).quantize(COST_QUANTUM, rounding=ROUND_FLOOR)
+            amount = min(request.want_usd, share)
+            if blocked or amount < request.min_usd or amount <= 0:
+                why = "requests are waiting for room" if blocked else f"${room} left"
+                refused = BudgetGrant(
+                    granted=False, grant_id=request.grant_id, budgets=names,
+                    message=f"too little room for a grant: {why}",
+                )  # fmt: skip
+                return refused, hard
+        lease = timedelta(seconds=request.lease_s)
+        for budget in matching:
+            # soft budgets hold nothing: they only need to know the grant to count its calls
+            held_usd = amount if amount is not None and budget.mode == "hard" else Decimal(0)
+            budget.grant(request.grant_id, held_usd, now, lease, request.holder)
+        answer = BudgetGrant(
+            granted=True, grant_id=request.grant_id, amount_usd=amount, budgets=names
+        )
+        return answer, matching
+
+    def return_grant(self, returned: BudgetGrantReturn) -> list[str]:
+        """Release what a returned grant did not use; the names of the budgets it was held in."""
+        for _ in range(ATTEMPTS):
+            now = self.clock()
+            touched = [b for b in self.budgets.values() if returned.grant_id in b.reservations]
+            for budget in touched:
+                budget.return_grant(returned.grant_id, returned.unused_usd, now)
+            if self._saved(*touched):
+                return [b.name for b in touched]
+        raise RuntimeError("budgets kept changing under us; try again")
+
     def settle(self, usage: UsageRecorded) -> list[Budget]:
         """Settle a provider call's reservations in memory; the caller saves what it returns,
         in the same transaction as the call itself."""
         now = self.clock()
         cost = settled_cost(usage.cost_usd)
         touched = []
+        if usage.grant_id is not None:
+            for budget in self.budgets.values():
+                if budget.knows_grant(usage.grant_id):
+                    budget.settle_granted(usage.grant_id, usage.request_id, cost, now)
+                    touched.append(budget)
+            return touched
         for budget in self.budgets.values():
             if usage.request_id in budget.reservations:
                 budget.settle(usage.request_id, cost, now)
@@ -201,12 +273,6 @@ class BudgetBook:
             self.reload(budgets)
             return False
         return True
-
-
-def settled_cost(cost_usd: float) -> Decimal:
-    """litellm's float costs carry noise (5.1500000000000005e-05 for 0.0000515): settle on the
-    same 1e-10 grid that reservations are made on, or exact fits would overshoot by 1e-19."""
-    return Decimal(str(cost_usd)).quantize(COST_QUANTUM)
 
 
 def remaining(budgets: Iterable[Budget]) -> list[BudgetRemaining]:

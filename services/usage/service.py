@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -21,7 +22,13 @@ from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
-from llmbus.shared.contracts.budget import BudgetDefinition, BudgetReservation
+from llmbus.shared.contracts.budget import (
+    BudgetDefinition,
+    BudgetGrantRequest,
+    BudgetGrantReturn,
+    BudgetReservation,
+    GrantHolder,
+)
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
@@ -31,6 +38,11 @@ FETCH_BATCH = 500
 # a store write on the loop holds up admission: a chunk of 100 takes ~5 ms on SQLite (25: ~2 ms)
 RECORD_CHUNK = 100
 PROJECT_EVERY_S = 0.25
+# a worker holding grants says so every second (see GrantHolder); one not heard from for this
+# long holds none, or is gone and its grants lapse with their lease
+HOLDER_TTL_S = 3.0
+# how long a budget change waits for the workers holding grants to drop them
+REVOKE_TIMEOUT_S = 2.0
 T = TypeVar("T")
 
 
@@ -56,6 +68,7 @@ class UsageService:
         self._catch_up_lock = asyncio.Lock()
         self.answering: set[asyncio.Task[None]] = set()
         self.projecting = asyncio.Event()  # stored usage not projected yet
+        self.holders: dict[str, float] = {}  # worker -> when it last said it holds grants
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
@@ -72,9 +85,15 @@ class UsageService:
         await self._on_store(self.book.load, self.settings.budgets)
         await self.nc.subscribe(subjects.USAGE_QUERY, queue="usage", cb=self.answer)
         await self.nc.subscribe(subjects.BUDGET_RESERVE, queue="usage", cb=self.admit)
-        await self.nc.subscribe(subjects.BUDGET_SET, queue="usage", cb=self.define)
         await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
         await self.nc.subscribe(subjects.BUDGET_SETTLE, queue="usage", cb=self.settle)
+        await self.nc.subscribe(subjects.BUDGET_GRANT, queue="usage", cb=self.grant)
+        await self.nc.subscribe(subjects.BUDGET_GRANT_RETURN, queue="usage", cb=self.take_back)
+        await self.nc.subscribe(subjects.BUDGET_HOLDERS, cb=self.heard_holder)  # every replica
+        # grants from before this start (or from a replica that changed budgets meanwhile) are
+        # dropped before any change is answered: workers ask afresh
+        await self._revoke_grants(wait=False)
+        await self.nc.subscribe(subjects.BUDGET_SET, queue="usage", cb=self.define)
 
     async def reply(
         self, msg: Msg, serve: Callable[[bytes], Awaitable[bytes]], invalid: str
@@ -109,8 +128,73 @@ class UsageService:
             # the UsageRecorded on its way through JetStream settles it all the same
             log.warning("ignoring an invalid early settlement on %s", msg.subject)
             return
+        if usage.grant_id is not None:
+            return  # a grant's calls settle once, from the UsageRecorded stream
         self.desk.settle(usage)
         self.relay.poke()  # settlements may cross thresholds
+
+    async def grant(self, msg: Msg) -> None:
+        await self.reply(msg, self._grant, "invalid_grant")
+
+    async def _grant(self, data: bytes) -> bytes:
+        request = BudgetGrantRequest.model_validate_json(data)
+        self.holders[request.holder] = time.monotonic()
+        # while reservations wait for room, what frees up goes to them, not to new grants
+        grant = await self._on_store(self.book.grant, request, bool(self.desk.waiting))
+        return grant.model_dump_json().encode()
+
+    async def take_back(self, msg: Msg) -> None:
+        await self.reply(msg, self._take_back, "invalid_grant_return")
+
+    async def _take_back(self, data: bytes) -> bytes:
+        returned = BudgetGrantReturn.model_validate_json(data)
+        budgets = await self._on_store(self.book.return_grant, returned)
+        self.desk.room_freed()
+        return json.dumps({"grant_id": returned.grant_id, "budgets": budgets}).encode()
+
+    async def heard_holder(self, msg: Msg) -> None:
+        try:
+            holder = GrantHolder.model_validate_json(msg.data)
+        except ValidationError:
+            log.warning("ignoring an invalid message on %s", msg.subject)
+            return
+        if holder.grants:
+            self.holders[holder.holder] = time.monotonic()
+        else:
+            self.holders.pop(holder.holder, None)
+
+    async def _revoke_grants(self, wait: bool = True) -> None:
+        """Every worker drops its grants; wait until those known to hold some have said so, so
+        that a changed budget applies to the next request (a worker that does not answer is
+        gone or cut off: its grants lapse with their lease, and it admits nothing meanwhile)."""
+        now = time.monotonic()
+        waiting_for = {h for h, seen in self.holders.items() if now - seen < HOLDER_TTL_S}
+        if not wait or not waiting_for:
+            await self.nc.publish(subjects.BUDGET_CHANGED, b"{}")
+            await self.nc.flush()
+            return
+        inbox = self.nc.new_inbox()
+        acked: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def ack(msg: Msg) -> None:
+            acked.put_nowait(msg.data)
+
+        sub = await self.nc.subscribe(inbox, cb=ack)
+        try:
+            await self.nc.publish(subjects.BUDGET_CHANGED, b"{}", reply=inbox)
+            async with asyncio.timeout(REVOKE_TIMEOUT_S):
+                while waiting_for:
+                    with contextlib.suppress(ValidationError):
+                        holder = GrantHolder.model_validate_json(await acked.get())
+                        waiting_for.discard(holder.holder)
+                        self.holders.pop(holder.holder, None)
+        except TimeoutError:
+            log.warning(
+                "workers %s did not drop their budget grants within %.0f s; those lapse with "
+                "their lease", sorted(waiting_for), REVOKE_TIMEOUT_S,
+            )  # fmt: skip
+        finally:
+            await sub.unsubscribe()
 
     async def define(self, msg: Msg) -> None:
         await self.reply(msg, self._define, "invalid_budget")
@@ -119,6 +203,7 @@ class UsageService:
         definition = BudgetDefinition.model_validate_json(data)
         budget = await self._on_store(self.book.define, definition)
         log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
+        await self._revoke_grants()
         self.relay.poke()
         self.desk.room_freed()  # a higher limit may admit what waits
         return json.dumps(jsonable(budget.status(self.book.clock()))).encode()

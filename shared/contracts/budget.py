@@ -54,6 +54,12 @@ class BudgetDefinition(BaseModel):
         return all(attrs.get(key) == value for key, value in self.scope.items())
 
 
+def settled_cost(cost_usd: float) -> Decimal:
+    """litellm's float costs carry noise (5.1500000000000005e-05 for 0.0000515): settle on the
+    same 1e-10 grid that reservations are made on, or exact fits would overshoot by 1e-19."""
+    return Decimal(str(cost_usd)).quantize(COST_QUANTUM)
+
+
 def zone(timezone: str) -> ZoneInfo:
     try:
         return ZoneInfo(timezone)
@@ -128,3 +134,65 @@ class BudgetAdmission(Contract):
     remaining: list[BudgetRemaining] = Field(default_factory=list)
     refused_by: str | None = None
     message: str | None = None
+
+
+class BudgetGrantRequest(Contract):
+    """The request on llmbus.budget.grant: a worker asks to hold budget for many requests.
+
+        The usage service reserves one amount in every budget that matches the attributes; the worker
+        then admits requests with those attributes on its own while their worst cases fit in it, and
+        their UsageRecorded name the grant. Asking again with the same grant_id holds nothing more:
+    the answer gives what the grant still holds.
+    """
+
+    grant_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    holder: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="The worker that holds it: the one asked to drop it when budgets change."
+    )
+    want_usd: Decimal = Field(ge=0, description="What the worker would like to hold.")
+    min_usd: Decimal = Field(
+        ge=0, description="Less than this is no use (the worst case of the request that asks)."
+    )
+    lease_s: float = Field(gt=0, description="Released after this long if never returned.")
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    model: str | None = None
+    role: str | None = None
+
+    def attributes(self) -> dict[str, str | None]:
+        return {"user": self.user, "team": self.team, "project": self.project,
+                "model": self.model, "role": self.role}  # fmt: skip
+
+
+class BudgetGrant(Contract):
+    """The reply on llmbus.budget.grant."""
+
+    granted: bool
+    grant_id: str
+    amount_usd: Decimal | None = Field(
+        default=None, description="What the worker may admit against; null: no hard budget "
+        "matches, so there is nothing to bound."
+    )  # fmt: skip
+    budgets: list[str] = Field(default_factory=list, description="The budgets it is held in.")
+    message: str | None = Field(default=None, description="Why it was not granted.")
+
+
+class BudgetGrantReturn(Contract):
+    """The request on llmbus.budget.grant.return, once no admitted request is still running.
+
+    `unused_usd` is the grant's amount less the true cost of what it admitted (and the worst
+    case of any request that ended without a cost). The rest stays reserved until those calls'
+    UsageRecorded arrive, or the lease runs out."""
+
+    grant_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    unused_usd: Decimal = Field(ge=0)
+    admitted: int = Field(default=0, ge=0, description="How many requests it admitted.")
+
+
+class GrantHolder(Contract):
+    """Published to llmbus.budget.holders by a worker holding grants (once a second), and the
+    reply a worker gives on llmbus.budget.changed once it has dropped them."""
+
+    holder: str
+    grants: list[str] = Field(default_factory=list)

@@ -45,6 +45,9 @@ class UsageRecorded(Identity):
         default=None, description="The version of that prompt the messages were rendered from."
     )
     tags: list[str] = Field(default_factory=list)
+    grant_id: str | None = Field(
+        default=None, description="The budget grant the call was admitted against, if any."
+    )
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
