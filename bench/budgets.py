@@ -225,9 +225,11 @@ async def admission_step(
         rid = uuid.uuid4().hex
         request = CompletionRequested(request_id=rid, model=P.MODEL, messages=messages,
                                       team_id=TEAM)  # fmt: skip
+        latencies.append(0.0)  # in the order the requests start
+        seq = len(latencies) - 1
         started = time.perf_counter()
         refusal = await admission.admit(request, P.MODEL, messages, 256)
-        latencies.append((time.perf_counter() - started) * 1000)
+        latencies[seq] = (time.perf_counter() - started) * 1000
         assert refusal is None, refusal
         await asyncio.sleep(0)  # the model call
         usage = UsageRecorded(
@@ -400,6 +402,11 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
                     f"grant asks, {asks['reserve']} reservations) p99 vs target: {verdict}",
                     flush=True,
                 )
+                if conc > 1 and grant_requests:
+                    # the first `conc` start together, before any grant: they wait for one ask
+                    print(f"      {'':20} the first {conc} (no grant yet): max "
+                          f"{max(lat[:conc]):.3f} ms; the {len(lat) - conc} after them: "
+                          f"{pct(lat[conc:])}", flush=True)  # fmt: skip
         for conc in (1, args.concurrency):
             lat, refused = await admission_latency(on, args.admission_requests, conc)
             print(

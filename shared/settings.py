@@ -64,8 +64,9 @@ class CompletionSettings(Section):
         default=32,
         ge=0,
         le=10_000,
-        description="A worker asks to hold budget for this many worst-case requests and admits "
-        "against it without a round trip; 0 reserves every request at the usage service.",
+        description="A worker asks to hold budget for as many worst-case requests as it runs at "
+        "once plus this many, and admits against it without a round trip; 0 reserves every "
+        "request at the usage service.",
     )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
 

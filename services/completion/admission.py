@@ -16,7 +16,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Coroutine
 from decimal import Decimal
+from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -45,6 +47,7 @@ GRANT_TIMEOUT_S = 5.0
 GRANT_ADMIT_S = 10.0  # a grant admits this long, then a fresh one is sized from the room left
 NOT_GRANTED_S = 1.0  # after a refused grant, reserve one by one this long before asking again
 ASKS = 3  # a burst can fill a fresh grant before all it waited for are in: ask again
+REFILL_AT = 0.5  # a grant this full asks for the next one in the background
 TICK_S = 0.2  # how often finished grants are returned
 ANNOUNCE_S = 1.0  # how often a worker holding grants says so (usage's HOLDER_TTL_S is 3)
 
@@ -65,6 +68,7 @@ class Admission:
         self.not_granted_until: dict[Key, float] = {}
         self.revocations = 0  # a grant asked for before a revocation is not used
         self.wake = asyncio.Event()
+        self.background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.settings.admission_on:
@@ -84,12 +88,26 @@ class Admission:
         key: Key = tuple(attributes.values())
         for _ in range(ASKS if self.grant_requests > 0 else 0):
             if self.ledger.admit(key, request.request_id, worst, time.monotonic()):
+                if key not in self.asking and self.ledger.running_low(key, REFILL_AT):
+                    # ask for the next grant now, so that no request waits when this one is full
+                    self._in_background(self._ask(key, attributes, worst))
                 return None
             if time.monotonic() < self.not_granted_until.get(key, 0.0):
                 break
             # full, or none yet: one ask per key at a time, whose grant the waiting ones share
             await self._ask(key, attributes, worst)
         return await self._reserve(request.request_id, worst, attributes)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        async def logged() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("asking for the next budget grant failed")
+
+        task = asyncio.create_task(logged())
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def grant_of(self, request_id: str) -> str | None:
         return self.ledger.grant_of(request_id)
@@ -122,6 +140,8 @@ class Admission:
 
     async def close(self) -> None:
         """After the last request: give every grant back."""
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
         self.ledger.revoke()
         await self._return_due()
 
@@ -144,7 +164,8 @@ class Admission:
         request = BudgetGrantRequest(
             grant_id=f"grant:{self.holder}:{uuid.uuid4().hex[:12]}",
             holder=self.holder,
-            want_usd=worst * self.grant_requests,
+            # room for every request this worker can run at once, and grant_requests more
+            want_usd=worst * (self.settings.completion.concurrency + self.grant_requests),
             min_usd=worst,
             # its last admission may start a call just before admit_s: lease that call too
             lease_s=admit_s + self.settings.budget_lease_s,
