@@ -241,11 +241,13 @@ async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
     assert windows == ["2026-11-23", "2026-11-24"]
 
 
+@pytest.mark.parametrize("grant_requests", [32, 0], ids=["under-a-grant", "per-request"])
 async def test_a_killed_workers_reservations_are_released_by_lease_and_settled_once(
-    settings: Settings, config_file: Path
+    settings: Settings, config_file: Path, grant_requests: int
 ) -> None:
     config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
-    config["completion"] |= {"timeout_s": 3, "num_retries": 0, "lease_margin_s": 1}
+    config["completion"] |= {"timeout_s": 3, "num_retries": 0, "lease_margin_s": 1,
+                             "grant_requests": grant_requests}  # fmt: skip
     config_file.write_text(yaml.safe_dump(config))  # noqa: ASYNC240
     settings = with_budgets(
         Settings.model_validate(config), config_file,
@@ -287,6 +289,8 @@ async def test_a_killed_workers_reservations_are_released_by_lease_and_settled_o
     costs = sum(settled_cost(e["cost_usd"]) for e in events.on(subjects.USAGE_RECORDED))
     assert len(events.on(subjects.USAGE_RECORDED)) == 10
     assert spent == costs > 0  # each call settled once, none twice
+    grants = [e["grant_id"] for e in events.on(subjects.USAGE_RECORDED)]
+    assert all(grants) if grant_requests else not any(grants)  # the path it says it tests
 
 
 async def _above(value: Any, floor: float) -> bool:
