@@ -160,6 +160,19 @@ def pct(values: list[float]) -> str:
 # ---------------------------------------------------------------- 1. the reserve round trip
 
 
+async def in_lanes(one: Any, n: int, concurrency: int) -> None:
+    """Run `one()` n times, `concurrency` at a time."""
+    remaining = n
+
+    async def lane() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await one()
+
+    await asyncio.gather(*(lane() for _ in range(concurrency)))
+
+
 async def admission_latency(stack: Stack, n: int, concurrency: int) -> tuple[list[float], int]:
     from llmbus.shared import subjects
     from llmbus.shared.contracts import UsageRecorded
@@ -168,7 +181,6 @@ async def admission_latency(stack: Stack, n: int, concurrency: int) -> tuple[lis
     nc = stack.admin
     latencies: list[float] = []
     refused = 0
-    remaining = n
 
     async def one() -> None:
         nonlocal refused
@@ -189,13 +201,7 @@ async def admission_latency(stack: Stack, n: int, concurrency: int) -> tuple[lis
         )  # fmt: skip
         await nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())
 
-    async def lane() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await one()
-
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    await in_lanes(one, n, concurrency)
     return latencies, refused
 
 
@@ -219,7 +225,6 @@ async def admission_step(
     asks = await count_admission_messages(stack)
     messages = [{"role": "user", "content": P.PROMPT}]
     latencies: list[float] = []
-    remaining = n
 
     async def one() -> None:
         rid = uuid.uuid4().hex
@@ -239,13 +244,7 @@ async def admission_step(
         )  # fmt: skip
         await admission.settle(usage)
 
-    async def lane() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            await one()
-
-    await asyncio.gather(*(lane() for _ in range(concurrency)))
+    await in_lanes(one, n, concurrency)
     stop.set()
     await returning
     await admission.close()

@@ -96,7 +96,21 @@ class BudgetExceeded(Contract):
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
-class BudgetReservation(Contract):
+class RequestAttributes(Contract):
+    """What budgets match on: a request's ids, its model and its role."""
+
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    model: str | None = None
+    role: str | None = None
+
+    def attributes(self) -> dict[str, str | None]:
+        return {"user": self.user, "team": self.team, "project": self.project,
+                "model": self.model, "role": self.role}  # fmt: skip
+
+
+class BudgetReservation(RequestAttributes):
     """The request on llmbus.budget.reserve, sent by a completion worker before a model call."""
 
     request_id: RequestId
@@ -109,15 +123,6 @@ class BudgetReservation(Contract):
         description="When only open reservations stand in the way, hold the request up to this "
         "long for them to settle before refusing it.",
     )
-    user: str | None = None
-    team: str | None = None
-    project: str | None = None
-    model: str | None = None
-    role: str | None = None
-
-    def attributes(self) -> dict[str, str | None]:
-        return {"user": self.user, "team": self.team, "project": self.project,
-                "model": self.model, "role": self.role}  # fmt: skip
 
 
 class BudgetRemaining(Contract):
@@ -136,13 +141,13 @@ class BudgetAdmission(Contract):
     message: str | None = None
 
 
-class BudgetGrantRequest(Contract):
+class BudgetGrantRequest(RequestAttributes):
     """The request on llmbus.budget.grant: a worker asks to hold budget for many requests.
 
-        The usage service reserves one amount in every budget that matches the attributes; the worker
-        then admits requests with those attributes on its own while their worst cases fit in it, and
-        their UsageRecorded name the grant. Asking again with the same grant_id holds nothing more:
-    the answer gives what the grant still holds.
+    The usage service reserves one amount in every budget that matches the attributes; the
+    worker then admits requests with those attributes on its own while their worst cases fit in
+    it, and their UsageRecorded name the grant. Asking again with the same grant_id holds
+    nothing more: the answer gives what the grant still holds.
     """
 
     grant_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -154,15 +159,6 @@ class BudgetGrantRequest(Contract):
         ge=0, description="Less than this is no use (the worst case of the request that asks)."
     )
     lease_s: float = Field(gt=0, description="Released after this long if never returned.")
-    user: str | None = None
-    team: str | None = None
-    project: str | None = None
-    model: str | None = None
-    role: str | None = None
-
-    def attributes(self) -> dict[str, str | None]:
-        return {"user": self.user, "team": self.team, "project": self.project,
-                "model": self.model, "role": self.role}  # fmt: skip
 
 
 class BudgetGrant(Contract):
