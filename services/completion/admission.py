@@ -244,7 +244,10 @@ class Admission:
                     timeout=GRANT_TIMEOUT_S,
                 )
             except (TimeoutError, NoRespondersError):
-                log.warning("could not return grant %s; trying again", grant.grant_id)
+                # kept until the usage service answers; if this worker stops first, the grant
+                # is held until its lease runs out
+                log.warning("could not return grant %s: no usage service answered",
+                            grant.grant_id)  # fmt: skip
                 return
             self.ledger.returned(grant)
         if due and not self.ledger.held:

@@ -103,14 +103,17 @@ class Stack:
                 )
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        # completion workers first: they give their budget grants back to the usage service
+        workers = [p for p, service in self.processes.items() if service == "completion"]
+        for group in (workers, [p for p in self.processes if p not in workers]):
+            for process in group:
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in group:
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         if self.nats is not None:
             self.nats.stop()
             (self.state_dir / bus.NATS_URL_FILE).unlink(missing_ok=True)
