@@ -12,6 +12,8 @@ BUDGET_RESERVE = "llmbus.budget.reserve"
 BUDGET_SET = "llmbus.budget.set"
 BUDGET_SETTLE = "llmbus.budget.settle"
 BUDGET_STATUS = "llmbus.budget.status"
+# what is left in each budget matching a request's attributes, for routing
+BUDGET_REMAINING = "llmbus.budget.remaining"
 # grants: budget a worker holds and admits requests against locally (see BudgetGrantRequest)
 BUDGET_GRANT = "llmbus.budget.grant"
 BUDGET_GRANT_RETURN = "llmbus.budget.grant.return"

@@ -2,7 +2,9 @@
 
 import asyncio
 import json
+import os
 import signal
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
@@ -299,3 +301,51 @@ async def _above(value: Any, floor: float) -> bool:
 
 async def _equal(value: Any, target: float) -> bool:
     return await value == target
+
+
+async def test_what_remains_in_each_budget_a_request_would_count_against(
+    settings: Settings, config_file: Path
+) -> None:
+    limit = worst_case(settings) * 100
+    settings = with_budgets(
+        settings, config_file,
+        {"name": "team-r-daily", "scope": {"team": "team-r"}, "window": "daily",
+         "limit_usd": str(limit), "mode": "hard"},
+        {"name": "small-monthly", "scope": {"model": MODEL}, "window": "monthly",
+         "limit_usd": "50", "mode": "soft"},
+        {"name": "team-other-daily", "scope": {"team": "other"}, "window": "daily",
+         "limit_usd": "1", "mode": "hard"},
+    )  # fmt: skip
+    async with pipeline(settings) as (nc, _, client):
+        reply = await client.complete(
+            MESSAGES, model=MODEL, team_id="team-r", params={"max_tokens": MAX_TOKENS}
+        )
+
+        async def settled() -> bool:
+            status = (await budget_status(nc))["team-r-daily"]
+            return status["spent_usd"] > 0 and status["reserved_usd"] == 0
+
+        await wait_for(settled, 30, "the call settled and nothing held for team-r")
+        rows = await client.budget_remaining(team_id="team-r", model=MODEL)
+        _, cli, _ = await llmbus_budgets("remaining", "--for", "team=team-r", "--for",
+                                         f"model={MODEL}", "--format", "json")  # fmt: skip
+        code, _, error = await llmbus_budgets("remaining", "--for", "colour=red")
+    cost = float(settled_cost(reply.cost_usd))
+    assert [(r.budget, r.mode) for r in rows] == [
+        ("small-monthly", "soft"),
+        ("team-r-daily", "hard"),
+    ]
+    assert rows[0].remaining_usd == pytest.approx(50 - cost)
+    assert rows[1].remaining_usd == pytest.approx(float(limit) - cost)
+    assert json.loads(cli) == [r.model_dump(mode="json") for r in rows]
+    assert code != 0 and "--for takes user, team, project, model and role" in error
+
+
+async def llmbus_budgets(*args: str) -> tuple[int, str, str]:
+    """`llmbus budgets ...` as a user runs it: exit code, stdout, stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llmbus", "budgets", *args, env=os.environ.copy(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()

@@ -245,6 +245,18 @@ class BudgetBook:
                 expired += budget.expire_leases(now)
         return expired
 
+    def remaining_for(self, attributes: dict[str, str | None]) -> list[BudgetRemaining]:
+        """What is left in each budget matching these attributes, in its current window."""
+        now = self.clock()
+        rows = []
+        for budget in sorted(self.matching(attributes), key=lambda b: b.name):
+            status = budget.status(now)
+            left = status["limit_usd"] - status["spent_usd"] - status["reserved_usd"]
+            rows.append(BudgetRemaining(budget=budget.name, mode=budget.mode,
+                                        remaining_usd=float(left),
+                                        limit_usd=float(budget.limit_usd)))  # fmt: skip
+        return rows
+
     def status(self) -> list[dict[str, Any]]:
         now = self.clock()
         return [self.budgets[name].status(now) for name in sorted(self.budgets)]

@@ -26,8 +26,10 @@ from llmbus.shared.contracts.budget import (
     BudgetDefinition,
     BudgetGrantRequest,
     BudgetGrantReturn,
+    BudgetRemainingList,
     BudgetReservation,
     GrantHolder,
+    RequestAttributes,
 )
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.outbox import OutboxRelay
@@ -86,6 +88,7 @@ class UsageService:
         await self.nc.subscribe(subjects.USAGE_QUERY, queue="usage", cb=self.answer)
         await self.nc.subscribe(subjects.BUDGET_RESERVE, queue="usage", cb=self.admit)
         await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
+        await self.nc.subscribe(subjects.BUDGET_REMAINING, queue="usage", cb=self.remaining)
         await self.nc.subscribe(subjects.BUDGET_SETTLE, queue="usage", cb=self.settle)
         await self.nc.subscribe(subjects.BUDGET_GRANT, queue="usage", cb=self.grant)
         await self.nc.subscribe(subjects.BUDGET_GRANT_RETURN, queue="usage", cb=self.take_back)
@@ -211,6 +214,14 @@ class UsageService:
     async def budget_status(self, msg: Msg) -> None:
         rows = await self._on_store(self.book.status)
         await msg.respond(json.dumps([jsonable(row) for row in rows]).encode())
+
+    async def remaining(self, msg: Msg) -> None:
+        await self.reply(msg, self._remaining, "invalid_request")
+
+    async def _remaining(self, data: bytes) -> bytes:
+        attributes = RequestAttributes.model_validate_json(data or b"{}").attributes()
+        rows = await self._on_store(self.book.remaining_for, attributes)
+        return BudgetRemainingList(budgets=rows).model_dump_json().encode()
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("usage service ready")

@@ -128,8 +128,15 @@ class BudgetReservation(RequestAttributes):
 class BudgetRemaining(Contract):
     budget: str
     mode: Mode
-    remaining_usd: float
+    remaining_usd: float = Field(description="limit - spent - reserved, in the current window.")
     limit_usd: float
+
+
+class BudgetRemainingList(Contract):
+    """The reply on llmbus.budget.remaining: every budget matching the attributes asked about
+    (a RequestAttributes), by name."""
+
+    budgets: list[BudgetRemaining]
 
 
 class BudgetAdmission(Contract):

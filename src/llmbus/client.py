@@ -27,7 +27,10 @@ from llmbus.shared.contracts import (
 from llmbus.shared.contracts.budget import (
     BudgetDefinition,
     BudgetExceeded,
+    BudgetRemaining,
+    BudgetRemainingList,
     BudgetThresholdReached,
+    RequestAttributes,
 )
 from llmbus.shared.contracts.completion import PromptRef
 from llmbus.shared.contracts.conversation import (
@@ -208,6 +211,25 @@ class Client:
         """Spent, reserved and limit of every budget in its current window."""
         rows: list[dict[str, Any]] = await self._ask(subjects.BUDGET_STATUS, b"{}", timeout_s)
         return rows
+
+    async def budget_remaining(
+        self,
+        *,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        project_id: str | None = None,
+        model: str | None = None,
+        role: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> list[BudgetRemaining]:
+        """What is left (limit - spent - reserved) in each budget a request with these ids,
+        model and role would be admitted against: for routing to a model that can still pay."""
+        query = RequestAttributes(user=user_id, team=team_id, project=project_id, model=model,
+                                  role=role)  # fmt: skip
+        answer: dict[str, Any] = await self._ask(
+            subjects.BUDGET_REMAINING, query.model_dump_json().encode(), timeout_s
+        )
+        return BudgetRemainingList.model_validate(answer).budgets
 
     async def set_budget(
         self, definition: BudgetDefinition | dict[str, Any], timeout_s: float = 10.0

@@ -123,6 +123,20 @@ def budgets_status(
     run_status(fmt.value)
 
 
+@budgets.command("remaining")
+def budgets_remaining(
+    attributes: Annotated[
+        list[str] | None,
+        typer.Option("--for", help="KEY=VALUE over team, user, project, model, role."),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
+) -> None:
+    """What is left in each budget that a request with these attributes would count against."""
+    from llmbus.cli.budgets import run_remaining
+
+    run_remaining(attributes or [], fmt.value)
+
+
 @budgets.command("set")
 def budgets_set(
     name: Annotated[str, typer.Argument(help="The budget's name.")],

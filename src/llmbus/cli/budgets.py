@@ -50,6 +50,42 @@ def run_status(fmt: str) -> None:
     console.print(table)
 
 
+def run_remaining(attributes: list[str], fmt: str) -> None:
+    settings = query_client_settings()
+    from rich import box
+    from rich.table import Table
+
+    from llmbus.client import Client
+
+    ids = parse_filters(attributes, "--for")
+    unknown = sorted(set(ids) - {"user", "team", "project", "model", "role"})
+    if unknown:
+        fail(f"--for takes user, team, project, model and role; not {', '.join(unknown)}")
+
+    async def go() -> list[dict[str, Any]]:
+        async with Client(settings=settings) as client:
+            rows = await client.budget_remaining(
+                user_id=ids.get("user"), team_id=ids.get("team"), project_id=ids.get("project"),
+                model=ids.get("model"), role=ids.get("role"),
+            )  # fmt: skip
+            return [row.model_dump(mode="json") for row in rows]
+
+    rows = run(go())
+    if fmt != "table":
+        print_rows(["budget", "mode", "remaining_usd", "limit_usd"], rows, fmt)
+        return
+    if not rows:
+        console.print("no budget matches: nothing bounds these requests")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("budget", "mode", "remaining", "limit"):
+        table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
+    for row in rows:
+        table.add_row(row["budget"], row["mode"], f"${row['remaining_usd']:.6f}",
+                      f"${row['limit_usd']:.2f}")  # fmt: skip
+    console.print(table)
+
+
 def run_set(
     name: str, limit: str, window: str, mode: str, scope: list[str],
     thresholds: list[float] | None, timezone: str,
