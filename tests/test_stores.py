@@ -3,6 +3,7 @@
 import json
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.outbox import route
 from llmbus.services.usage.application import UsageApplication
+from llmbus.services.usage.budgets import BudgetBook
 from llmbus.shared.contracts import UsageRecorded
+from llmbus.shared.contracts.budget import BudgetDefinition, BudgetGrantRequest, BudgetGrantReturn
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.outbox import Outbound, OutboxRelay
 from llmbus.shared.settings import PostgresSettings, Settings
@@ -74,6 +77,31 @@ def test_usage_is_recorded_once_per_provider_call_even_when_redelivered(
     assert [position for position, _ in recorded] == sorted(p for p, _ in recorded)
     assert recorded[0][1] == usage("a:1")
     app.close()
+
+
+def test_a_grant_and_the_calls_settled_under_it_are_read_back_as_they_were_stored(
+    store_settings: Settings,
+) -> None:
+    now = datetime(2026, 11, 1, 13, tzinfo=UTC)
+    app = open_store(UsageApplication, store_settings, "usage")
+    book = BudgetBook(app, clock=lambda: now)
+    book.load([BudgetDefinition(name="user-u", scope={"user": "u"}, window="daily",
+                                limit_usd=Decimal(1), mode="hard")])  # fmt: skip
+    grant = book.grant(BudgetGrantRequest(grant_id="g-1", holder="w", want_usd=Decimal("0.1"),
+                                          min_usd=Decimal("0.01"), lease_s=60, user="u"))  # fmt: skip
+    assert grant.granted and grant.amount_usd == Decimal("0.1")
+    call = usage("r1:1", cost=0.004).model_copy(update={"grant_id": "g-1"})
+    app.record([call], book)
+    app.record([call], book)  # redelivered: stored and settled once
+    book.return_grant(BudgetGrantReturn(grant_id="g-1", unused_usd=Decimal("0.05")))
+    app.close()
+
+    again = BudgetBook(open_store(UsageApplication, store_settings, "usage"), clock=lambda: now)
+    again.load([])
+    [status] = again.status()
+    # 0.1 held, 0.004 settled under it, 0.05 returned unused: 0.046 still owed by its calls
+    assert (status["spent_usd"], status["reserved_usd"]) == (Decimal("0.004"), Decimal("0.046"))
+    again.app.close()
 
 
 async def outbox_stream(nats_url: str) -> tuple[Any, Any, str, Any]:
