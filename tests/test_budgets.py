@@ -153,11 +153,7 @@ async def test_a_soft_budget_passes_everything_and_fires_each_threshold_once(
                               params={"max_tokens": MAX_TOKENS}) for _ in range(20))
         )  # fmt: skip
         assert len(replies) == 20
-
-        async def settled() -> bool:
-            return (await budget_status(nc))["team-a-soft"]["reserved_usd"] == 0
-
-        await wait_for(settled, 30, "every reservation settled")
+        await wait_for(lambda: settled(nc, "team-a-soft", events, 20), 30, "every call settled")
         await wait_for(
             lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) >= 3, 30, "thresholds"
         )
@@ -192,6 +188,18 @@ async def test_a_budget_changed_at_run_time_applies_to_the_next_request(
     assert "team-b-daily" in refused.value.failed.message
 
 
+async def settled(nc: Any, name: str, events: Any, calls: int, last: int | None = None) -> bool:
+    """`calls` calls published their UsageRecorded, the budget holds nothing for them, and its
+    spend is their cost (of the `last` few, in a window that began since). A soft budget holds
+    nothing for a grant, so its reserved figure alone cannot tell."""
+    usages = events.on(subjects.USAGE_RECORDED)
+    if len(usages) < calls:
+        return False
+    status = (await budget_status(nc))[name]
+    costs = sum(settled_cost(e["cost_usd"]) for e in usages[-(last or calls) :])
+    return status["reserved_usd"] == 0 and Decimal(str(status["spent_usd"])) == costs
+
+
 class Clock:
     def __init__(self, now: datetime) -> None:
         self.now = now
@@ -218,17 +226,15 @@ async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
     ):
         await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
 
-        async def spend_twice() -> None:
+        async def spend_twice(calls_so_far: int) -> None:
             for _ in range(2):
                 await client.complete(MESSAGES, model=MODEL, team_id="team-a",
                                       params={"max_tokens": MAX_TOKENS})  # fmt: skip
+            # this window's spend is the last two calls' cost once both have settled
+            await wait_for(lambda: settled(nc, "team-a-soft", events, calls_so_far, last=2),
+                           30, "the calls settled")  # fmt: skip
 
-            async def settled() -> bool:
-                return (await budget_status(nc))["team-a-soft"]["reserved_usd"] == 0
-
-            await wait_for(settled, 30, "the calls settled")
-
-        await spend_twice()
+        await spend_twice(2)
         await wait_for(lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) == 1, 30)
         before = (await budget_status(nc))["team-a-soft"]
         assert before["spent_usd"] > 0 and before["window_start"].startswith("2026-11-23")
@@ -237,7 +243,7 @@ async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
         after = (await budget_status(nc))["team-a-soft"]
         assert after["spent_usd"] == 0 and after["window_start"].startswith("2026-11-24")
 
-        await spend_twice()
+        await spend_twice(4)
         await wait_for(lambda: len(events.on(subjects.BUDGET_THRESHOLD_REACHED)) == 2, 30)
     windows = [e["window_start"][:10] for e in events.on(subjects.BUDGET_THRESHOLD_REACHED)]
     assert windows == ["2026-11-23", "2026-11-24"]
