@@ -434,6 +434,7 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
 
         print(f"\n2. throughput at c={args.concurrency}, N={args.requests} per side, "
               f"{args.rounds} alternating rounds", flush=True)  # fmt: skip
+        asks = await count_admission_messages(on)
         meters = {s.name: P.CpuMeter(s.pids() | {"fake provider": fake_pid,
                                                  "client (this process)": os.getpid()})
                   for s in (on, off)}  # fmt: skip
@@ -455,7 +456,7 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
         print(
             f"  budgets on {rate['on']:.1f} req/s, off {rate['off']:.1f} req/s: "
             f"ratio on/off {rate['on'] / rate['off']:.3f}  (errors on {errs['on']}, "
-            f"off {errs['off']})"
+            f"off {errs['off']}; on: {asks['grant']} grant asks, {asks['reserve']} reservations)"
         )
         print("  CPU ms per request (from /proc, 10 ms ticks):   on     off")
         for key in meters["on"].used:

@@ -61,7 +61,7 @@ class CompletionSettings(Section):
         "hard budget refuses it; 0 refuses at once.",
     )
     grant_requests: int = Field(
-        default=32,
+        default=64,
         ge=0,
         le=10_000,
         description="A worker asks to hold budget for as many worst-case requests as it runs at "

@@ -462,3 +462,20 @@ async def test_with_grants_off_every_request_reserves_on_its_own_and_still_settl
     assert asks == []
     spent, costs = spent_and_costs(status, events)
     assert spent == costs > 0
+
+
+def test_a_grant_runs_low_once_less_than_the_given_room_is_left() -> None:
+    ledger = GrantLedger()
+    key: Key = ("u", "t", None, "m", None)
+    ledger.add(Grant("g", key, Decimal(10), admit_until=100.0, last_used=0.0))
+    for i in range(6):
+        assert ledger.admit(key, f"r{i}", Decimal(1), now=1.0)
+    assert not ledger.running_low(key, Decimal(4))  # 4 left: not below 4
+    assert ledger.admit(key, "r6", Decimal(1), now=1.0)
+    assert ledger.running_low(key, Decimal(4))
+    for request_id in ("r5", "r6"):  # their true costs give most of their worst cases back
+        ledger.settle(request_id, Decimal("0.1"), now=2.0)
+    assert not ledger.running_low(key, Decimal(4))  # 10 - (5 running + 0.2 spent) = 4.8 left
+    unbounded = ("v", None, None, "m", None)
+    ledger.add(Grant("h", unbounded, None, admit_until=100.0, last_used=0.0))
+    assert not ledger.running_low(unbounded, Decimal(1000))

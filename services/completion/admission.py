@@ -16,9 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Coroutine
 from decimal import Decimal
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -47,7 +45,6 @@ GRANT_TIMEOUT_S = 5.0
 GRANT_ADMIT_S = 10.0  # a grant admits this long, then a fresh one is sized from the room left
 NOT_GRANTED_S = 1.0  # after a refused grant, reserve one by one this long before asking again
 ASKS = 3  # a burst can fill a fresh grant before all it waited for are in: ask again
-REFILL_AT = 0.5  # a grant this full asks for the next one in the background
 TICK_S = 0.2  # how often finished grants are returned
 ANNOUNCE_S = 1.0  # how often a worker holding grants says so (usage's HOLDER_TTL_S is 3)
 
@@ -62,13 +59,16 @@ class Admission:
         self.gateway = gateway
         self.nc = nc
         self.grant_requests = settings.completion.grant_requests
+        # once fewer than half of grant_requests worst cases fit (on top of the requests
+        # running), the next grant is asked for in the background: well ahead of the last
+        # admission, yet not by every fresh grant, which the running requests fill partly
+        self.refill_at = Decimal(max(self.grant_requests // 2, 1))
         self.holder = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.ledger = GrantLedger()
-        self.asking: dict[Key, asyncio.Future[None]] = {}
+        self.asking: dict[Key, asyncio.Task[None]] = {}
         self.not_granted_until: dict[Key, float] = {}
         self.revocations = 0  # a grant asked for before a revocation is not used
         self.wake = asyncio.Event()
-        self.background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.settings.admission_on:
@@ -88,26 +88,15 @@ class Admission:
         key: Key = tuple(attributes.values())
         for _ in range(ASKS if self.grant_requests > 0 else 0):
             if self.ledger.admit(key, request.request_id, worst, time.monotonic()):
-                if key not in self.asking and self.ledger.running_low(key, REFILL_AT):
+                if key not in self.asking and self.ledger.running_low(key, worst * self.refill_at):
                     # ask for the next grant now, so that no request waits when this one is full
-                    self._in_background(self._ask(key, attributes, worst))
+                    self._start_ask(key, attributes, worst)
                 return None
             if time.monotonic() < self.not_granted_until.get(key, 0.0):
                 break
             # full, or none yet: one ask per key at a time, whose grant the waiting ones share
             await self._ask(key, attributes, worst)
         return await self._reserve(request.request_id, worst, attributes)
-
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
-        async def logged() -> None:
-            try:
-                await work
-            except Exception:
-                log.exception("asking for the next budget grant failed")
-
-        task = asyncio.create_task(logged())
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
     def grant_of(self, request_id: str) -> str | None:
         return self.ledger.grant_of(request_id)
@@ -140,23 +129,33 @@ class Admission:
 
     async def close(self) -> None:
         """After the last request: give every grant back."""
-        if self.background:
-            await asyncio.gather(*self.background, return_exceptions=True)
+        if self.asking:
+            await asyncio.gather(*self.asking.values(), return_exceptions=True)
         self.ledger.revoke()
         await self._return_due()
 
     async def _ask(self, key: Key, attributes: dict[str, str | None], worst: Decimal) -> None:
-        asking = self.asking.get(key)
-        if asking is not None:
-            await asyncio.shield(asking)  # one ask per key at a time: share its answer
-            return
-        asking = asyncio.get_running_loop().create_future()
-        self.asking[key] = asking
-        try:
-            await self._ask_once(key, attributes, worst)
-        finally:
-            del self.asking[key]
-            asking.set_result(None)
+        """Wait for a grant for this key: the ask already out, or a new one."""
+        asking = self.asking.get(key) or self._start_ask(key, attributes, worst)
+        await asyncio.shield(asking)
+
+    def _start_ask(
+        self, key: Key, attributes: dict[str, str | None], worst: Decimal
+    ) -> "asyncio.Task[None]":
+        """One ask per key at a time: the requests that need a grant meanwhile share it."""
+
+        async def ask() -> None:
+            try:
+                await self._ask_once(key, attributes, worst)
+            except Exception:
+                log.exception("asking for a budget grant failed; reserving one by one")
+                self.not_granted_until[key] = time.monotonic() + NOT_GRANTED_S
+            finally:
+                del self.asking[key]
+
+        task = asyncio.create_task(ask())
+        self.asking[key] = task
+        return task
 
     async def _ask_once(self, key: Key, attributes: dict[str, str | None], worst: Decimal) -> None:
         revocations, sent = self.revocations, time.monotonic()

@@ -60,13 +60,13 @@ class GrantLedger:
         self.running[request_id] = (grant, worst_usd)
         return grant.grant_id
 
-    def running_low(self, key: Key, fraction: float) -> bool:
-        """The open grant has used this fraction of its amount: time to ask for the next."""
+    def running_low(self, key: Key, room_usd: Decimal) -> bool:
+        """The open grant has less than `room_usd` left: time to ask for the next."""
         grant = self.open.get(key)
         return (
             grant is not None
             and grant.amount_usd is not None
-            and grant.used_usd >= grant.amount_usd * Decimal(str(fraction))
+            and grant.amount_usd - grant.used_usd < room_usd
         )
 
     def add(self, grant: Grant) -> None:
