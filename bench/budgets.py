@@ -391,7 +391,10 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
               f"{TARGET_P99_MS} ms p99)", flush=True)  # fmt: skip
         print("  the worker's admission step, Admission.admit() (then settle()), timed in this "
               "process against the usage service:")  # fmt: skip
-        for label, grant_requests in (("under a grant", 32), ("per-request reserve", 0)):
+        from llmbus.shared.settings import CompletionSettings
+
+        default = CompletionSettings().grant_requests
+        for label, grant_requests in (("under a grant", default), ("per-request reserve", 0)):
             for conc in (1, args.concurrency):
                 lat, asks = await admission_step(on, args.admission_requests, conc,
                                                  grant_requests)  # fmt: skip
