@@ -9,15 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import nats
+import yaml
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from llmbus.client import Client
+from llmbus.services.completion.models import ModelGateway
 from llmbus.shared import subjects
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings
@@ -164,10 +167,27 @@ async def pipeline(
         yield nc, events, client
 
 
-async def answers(nc: NatsClient, subject: str) -> bool:
-    """Whether a service answers a request on `subject` (any answer, within 1 s)."""
-    try:
-        await nc.request(subject, b"{}", timeout=1)
-    except Exception:
-        return False
-    return True
+# Budget tests: one small request to the simulated model, and the budgets it meets
+
+MODEL = "llmbus-sim/small"
+MESSAGES = [{"role": "user", "content": "How much will this cost?"}]
+MAX_TOKENS = 30
+
+
+def worst_case(settings: Settings) -> Decimal:
+    return ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
+
+
+def with_budgets(config_file: Path, *budgets: dict[str, Any], **completion: Any) -> Settings:
+    """Write these budgets (and completion settings) into the config file that in-process
+    services and spawned ones both read; the settings it now gives."""
+    config = yaml.safe_load(config_file.read_text())
+    config["budgets"] = list(budgets)
+    config["completion"] |= completion
+    config_file.write_text(yaml.safe_dump(config))
+    return Settings.model_validate(config)
+
+
+async def budget_status(nc: NatsClient) -> dict[str, dict[str, Any]]:
+    reply = await nc.request(subjects.BUDGET_STATUS, b"{}", timeout=5)
+    return {row["name"]: row for row in json.loads(reply.data)}

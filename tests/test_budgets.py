@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from llmbus.client import Client, CompletionError
 from llmbus.services.completion.models import ModelGateway
@@ -22,6 +21,10 @@ from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
 from llmbus.shared.settings import Settings
 from support import (
+    MAX_TOKENS,
+    MESSAGES,
+    MODEL,
+    budget_status,
     completion_service_ready,
     connected,
     pipeline,
@@ -30,15 +33,9 @@ from support import (
     stop_process,
     wait_for,
     watching_events,
+    with_budgets,
+    worst_case,
 )
-
-MODEL = "llmbus-sim/small"
-MESSAGES = [{"role": "user", "content": "How much will this cost?"}]
-MAX_TOKENS = 30
-
-
-def worst_case(settings: Settings) -> Decimal:
-    return ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
 
 
 def request(request_id: str, team: str = "team-a") -> bytes:
@@ -48,24 +45,12 @@ def request(request_id: str, team: str = "team-a") -> bytes:
     }).encode()  # fmt: skip
 
 
-def with_budgets(settings: Settings, config_file: Path, *budgets: dict[str, Any]) -> Settings:
-    config = yaml.safe_load(config_file.read_text())
-    config["budgets"] = list(budgets)
-    config_file.write_text(yaml.safe_dump(config))
-    return settings.model_copy(update={"budgets": Settings.model_validate(config).budgets})
-
-
-async def budget_status(nc: Any) -> dict[str, dict[str, Any]]:
-    reply = await nc.request(subjects.BUDGET_STATUS, b"{}", timeout=5)
-    return {row["name"]: row for row in json.loads(reply.data)}
-
-
 async def test_a_hard_budget_holds_with_three_workers_and_150_requests_at_once(
     settings: Settings, config_file: Path
 ) -> None:
     limit = worst_case(settings) * 20
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily",
          "limit_usd": str(limit), "mode": "hard", "thresholds": [0.5, 1.0]},
     )  # fmt: skip
@@ -113,7 +98,7 @@ async def test_requests_that_fit_once_open_reservations_settle_wait_instead_of_b
     loose = 2000  # max_tokens far above the real reply: each reservation is mostly released
     worst = ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, loose)
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-c-daily", "scope": {"team": "team-c"}, "window": "daily",
          "limit_usd": str(worst * 3), "mode": "hard"},
     )  # fmt: skip
@@ -143,7 +128,7 @@ async def test_a_soft_budget_passes_everything_and_fires_each_threshold_once(
 ) -> None:
     limit = worst_case(settings) * 3
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-a-soft", "scope": {"team": "team-a"}, "window": "daily",
          "limit_usd": str(limit), "mode": "soft", "thresholds": [0.5, 0.8, 1.0]},
     )  # fmt: skip
@@ -168,7 +153,7 @@ async def test_a_budget_changed_at_run_time_applies_to_the_next_request(
     settings: Settings, config_file: Path
 ) -> None:
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-b-daily", "scope": {"team": "team-b"}, "window": "daily",
          "limit_usd": "10", "mode": "hard"},
     )  # fmt: skip
@@ -212,7 +197,7 @@ async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
     settings: Settings, config_file: Path
 ) -> None:
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-a-soft", "scope": {"team": "team-a"}, "window": "daily",
          "limit_usd": str(worst_case(settings) * 2), "mode": "soft", "thresholds": [0.5]},
     )  # fmt: skip
@@ -253,13 +238,10 @@ async def test_a_new_window_resets_spend_and_lets_thresholds_fire_again(
 async def test_a_killed_workers_reservations_are_released_by_lease_and_settled_once(
     settings: Settings, config_file: Path, grant_requests: int
 ) -> None:
-    config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
-    config["completion"] |= {"timeout_s": 3, "num_retries": 0, "lease_margin_s": 1,
-                             "grant_requests": grant_requests}  # fmt: skip
-    config_file.write_text(yaml.safe_dump(config))  # noqa: ASYNC240
     settings = with_budgets(
-        Settings.model_validate(config), config_file,
+        config_file,
         {"name": "global", "window": "daily", "limit_usd": "1", "mode": "hard"},
+        timeout_s=3, num_retries=0, lease_margin_s=1, grant_requests=grant_requests,
     )  # fmt: skip
     worker = spawn_service("completion", config_file)
     replacement = None
@@ -314,7 +296,7 @@ async def test_what_remains_in_each_budget_a_request_would_count_against(
 ) -> None:
     limit = worst_case(settings) * 100
     settings = with_budgets(
-        settings, config_file,
+        config_file,
         {"name": "team-r-daily", "scope": {"team": "team-r"}, "window": "daily",
          "limit_usd": str(limit), "mode": "hard"},
         {"name": "small-monthly", "scope": {"model": MODEL}, "window": "monthly",

@@ -32,7 +32,8 @@ from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestError
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings, load_settings
-from support import EventLog, answers, pipeline, running, spawn_service, stop_process, wait_for
+from llmbus.stack import answers
+from support import EventLog, pipeline, running, spawn_service, stop_process, wait_for
 
 MODEL = "fake-gpt"
 # a catalog model whose context window holds only a few turns

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from llmbus.client import CompletionError
 from llmbus.services.completion import admission
 from llmbus.services.completion.grants import Grant, GrantLedger, Key
-from llmbus.services.completion.models import ModelGateway
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.budget import Budget
 from llmbus.services.usage.budgets import BudgetBook
@@ -34,14 +32,22 @@ from llmbus.shared.contracts.budget import (
 )
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings
-from support import EventLog, answers, pipeline, wait_for
+from llmbus.stack import answers
+from support import (
+    MAX_TOKENS,
+    MESSAGES,
+    MODEL,
+    EventLog,
+    budget_status,
+    pipeline,
+    wait_for,
+    with_budgets,
+    worst_case,
+)
 
 NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
 KEY: Key = (None, "team-a", None, "m", None)
-MODEL = "llmbus-sim/small"
-MESSAGES = [{"role": "user", "content": "How much will this cost?"}]
-MAX_TOKENS = 30
 
 
 def usd(amount: str) -> Decimal:
@@ -336,23 +342,6 @@ def test_calls_under_a_grant_settle_once_and_its_return_brings_reserved_back_to_
 # The whole path: a real nats-server, the completion worker and usage service in-process
 
 
-def worst_case(settings: Settings) -> Decimal:
-    return ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
-
-
-def configured(config_file: Path, *budgets: dict[str, Any], **completion: Any) -> Settings:
-    config = yaml.safe_load(config_file.read_text())
-    config["budgets"] = list(budgets)
-    config["completion"] |= completion
-    config_file.write_text(yaml.safe_dump(config))
-    return Settings.model_validate(config)
-
-
-async def budget_status(nc: NatsClient) -> dict[str, dict[str, Any]]:
-    reply = await nc.request(subjects.BUDGET_STATUS, b"{}", timeout=5)
-    return {row["name"]: row for row in json.loads(reply.data)}
-
-
 async def grant_asks(nc: NatsClient) -> list[Msg]:
     """Every ask on llmbus.budget.grant from now on (a plain subscriber sees each one)."""
     asks: list[Msg] = []
@@ -390,7 +379,7 @@ def spent_and_costs(status: dict[str, Any], events: EventLog) -> tuple[Decimal, 
 async def test_sequential_requests_share_one_grant_and_its_return_releases_what_it_held(
     settings: Settings, config_file: Path
 ) -> None:
-    settings = configured(
+    settings = with_budgets(
         config_file,
         {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily",
          "limit_usd": str(worst_case(settings) * 1000), "mode": "hard"},
@@ -417,7 +406,7 @@ async def test_a_budget_created_at_run_time_applies_despite_a_grant_held_for_its
 ) -> None:
     # the worker keeps an idle grant: only the budget change can take it away
     monkeypatch.setattr(admission, "GrantLedger", partial(GrantLedger, idle_s=600))
-    settings = configured(
+    settings = with_budgets(
         config_file,
         {"name": "team-other-daily", "scope": {"team": "team-other"}, "window": "daily",
          "limit_usd": "10", "mode": "hard"},
@@ -444,7 +433,7 @@ async def test_a_budget_created_at_run_time_applies_despite_a_grant_held_for_its
 async def test_with_grants_off_every_request_reserves_on_its_own_and_still_settles(
     settings: Settings, config_file: Path
 ) -> None:
-    settings = configured(
+    settings = with_budgets(
         config_file,
         {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily",
          "limit_usd": str(worst_case(settings) * 1000), "mode": "hard"},

@@ -7,7 +7,8 @@ from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
 from llmbus.shared.contracts import CompletionRequested, PromptRef
 from llmbus.shared.settings import Settings
-from support import answers, pipeline, projected_requests, running, wait_for
+from llmbus.stack import answers
+from support import pipeline, projected_requests, running, wait_for
 
 MODEL = "fake-gpt"
 

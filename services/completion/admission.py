@@ -146,18 +146,20 @@ class Admission:
 
         async def ask() -> None:
             try:
-                await self._ask_once(key, attributes, worst)
+                granted = await self._ask_once(key, attributes, worst)
             except Exception:
                 log.exception("asking for a budget grant failed; reserving one by one")
-                self.not_granted_until[key] = time.monotonic() + NOT_GRANTED_S
+                granted = False
             finally:
                 del self.asking[key]
+            if not granted:
+                self.not_granted_until[key] = time.monotonic() + NOT_GRANTED_S
 
         task = asyncio.create_task(ask())
         self.asking[key] = task
         return task
 
-    async def _ask_once(self, key: Key, attributes: dict[str, str | None], worst: Decimal) -> None:
+    async def _ask_once(self, key: Key, attributes: dict[str, str | None], worst: Decimal) -> bool:
         revocations, sent = self.revocations, time.monotonic()
         admit_s = min(GRANT_ADMIT_S, self.settings.budget_lease_s)
         request = BudgetGrantRequest(
@@ -178,17 +180,16 @@ class Admission:
         except (TimeoutError, NoRespondersError, ValidationError) as exc:
             # an older usage service, or none: reserving tells the request what is wrong
             log.debug("no budget grant (%s); reserving one by one", type(exc).__name__)
-            self.not_granted_until[key] = time.monotonic() + NOT_GRANTED_S
-            return
+            return False
         if not grant.granted:
-            self.not_granted_until[key] = time.monotonic() + NOT_GRANTED_S
-            return
+            return False
         held = Grant(grant.grant_id, key, grant.amount_usd, admit_until=sent + admit_s,
                      last_used=time.monotonic())  # fmt: skip
         self.ledger.add(held)
         if self.revocations != revocations:
             self.ledger.close(held)  # budgets changed while asking: it may be stale
         await self._announce()  # every usage service now waits for us on a budget change
+        return True
 
     async def _reserve(
         self, request_id: str, worst: Decimal, attributes: dict[str, str | None]
@@ -237,16 +238,18 @@ class Admission:
                 grant_id=grant.grant_id, unused_usd=grant.unused_usd, admitted=grant.admitted
             )
             try:
-                await self.nc.request(
+                reply = await self.nc.request(
                     subjects.BUDGET_GRANT_RETURN,
                     returned.model_dump_json().encode(),
                     timeout=GRANT_TIMEOUT_S,
                 )
+                failed = b'"error_type"' in reply.data  # an ErrorReply: the store failed
             except (TimeoutError, NoRespondersError):
-                # kept until the usage service answers; if this worker stops first, the grant
-                # is held until its lease runs out
-                log.warning("could not return grant %s: no usage service answered",
-                            grant.grant_id)  # fmt: skip
+                failed = True
+            if failed:
+                # kept and tried again; if this worker stops first, the grant is held until its
+                # lease runs out
+                log.warning("could not return grant %s; trying again", grant.grant_id)
                 return
             self.ledger.returned(grant)
         if due and not self.ledger.held:

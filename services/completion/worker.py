@@ -195,11 +195,6 @@ class CompletionWorker:
             return await self._record_failure(request, model, failed, prompt)
         return await self._record_success(request, model, reply, prompt)
 
-    async def _settle_early(self, usage: UsageRecorded) -> None:
-        """Free the unused part of the worst case now, not when the UsageRecorded arrives."""
-        if self.settings.admission_on:
-            await self.admission.settle(usage)
-
     async def _record_refusal(
         self,
         request: CompletionRequested,
@@ -215,13 +210,7 @@ class CompletionWorker:
             model=model,
             **self._ids(request, prompt),
         )
-        completion = await self._record(
-            Outcome(
-                request.request_id, self._stored_request(request), "failed",
-                event.model_dump(mode="json"),
-            )
-        )  # fmt: skip
-        return self._stored_reply(completion)
+        return self._stored_reply(await self._record_failed_before_call(request, event))
 
     async def _record_prompt_failure(
         self, request: CompletionRequested, model: str, failed: PromptFailed, msg: Msg
@@ -236,16 +225,19 @@ class CompletionWorker:
             model=model,
             **(self._ids(request) | {"prompt_version": failed.version}),
         )
-        completion = await self._record(
-            Outcome(
-                request.request_id, self._stored_request(request), "failed",
-                event.model_dump(mode="json"),
-            )
-        )  # fmt: skip
+        completion = await self._record_failed_before_call(request, event)
         if failed.bad_request:
             rejected = Rejected(failed.error_type, failed.message, request.request_id)
             await self._dead_letter(msg.data, msg.subject, msg.metadata.sequence.stream, rejected)
         return self._stored_reply(completion)
+
+    async def _record_failed_before_call(
+        self, request: CompletionRequested, event: CompletionFailed
+    ) -> Completion:
+        """A request that ends with no model call: no provider call, so no UsageRecorded."""
+        outcome = Outcome(request.request_id, self._stored_request(request), "failed",
+                          event.model_dump(mode="json"))  # fmt: skip
+        return await self._record(outcome)
 
     async def _stored(self, request_id: str) -> Completion | None:
         if self.probe is not None and not self.probe.has_events(Completion.create_id(request_id)):
@@ -310,7 +302,7 @@ class CompletionWorker:
         )
         if completion.outcome is not event:
             return self._stored_reply(completion)  # a racing duplicate stored first
-        await self._settle_early(usage)
+        await self.admission.settle(usage)
         return reply_payload
 
     async def _record_failure(
@@ -343,7 +335,7 @@ class CompletionWorker:
                 usage.model_dump(mode="json"),
             )
         )
-        await self._settle_early(usage)
+        await self.admission.settle(usage)
         return self._stored_reply(completion)
 
     async def _reject(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:

@@ -151,9 +151,9 @@ class BudgetBook:
                     admitted=False,
                     refused_by=budget.name,
                     message=str(refusal),
-                    remaining=remaining(matching),
+                    remaining=remaining(matching, now),
                 )
-        return BudgetAdmission(admitted=True, remaining=remaining(matching))
+        return BudgetAdmission(admitted=True, remaining=remaining(matching, now))
 
     def grant(self, request: BudgetGrantRequest, blocked: bool = False) -> BudgetGrant:
         """Hold budget for a worker in every budget matching the request's attributes: a share
@@ -247,15 +247,7 @@ class BudgetBook:
 
     def remaining_for(self, attributes: dict[str, str | None]) -> list[BudgetRemaining]:
         """What is left in each budget matching these attributes, in its current window."""
-        now = self.clock()
-        rows = []
-        for budget in sorted(self.matching(attributes), key=lambda b: b.name):
-            status = budget.status(now)
-            left = status["limit_usd"] - status["spent_usd"] - status["reserved_usd"]
-            rows.append(BudgetRemaining(budget=budget.name, mode=budget.mode,
-                                        remaining_usd=float(left),
-                                        limit_usd=float(budget.limit_usd)))  # fmt: skip
-        return rows
+        return remaining(sorted(self.matching(attributes), key=lambda b: b.name), self.clock())
 
     def status(self) -> list[dict[str, Any]]:
         now = self.clock()
@@ -287,13 +279,12 @@ class BudgetBook:
         return True
 
 
-def remaining(budgets: Iterable[Budget]) -> list[BudgetRemaining]:
-    return [
-        BudgetRemaining(
-            budget=b.name,
-            mode=b.mode,
-            remaining_usd=float(b.remaining_usd),
-            limit_usd=float(b.limit_usd),
-        )
-        for b in budgets
-    ]
+def remaining(budgets: Iterable[Budget], now: datetime) -> list[BudgetRemaining]:
+    rows = []
+    for budget in budgets:
+        status = budget.status(now)  # spent counts from 0 in a window no command has begun
+        left = status["limit_usd"] - status["spent_usd"] - status["reserved_usd"]
+        rows.append(BudgetRemaining(budget=budget.name, mode=budget.mode,
+                                    remaining_usd=float(left),
+                                    limit_usd=float(budget.limit_usd)))  # fmt: skip
+    return rows

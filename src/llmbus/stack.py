@@ -136,6 +136,7 @@ class Stack:
 
 
 async def answers(nc: NatsClient, subject: str) -> bool:
+    """Whether a service answers a request on `subject` (any answer, within 0.5 s)."""
     try:
         await nc.request(subject, b"{}", timeout=0.5)
     except Exception:
