@@ -69,6 +69,13 @@ class CompletionSettings(Section):
         "request at the usage service.",
     )
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    claim_lease_s: float = Field(
+        default=30.0,
+        ge=1,
+        le=3600,
+        description="A worker claims a request before calling the model and renews the claim "
+        "while the call runs; another worker calls again only after it has lapsed this long.",
+    )
 
 
 class UsageSettings(Section):
@@ -150,6 +157,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_LEASE_MARGIN_S": "completion.lease_margin_s",
     "LLMBUS_ADMISSION_WAIT_S": "completion.admission_wait_s",
     "LLMBUS_GRANT_REQUESTS": "completion.grant_requests",
+    "LLMBUS_CLAIM_LEASE_S": "completion.claim_lease_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "LLMBUS_CONVERSATION_MODEL": "conversation.default_model",
     "POSTGRES_HOST": "postgres.host",

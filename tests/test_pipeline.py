@@ -104,7 +104,8 @@ async def test_a_request_published_twice_is_completed_and_charged_once(
     ]
     assert fake_provider.stats()["calls"]["fake-gpt"] == 1
     store = open_store(CompletionApplication, settings, "completion")
-    assert store.recorder.max_notification_id() == 4  # Requested + Received, for each request
+    # for each request: its claim, then Requested + Received
+    assert store.recorder.max_notification_id() == 6
     store.close()
 
 
@@ -175,5 +176,6 @@ async def test_the_pipeline_runs_on_postgresql_event_stores(
         total = (await client.usage()).rows[0]["cost_usd"]
         assert total == pytest.approx(sum(r.cost_usd for r in replies), abs=1e-12)
     store = open_store(CompletionApplication, on_postgres, "completion")
-    assert store.recorder.max_notification_id() == 40  # Requested + Received each, in PostgreSQL
+    # a claim, then Requested + Received, for each request, in PostgreSQL
+    assert store.recorder.max_notification_id() == 60
     store.close()

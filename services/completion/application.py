@@ -7,7 +7,7 @@ from uuid import uuid4
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from llmbus.services.completion.domain import Completion, DuplicateCall
+from llmbus.services.completion.domain import CallClaim, Completion, DuplicateCall
 from llmbus.shared.eventstore import OutboxApplication
 
 
@@ -32,8 +32,53 @@ class Outcome:
         return completion
 
 
+@dataclass(frozen=True)
+class ClaimAnswer:
+    """What a claim found: this worker's claim to call, the request's outcome if it has one, or
+    the live claim of another worker (wait for its outcome, or for its lease to lapse)."""
+
+    mine: CallClaim | None = None
+    ended: Completion | None = None
+    held_by: CallClaim | None = None
+
+
 class CompletionApplication(OutboxApplication):
     name = "Completions"
+
+    def claim(self, request_id: str, holder: str, now: float, lease_s: float) -> ClaimAnswer:
+        """Claim the next attempt at calling the model for a request, atomically: the first
+        attempt that is not claimed yet, once every earlier one has lapsed."""
+        attempt = 1
+        while True:
+            claim = CallClaim(request_id, attempt, holder, now + lease_s)
+            try:
+                self.save(claim)
+                return ClaimAnswer(mine=claim)
+            except IntegrityError:
+                pass
+            held: CallClaim = self.repository.get(CallClaim.create_id(request_id, attempt))
+            ended = self.find(request_id)
+            if ended is not None and ended.is_terminal:
+                return ClaimAnswer(ended=ended)
+            # this worker's own earlier attempt ended unrecorded (it is asking again): its call
+            # may have been paid, so the next one is an attempt of its own too
+            if not held.lapsed(now) and held.holder != holder:
+                return ClaimAnswer(held_by=held)
+            attempt += 1  # its holder is gone: the next attempt is a call of its own
+
+    def renew(self, claims: list[CallClaim], now: float, lease_s: float) -> None:
+        for claim in claims:
+            claim.renew(now + lease_s)
+        self.save(*claims)
+
+    def claim_many(self, asks: list[tuple[str, str, float, float]]) -> list[ClaimAnswer]:
+        """Claims for concurrent requests, in one transaction when none was claimed before."""
+        claims = [CallClaim(rid, 1, holder, now + lease) for rid, holder, now, lease in asks]
+        try:
+            self.save(*claims)
+        except IntegrityError:
+            return [self.claim(*ask) for ask in asks]
+        return [ClaimAnswer(mine=claim) for claim in claims]
 
     def find(self, request_id: str) -> Completion | None:
         try:
@@ -77,8 +122,16 @@ class CompletionApplication(OutboxApplication):
             existing = self.find(outcome.request_id)
             assert existing is not None
             if outcome.usage is not None:
-                # the losing call was paid for: keep it, under a usage_id of its own
-                usage = outcome.usage | {"usage_id": f"{outcome.request_id}:{uuid4().hex}"}
-                self.save(DuplicateCall(request_id=outcome.request_id, usage=usage))
+                self._record_duplicate(outcome.request_id, outcome.usage, existing)
             return existing
         return completion
+
+    def _record_duplicate(self, request_id: str, usage: dict[str, Any], first: Completion) -> None:
+        """The losing call was paid for: keep it. Each attempt has a usage_id of its own; one
+        that is already the outcome's (a call made without a claim) gets a fresh one."""
+        if first.usage is not None and first.usage.get("usage_id") == usage.get("usage_id"):
+            usage = usage | {"usage_id": f"{request_id}:{uuid4().hex}"}
+        try:
+            self.save(DuplicateCall(request_id=request_id, usage=usage))
+        except IntegrityError:
+            pass  # recorded before: this is a redelivery of the same call

@@ -6,6 +6,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 COMPLETION_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:completion")
+CLAIM_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:call-claim")
+DUPLICATE_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:duplicate-call")
 
 
 class AlreadyTerminalError(Exception):
@@ -58,11 +60,49 @@ class Completion(Aggregate):
             raise AlreadyTerminalError(f"completion {self.request_id} already {self.status}")
 
 
+class CallClaim(Aggregate):
+    """Attempt `attempt` at calling the model for a request, held by one worker until its lease
+    runs out. One aggregate per (request, attempt): a second claim of the same attempt fails to
+    save, so two workers never both call for one attempt. The holder renews the lease while the
+    call runs; only once it lapses (the holder is gone) may another worker claim the next one.
+    """
+
+    @staticmethod
+    def create_id(request_id: str, attempt: int) -> UUID:
+        return uuid5(CLAIM_NAMESPACE, f"{request_id}#{attempt}")
+
+    class Claimed(Aggregate.Created):
+        request_id: str
+        attempt: int
+        holder: str
+        lease_until: float
+
+    @event(Claimed)
+    def __init__(self, request_id: str, attempt: int, holder: str, lease_until: float) -> None:
+        self.request_id = request_id
+        self.attempt = attempt
+        self.holder = holder
+        self.lease_until = lease_until
+
+    @event("Renewed")
+    def renew(self, lease_until: float) -> None:
+        self.lease_until = lease_until
+
+    def lapsed(self, now: float) -> bool:
+        return now >= self.lease_until
+
+
 class DuplicateCall(Aggregate):
-    """A paid provider call for a request another worker completed first (a cross-process race).
+    """A paid provider call for a request that another call completed first: a second attempt
+    after a lapsed claim, or a holder that outlived its lease.
 
     The outcome stays the first one; the call is still recorded, since it was paid for.
     """
+
+    @staticmethod
+    def create_id(usage: dict[str, Any]) -> UUID:
+        # one per paid call: recording it again (a redelivery) finds it already there
+        return uuid5(DUPLICATE_NAMESPACE, str(usage["usage_id"]))
 
     class Recorded(Aggregate.Created):
         request_id: str

@@ -5,10 +5,14 @@ from collections.abc import Iterator
 from typing import Any
 
 from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
 
 from llmbus.services.completion.domain import Completion, DuplicateCall
 from llmbus.shared import subjects
 from llmbus.shared.outbox import Outbound
+
+# all that route() publishes: the relay does not even read the rest (claims and their renewals)
+TOPICS = [get_topic(e) for e in (Completion.Received, Completion.Failed, DuplicateCall.Recorded)]
 
 
 def dumps(payload: dict[str, Any]) -> bytes:

@@ -5,7 +5,7 @@ import logging
 
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.models import ModelGateway
-from llmbus.services.completion.outbox import route
+from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared import bus
 from llmbus.shared.eventstore import open_store, sqlite_probe
@@ -24,7 +24,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     try:
         js = nc.jetstream()
         await bus.provision(js, settings)
-        relay = OutboxRelay(app, js, route, name="completion-outbox", on_loop=probe is not None)
+        relay = OutboxRelay(
+            app, js, route, name="completion-outbox", on_loop=probe is not None, topics=TOPICS
+        )
         relay_stop = asyncio.Event()
         relaying = asyncio.create_task(relay.run(relay_stop))
         await CompletionWorker(settings, app, gateway, nc, relay, probe).run(stop)

@@ -14,8 +14,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from llmbus.services.completion.admission import Admission, AdmissionUnavailableError
-from llmbus.services.completion.application import CompletionApplication, Outcome
-from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.application import ClaimAnswer, CompletionApplication, Outcome
+from llmbus.services.completion.domain import CallClaim, Completion
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
 from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 
 FETCH_BATCH = 64
+# how often a worker that found a request claimed by another looks for its outcome (or lapse)
+CLAIM_POLL_S = 0.5
 
 
 class CompletionWorker:
@@ -65,11 +67,16 @@ class CompletionWorker:
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
         self.at_model: dict[int, tuple[Msg, float]] = {}
         self.probe = probe
+        # this worker's claims on the requests it is calling a model for, renewed while they run
+        self.claims: dict[str, CallClaim] = {}
+        self.claim_lease_s = self.config.claim_lease_s
         # local SQLite writes take ~0.15 ms: cheaper on the loop than any hop or wait; a
         # network store writes concurrent outcomes together on a thread of its own
-        self.writes: GroupCommit[Outcome, Completion] | None = (
-            None if probe is not None else GroupCommit(app.record_many, "completion-store")
-        )
+        self.writes: GroupCommit[Outcome, Completion] | None = None
+        self.claiming: GroupCommit[tuple[str, str, float, float], ClaimAnswer] | None = None
+        if probe is None:
+            self.writes = GroupCommit(app.record_many, "completion-store")
+            self.claiming = GroupCommit(app.claim_many, "completion-claims")
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prompts.watch()  # before the first request: no change may go unseen
@@ -79,6 +86,7 @@ class CompletionWorker:
         )
         watching = asyncio.create_task(self.watch_given_up(stop))
         beating = asyncio.create_task(self.heartbeat())
+        renewing = asyncio.create_task(self.renew_claims())
         granting_stop = asyncio.Event()
         granting = asyncio.create_task(self.admission.run(granting_stop))
         log.info("completion worker ready (concurrency %d)", self.config.concurrency)
@@ -102,11 +110,13 @@ class CompletionWorker:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await watching
             beating.cancel()
+            renewing.cancel()
             granting_stop.set()
             await granting
             await self.admission.close()
-            if self.writes is not None:
-                self.writes.close()
+            for commits in (self.writes, self.claiming):
+                if commits is not None:
+                    commits.close()
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             await self.prompts.close()
@@ -168,6 +178,59 @@ class CompletionWorker:
         stored = await self._stored(request.request_id)
         if stored is not None and stored.is_terminal:
             return self._stored_reply(stored)
+        claimed = await self._claim(request.request_id, msg)
+        if isinstance(claimed, Completion):
+            return self._stored_reply(claimed)  # another worker's call ended meanwhile
+        try:
+            return await self._call(request, model, msg)
+        finally:
+            del self.claims[request.request_id]
+
+    async def _claim(self, request_id: str, msg: Msg) -> CallClaim | Completion:
+        """This worker's claim to call the model, or the outcome of another worker's call.
+
+        JetStream redelivers a request whose worker seems silent, also while that worker is
+        still at the model (a busy machine's heartbeat came late): the claim, not the delivery,
+        decides who calls. A request claimed by a live worker waits here for that outcome."""
+        while True:
+            answer = await self._claim_once(request_id)
+            if answer.mine is not None:
+                self.claims[request_id] = answer.mine
+                return answer.mine
+            if answer.ended is not None:
+                return answer.ended
+            assert answer.held_by is not None
+            lapses_in = answer.held_by.lease_until - time.time()
+            pause = min(CLAIM_POLL_S, max(lapses_in, 0.0) + 0.01)
+            await self._while_in_progress(msg, asyncio.sleep(pause))
+            stored = await self._stored(request_id)
+            if stored is not None and stored.is_terminal:
+                return stored
+
+    async def _claim_once(self, request_id: str) -> ClaimAnswer:
+        ask = (request_id, self.admission.holder, time.time(), self.claim_lease_s)
+        if self.claiming is None:
+            return self.app.claim(*ask)  # local SQLite: cheaper on the loop than a thread hop
+        return await self.claiming.write(ask)
+
+    async def renew_claims(self) -> None:
+        """Renew the claims of calls still running, well before their leases lapse."""
+        every = self.claim_lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            now = time.time()
+            due = [c for c in self.claims.values() if c.lease_until - now < 2 * every]
+            if not due:
+                continue
+            try:
+                if self.claiming is None:
+                    self.app.renew(due, now, self.claim_lease_s)
+                else:
+                    await asyncio.to_thread(self.app.renew, due, now, self.claim_lease_s)
+            except Exception:
+                log.exception("could not renew %d claims; retrying", len(due))
+
+    async def _call(self, request: CompletionRequested, model: str, msg: Msg) -> bytes:
         prompt: RenderedPrompt | None = None
         if request.prompt is not None:
             try:
@@ -454,8 +517,9 @@ class CompletionWorker:
         error_type: str | None = None,
     ) -> UsageRecorded:
         usage = reply.usage if reply else None
+        attempt = self.claims[request.request_id].attempt
         return UsageRecorded(
-            usage_id=f"{request.request_id}:1",
+            usage_id=f"{request.request_id}:{attempt}",
             request_id=request.request_id,
             provider=provider,
             model=model,
