@@ -10,6 +10,12 @@ A grant is a reservation held by a worker for many requests, which it admits on 
 their worst cases fit. Their true costs settle against it one by one (spent goes up, what it
 holds goes down by as much); when the worker returns it, the part it did not use is released,
 and what its last calls will still cost stays held until they settle.
+
+Fail closed: a returned grant's calls were made, and the worker said what they cost. If their
+settlements have not arrived when its lease runs out (settlement lags: an outbox stopped, a
+consumer is down), what it still holds is counted as spent (AssumedSpent) instead of released;
+the settlements that arrive later count only past that amount. While a grant's calls stay
+unsettled, no budget they count against gives new grants (see `settlement_lags`).
 """
 
 import heapq
@@ -138,6 +144,12 @@ class Budget(Aggregate):
         # this window (a late settlement, like one after a lease, still counts once)
         self.returned: set[str] = set()
         self.closed_grants: set[str] = set()
+        # spend counted for returned grants whose calls had not settled by their lease's end;
+        # their late settlements count only past it
+        self.assumed: dict[str, Decimal] = {}
+        # when each returned grant began to wait for its calls' settlements (kept in memory only:
+        # it tells how far settlement lags, not what was spent)
+        self.owed_since: dict[str, datetime] = {}
 
     @property
     def definition(self) -> BudgetDefinition:
@@ -247,6 +259,15 @@ class Budget(Aggregate):
         self._roll_over_to(now)
         if grant_id in self.reservations and grant_id not in self.returned:
             self._return_grant(grant_id, unused_usd)
+            if grant_id in self.returned:
+                self.owed_since[grant_id] = now
+
+    def settlement_lags(self, now: datetime, after: timedelta) -> bool:
+        """A returned grant's calls have not all settled this long after its return."""
+        for grant_id in self.returned:
+            if now - self.owed_since.setdefault(grant_id, now) >= after:
+                return True
+        return False
 
     def release(self, request_id: str, reason: str, now: datetime) -> None:
         self._roll_over_to(now)
@@ -262,7 +283,10 @@ class Budget(Aggregate):
             if reservation is not None and reservation.expires_at == expires_at:
                 expired.append(request_id)
         for request_id in expired:
-            self._release(request_id, "lease_expired")
+            if request_id in self.returned:
+                self._assume_spent(request_id)  # its calls were made: fail closed
+            else:
+                self._release(request_id, "lease_expired")
         return expired
 
     @property
@@ -310,6 +334,7 @@ class Budget(Aggregate):
         self.fired = set()
         self.lease_expired = set()
         self.closed_grants = set()
+        self.assumed = {}
 
     @event("Reserved")
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
@@ -354,9 +379,22 @@ class Budget(Aggregate):
         self._reserved += amount_usd
         heapq.heappush(self._leases, (expires_at, grant_id))
 
+    @event("AssumedSpent")
+    def _assume_spent(self, grant_id: str) -> None:
+        owed = self.reservations.pop(grant_id).amount_usd
+        self._reserved -= owed
+        self.spent_usd += owed
+        self.assumed[grant_id] = owed
+        self.returned.discard(grant_id)
+        self.owed_since.pop(grant_id, None)
+        self.closed_grants.add(grant_id)
+
     @event("SettledUnderGrant")
     def _settle_granted(self, grant_id: str, request_id: str, cost_usd: Decimal) -> None:
-        self.spent_usd += cost_usd
+        counted = min(cost_usd, self.assumed.get(grant_id, Decimal(0)))
+        if counted:
+            self.assumed[grant_id] -= counted  # counted as spent when its lease ran out
+        self.spent_usd += cost_usd - counted
         held = self.reservations.get(grant_id)
         if held is not None:
             self._hold_less(grant_id, held, cost_usd)
@@ -372,6 +410,7 @@ class Budget(Aggregate):
         if held.amount_usd == freed and grant_id in self.returned:
             del self.reservations[grant_id]  # returned and every call it admitted settled
             self.returned.discard(grant_id)
+            self.owed_since.pop(grant_id, None)
             self.closed_grants.add(grant_id)
         else:
             self.reservations[grant_id] = held._replace(amount_usd=held.amount_usd - freed)

@@ -1,5 +1,6 @@
 """The budgets of the usage store: admission, settlement and definitions, saved as events."""
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,11 +25,15 @@ from llmbus.shared.contracts.budget import (
     settled_cost,
 )
 
+log = logging.getLogger("llmbus.usage.budgets")
 Clock = Callable[[], datetime]
 ATTEMPTS = 5  # a version conflict means another usage service wrote first: reload and retry
 # a grant takes at most this share of the room left in each hard budget it is held in, so that
 # other workers (and the requests that still reserve one by one) find room too
 GRANT_SHARE = Decimal("0.25")
+# a returned grant's calls normally settle within a second; past this, settlement lags and the
+# budgets they count against give no grants: requests reserve one by one, settled as they end
+SETTLEMENT_LAG = timedelta(seconds=15)
 
 
 def utc_now() -> datetime:
@@ -77,6 +82,7 @@ class BudgetBook:
         self.app = app
         self.clock = clock
         self.budgets: dict[str, Budget] = {}
+        self.lag_warned: datetime | None = None  # an alert, not one line per refused grant
 
     def load(self, configured: Iterable[BudgetDefinition]) -> None:
         defined_topic = get_topic(getattr(Budget, "Defined"))  # noqa: B009 (made by @event)
@@ -182,6 +188,18 @@ class BudgetBook:
             )
             return granted, []
         amount: Decimal | None = None
+        lagging = [b.name for b in hard if b.settlement_lags(now, SETTLEMENT_LAG)]
+        if lagging and (self.lag_warned is None or now - self.lag_warned >= SETTLEMENT_LAG):
+            self.lag_warned = now
+            log.warning(
+                "settlement lags in budgets %s: calls of a returned grant have not been recorded "
+                "for %d s (is the completion outbox publishing, the usage consumer running?); "
+                "no grants until they are", lagging, SETTLEMENT_LAG.total_seconds(),
+            )  # fmt: skip
+        if lagging:
+            refused = BudgetGrant(granted=False, grant_id=request.grant_id, budgets=names,
+                                  message=f"settlement lags in {', '.join(lagging)}")  # fmt: skip
+            return refused, []
         if hard:
             room = min(b.room_usd(now) for b in hard)  # may roll windows over: saved either way
             share = (room * GRANT_SHARE).quantize(COST_QUANTUM, rounding=ROUND_FLOOR)
