@@ -116,11 +116,13 @@ async def completion_service_ready(nc: NatsClient) -> bool:
     return (info.num_waiting or 0) > 0
 
 
-def spawn_service(service: str, config_file: Path, **env: str) -> subprocess.Popen[bytes]:
+def spawn_service(
+    service: str, config_file: Path, stdout: int = subprocess.DEVNULL, **env: str
+) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "llmbus", "serve", service],
         env=os.environ | {"LLMBUS_CONFIG": str(config_file)} | env,
-        stdout=subprocess.DEVNULL,
+        stdout=stdout,
         stderr=subprocess.PIPE,
     )
 

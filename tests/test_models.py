@@ -7,9 +7,10 @@ import aiohttp
 import litellm
 import pytest
 
-from llmbus.services.completion.models import ModelCallFailed, ModelGateway, scrub
+from llmbus.services.completion.models import ModelCallFailed, ModelGateway
 from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
 from llmbus.shared.contracts.completion import ErrorType
+from llmbus.shared.secrets import scrub
 from llmbus.shared.settings import CompletionSettings, ModelEntry, Settings
 from llmbus.testing.fake_openai import FakeProvider
 

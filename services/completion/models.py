@@ -22,6 +22,7 @@ from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
 from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType, TokenUsage
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.secrets import scrub
 from llmbus.shared.settings import ModelEntry, Settings
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,6 @@ REQUEST_PARAMS = frozenset(
     }
 )
 
-SECRET_ENV_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET", "_PASSWORD")
-KEY_LIKE = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{6,}")
-BEARER = re.compile(r"(?i)\bbearer\s+[^\s\"']+")
 LITELLM_PREFIX = re.compile(r"^(litellm\.\w+:\s*)?(\w+Error:\s*)?")
 LITELLM_RETRIED = re.compile(r"\s*LiteLLM Retried: \d+ times?.*$", re.DOTALL)
 
@@ -136,23 +134,11 @@ class Route:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-def secret_values(extra: Iterable[str] = ()) -> list[str]:
-    values = [v for k, v in os.environ.items() if k.upper().endswith(SECRET_ENV_SUFFIXES)]
-    values += extra
-    # Longest first, so a key that contains a shorter secret is still removed whole.
-    return sorted({v for v in values if len(v) >= 6}, key=len, reverse=True)
-
-
-def scrub(text: str, extra: Iterable[str] = ()) -> str:
-    for value in secret_values(extra):
-        text = text.replace(value, "***")
-    text = KEY_LIKE.sub(r"\1-***", text)
-    return BEARER.sub("Bearer ***", text)
-
-
-def provider_detail(exc: BaseException, api_key: str | None) -> str:
+def provider_detail(exc: BaseException, keys: Iterable[str | None]) -> str:
+    # str(exc) is litellm's message with the provider's body in it; the response headers are
+    # not (they stay on exc.litellm_response_headers, read only for retry-after).
     text = LITELLM_RETRIED.sub("", LITELLM_PREFIX.sub("", str(exc).strip()))
-    text = scrub(text, [api_key] if api_key else ())
+    text = scrub(text, keys)
     text = text or type(exc).__name__
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 3] + "..."
 
@@ -533,7 +519,8 @@ class ModelGateway:
     ) -> ModelCallFailed:
         error_type = classify(exc)
         attempts = f"{attempt + 1} attempt{'s' if attempt else ''}"
-        message = f"{route.name} ({route.provider}, {attempts}): {provider_detail(exc, api_key)}"
+        detail = provider_detail(exc, [api_key, *self._catalog_keys()])
+        message = f"{route.name} ({route.provider}, {attempts}): {detail}"
         if error_type is ErrorType.authentication:
             where = (
                 route.api_key_env
@@ -547,6 +534,12 @@ class ModelGateway:
             provider=route.provider,
             latency_ms=(time.perf_counter() - started) * 1000,
         )
+
+    def _catalog_keys(self) -> list[str | None]:
+        """Every key the catalog names: a provider may echo another model's key, and an
+        api_key_env need not be named like a secret (_KEY, _TOKEN, ...) to hold one."""
+        names = {entry.api_key_env for entry in self._catalog.values() if entry.api_key_env}
+        return [os.environ.get(name) for name in names]
 
     def _cost(self, route: Route, response: litellm.ModelResponse) -> float:
         # litellm has already run completion_cost for its own logging; pricing twice costs ~0.1 ms.

@@ -87,9 +87,16 @@ class RenderedPrompt:
 
 class PromptResolver:
     def __init__(
-        self, nc: NatsClient, timeout_s: float = RESOLVE_TIMEOUT_S, max_age_s: float = MAX_AGE_S
+        self,
+        nc: NatsClient,
+        timeout_s: float = RESOLVE_TIMEOUT_S,
+        max_age_s: float = MAX_AGE_S,
+        *,
+        redact: bool = False,
     ) -> None:
         self.nc = nc
+        # metadata-only privacy: failures name no variable the request sent, only declared ones
+        self.redact = redact
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
         # key -> (label, version) asked for -> (when fetched, what it resolved to)
@@ -125,8 +132,9 @@ class PromptResolver:
         try:
             messages = render(prompt.template, prompt.variables, ref.variables)
         except RenderError as exc:
+            detail = exc.redacted if self.redact else str(exc)
             raise PromptFailed(
-                ErrorType.invalid_variables, f"{where}: {exc}", prompt.version
+                ErrorType.invalid_variables, f"{where}: {detail}", prompt.version
             ) from None
         except TemplateError as exc:
             raise PromptFailed(

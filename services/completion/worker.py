@@ -60,7 +60,7 @@ class CompletionWorker:
         self.nc = nc
         self.js = nc.jetstream()
         self.relay = relay
-        self.prompts = PromptResolver(nc)
+        self.prompts = PromptResolver(nc, redact=self.config.privacy == "metadata_only")
         self.admission = Admission(settings, gateway, nc)
         self.tasks: set[asyncio.Task[None]] = set()
         # duplicates delivered to this process while the first copy is still at the model

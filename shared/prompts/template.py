@@ -46,11 +46,16 @@ class TemplateError(ValueError):
 
 
 class RenderError(ValueError):
-    """The values given cannot fill the template; `variable` names the culprit."""
+    """The values given cannot fill the template; `variable` names the culprit.
 
-    def __init__(self, variable: str, message: str) -> None:
+    `redacted` says the same without anything the caller sent: it names only the template's own
+    variables, for where request contents may not go (metadata-only privacy).
+    """
+
+    def __init__(self, variable: str, message: str, redacted: str | None = None) -> None:
         super().__init__(message)
         self.variable = variable
+        self.redacted = message if redacted is None else redacted
 
 
 def placeholders(template: Template) -> list[str]:
@@ -89,10 +94,15 @@ def render(
 ) -> list[dict[str, str]]:
     declared = declare(template, variables)
     names = [v.name for v in declared]
-    for name in values:
-        if name not in names:
-            known = ", ".join(names) or "(none)"
-            raise RenderError(name, f"unknown variable {name!r}; declared: {known}")
+    unknown = [name for name in values if name not in names]
+    if unknown:
+        known = ", ".join(names) or "(none)"
+        raise RenderError(
+            unknown[0],
+            f"unknown variable {unknown[0]!r}; declared: {known}",
+            f"the request's variables do not match the prompt ({len(unknown)} unknown); "
+            f"declared: {known}",
+        )
     rendered = {v.name: _render_value(v, values.get(v.name)) for v in declared}
     if isinstance(template, str):
         return [{"role": "user", "content": _fill(template, rendered, "the prompt")}]

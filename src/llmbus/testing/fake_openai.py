@@ -20,6 +20,7 @@ from aiohttp import web
 
 SLOW = re.compile(r"^slow-(\d+)$")
 FLAKY = re.compile(r"^flaky-429-(\d+)$")
+ECHO_KEY = re.compile(r"^echo-key-(masked|split|header|zwsp)$")
 LISTENING = "LISTENING "
 STARTUP_TIMEOUT_S = 30.0
 
@@ -57,12 +58,33 @@ def rate_limited() -> web.Response:
     )
 
 
-def unauthorized(request: web.Request) -> web.Response:
-    # Echo the presented key in full, unlike OpenAI's masked echo, so tests prove llmbus scrubs it.
-    key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-    return error_response(
-        401, f"Incorrect API key provided: {key}.", "invalid_request_error", "invalid_api_key"
-    )
+def presented_key(request: web.Request) -> str:
+    return request.headers.get("Authorization", "").removeprefix("Bearer ")
+
+
+def unauthorized(message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return error_response(401, message, "invalid_request_error", "invalid_api_key", headers)
+
+
+def echo_key(kind: str, key: str) -> web.Response:
+    """A 401 that gives the presented key back, in one of the ways providers do."""
+    if kind == "masked":  # as OpenAI does, in its old and its current form
+        stars = f"{key[:8]}{'*' * 20}{key[-4:]}"
+        return unauthorized(f"Incorrect API key provided: {key[:3]}...{key[-4:]} ({stars}).")
+    if kind == "split":  # the middle of the key in pieces, with spaces and punctuation between
+        middle = key[len(key) // 4 : -len(key) // 4]
+        pieces = [middle[i : i + 6] for i in range(0, len(middle), 6)]
+        return unauthorized(
+            f"Incorrect API key provided: it reads {' / '.join(pieces)}, ends in '{key[-4:]}'."
+        )
+    if kind == "header":
+        return unauthorized(
+            "Incorrect API key provided: the key presented is in the x-fake-presented-key header.",
+            {"x-fake-presented-key": key, "x-fake-key-hint": f"...{key[-6:]}"},
+        )
+    # zero-width spaces every 3 characters: the key's text, invisibly interleaved
+    hidden = "\u200b".join(key[i : i + 3] for i in range(0, len(key), 3))
+    return unauthorized(f"Incorrect API key provided: {hidden}.")
 
 
 def last_user_message(messages: list[dict[str, Any]]) -> str:
@@ -98,7 +120,11 @@ def failure_for(request: web.Request, model: str, prompt: str) -> web.Response |
     if model == "fail-500":
         return error_response(500, "The server had an error (fake provider).", "server_error", None)
     if model == "fail-401":
-        return unauthorized(request)
+        # The presented key in full, unlike OpenAI's masked echo, so tests prove llmbus scrubs it.
+        return unauthorized(f"Incorrect API key provided: {presented_key(request)}.")
+    echo = ECHO_KEY.match(model)
+    if echo:
+        return echo_key(echo.group(1), presented_key(request))
     if model == "missing-model":
         message = f"The model `{model}` does not exist or you do not have access to it."
         return error_response(404, message, "invalid_request_error", "model_not_found")
