@@ -16,7 +16,8 @@ from llmbus.shared.settings import PostgresSettings, Settings, load_settings
 from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-FAKE_MODELS = ["fake-gpt", "fail-429", "fail-500", "fail-401", "slow-200", "slow-1500"]
+FAKE_MODELS = ["fake-gpt", "fail-429", "fail-500", "fail-401", "slow-200", "slow-1500",
+               "flaky-429-3"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -179,3 +179,27 @@ async def test_the_pipeline_runs_on_postgresql_event_stores(
     # a claim, then Requested + Received, for each request, in PostgreSQL
     assert store.recorder.max_notification_id() == 60
     store.close()
+
+
+async def test_a_retryable_failure_is_final_for_its_id_and_the_sdk_retries_under_a_new_one(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    # flaky-429-3 answers 429 three times per prompt: the worker's three attempts all see one
+    async with pipeline(settings, with_usage=False) as (_, events, client):
+        with pytest.raises(CompletionError) as failed:
+            await client.complete("busy?", model="flaky-429-3", request_id="flaky-1")
+        assert failed.value.failed.error_type == "rate_limited" and failed.value.failed.retryable
+        calls = fake_provider.calls("flaky-429-3")
+
+        # the id is an idempotency key: sent again, it gets its outcome back, with no new call
+        with pytest.raises(CompletionError) as again:
+            await client.complete("busy?", model="flaky-429-3", request_id="flaky-1")
+        assert again.value.failed == failed.value.failed
+        assert fake_provider.calls("flaky-429-3") == calls
+
+        received = await client.complete(
+            "busy?", model="flaky-429-3", request_id="flaky-1", retries=1, retry_backoff_s=0.01
+        )
+        assert received.request_id == "flaky-1:retry-1" and received.content
+        await events.wait_terminal(2)
+    assert [e["request_id"] for e in events.terminal()] == ["flaky-1", "flaky-1:retry-1"]

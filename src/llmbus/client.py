@@ -68,6 +68,13 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def retry_id(request_id: str, attempt: int) -> str:
+    """The id of the attempt-th re-send of a request that failed retryably. A request_id is an
+    idempotency key: sent again, it gets its first outcome back, so a retry is a new request."""
+    suffix = f":retry-{attempt}"
+    return request_id[: 128 - len(suffix)] + suffix
+
+
 class Client:
     def __init__(
         self,
@@ -132,11 +139,15 @@ class Client:
         headers = {subjects.MSG_ID_HEADER: request.request_id}
         if reply_to:
             headers[subjects.REPLY_TO_HEADER] = reply_to
-        await self.nc.jetstream().publish(
-            subjects.COMPLETION_REQUESTED,
-            request.model_dump_json(exclude_none=True).encode(),
-            headers=headers,
-        )
+        payload = request.model_dump_json(exclude_none=True).encode()
+        js = self.nc.jetstream()
+        ack = await js.publish(subjects.COMPLETION_REQUESTED, payload, headers=headers)
+        if ack.duplicate and reply_to:
+            # sent before, within JetStream's duplicate window: the stored copy names another
+            # inbox. This copy only asks for the outcome, which a worker answers from the store
+            # (or once the first copy's call ends); it never calls the model a second time.
+            del headers[subjects.MSG_ID_HEADER]
+            await js.publish(subjects.COMPLETION_REQUESTED, payload, headers=headers)
         return request.request_id
 
     async def complete(
@@ -144,15 +155,32 @@ class Client:
         prompt: str | Sequence[dict[str, str]] | CompletionRequested,
         *,
         model: str | None = None,
+        retries: int = 0,
+        retry_backoff_s: float = 1.0,
         **fields: Any,
     ) -> CompletionReceived:
-        """Queue the request and wait for its terminal event; raises CompletionError on failure."""
+        """Queue the request and wait for its terminal event; raises CompletionError on failure.
+
+        `retries`: how many times a retryable failure (rate_limited, timeout, provider_error) is
+        sent again, each under a new request_id (see retry_id), after an exponential pause."""
         if isinstance(prompt, CompletionRequested):
             request = prompt
         else:
             if model is None:
                 raise LlmbusError("complete() needs model=")
             request = self.request(prompt, model=model, **fields)
+        first_id = request.request_id
+        for attempt in itertools.count(1):
+            try:
+                return await self._complete_once(request)
+            except CompletionError as error:
+                if not error.failed.retryable or attempt > retries:
+                    raise
+            await asyncio.sleep(retry_backoff_s * 2 ** (attempt - 1))
+            request = request.model_copy(update={"request_id": retry_id(first_id, attempt)})
+        raise AssertionError("unreachable")
+
+    async def _complete_once(self, request: CompletionRequested) -> CompletionReceived:
         token = str(next(self._tokens))
         reply = asyncio.get_running_loop().create_future()
         self._replies[token] = reply
