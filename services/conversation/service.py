@@ -170,7 +170,9 @@ class ConversationRelay(OutboxRelay):
 
     def __init__(self, app: ConversationApplication, js: JetStreamContext) -> None:
         self.conversation_route = ConversationRoute(app)
-        super().__init__(app, js, self.conversation_route, name="conversation-outbox")
+        super().__init__(
+            app, js, self.conversation_route, service="conversation", name="conversation-outbox"
+        )
         self._progress = asyncio.Event()
 
     def _select(self) -> tuple[list[Notification], int]:
