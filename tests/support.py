@@ -127,6 +127,13 @@ def spawn_service(
     )
 
 
+def llmbus_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the llmbus CLI as a user would, with the test's LLMBUS_CONFIG."""
+    return subprocess.run(
+        [sys.executable, "-m", "llmbus", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     if process.poll() is None:
         process.send_signal(sig)

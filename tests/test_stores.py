@@ -125,17 +125,17 @@ async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
     for i in range(3):
         app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
     nc, js, stream, route = await outbox_stream(nats_url)
-    await OutboxRelay(app, js, route, name="test-outbox").drain()
+    await OutboxRelay(app, js, route, service="completion", name="test-outbox").drain()
     assert (await js.stream_info(stream)).state.messages == 6  # Requested and Failed, each
 
     # a relay that crashed before tracking its position republishes: JetStream drops the repeats
-    crashed = OutboxRelay(app, js, route, name="never-tracked")
+    crashed = OutboxRelay(app, js, route, service="completion", name="never-tracked")
     await crashed.drain()
     assert crashed.published == 6
     assert (await js.stream_info(stream)).state.messages == 6
 
     app.record_failed("r9", {"request_id": "r9"}, {"request_id": "r9"})
-    resumed = OutboxRelay(app, js, route, name="test-outbox")
+    resumed = OutboxRelay(app, js, route, service="completion", name="test-outbox")
     resumed.position = app.process_recorder.max_tracking_id("test-outbox") or 0
     await resumed.drain()
     assert resumed.published == 2  # only the new request's events
@@ -153,7 +153,9 @@ async def test_a_relay_filtered_by_topic_reads_past_the_events_it_does_not_publi
         app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
     nc, js, stream, route = await outbox_stream(nats_url)
     requested = get_topic(getattr(Completion, "Requested"))  # noqa: B009 (made by @event)
-    relay = OutboxRelay(app, js, route, name="filtered", batch_size=2, topics=[requested])
+    relay = OutboxRelay(
+        app, js, route, service="completion", name="filtered", batch_size=2, topics=[requested]
+    )
     await relay.drain()
     last = app.process_recorder.max_notification_id()
     assert relay.published == 5  # the Requested events only, though batches were 2 long

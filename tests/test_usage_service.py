@@ -17,6 +17,7 @@ from llmbus.shared.settings import Settings
 from support import (
     completion_service_ready,
     connected,
+    llmbus_cli,
     pipeline,
     projected_requests,
     running,
@@ -36,12 +37,6 @@ QUERIES: list[dict[str, Any]] = [
 
 async def answers(client: Client) -> list[list[dict[str, Any]]]:
     return [(await client.usage(**q)).rows for q in QUERIES]
-
-
-def llmbus_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "llmbus", *args], capture_output=True, text=True, timeout=120
-    )
 
 
 async def test_totals_equal_the_events_and_a_rebuild_answers_identically(

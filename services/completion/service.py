@@ -25,8 +25,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
         js = nc.jetstream()
         await bus.provision(js, settings)
         relay = OutboxRelay(
-            app, js, route, name="completion-outbox", on_loop=probe is not None, topics=TOPICS
-        )
+            app, js, route, service="completion", name="completion-outbox",
+            on_loop=probe is not None, topics=TOPICS,
+        )  # fmt: skip
         relay_stop = asyncio.Event()
         relaying = asyncio.create_task(relay.run(relay_stop))
         await CompletionWorker(settings, app, gateway, nc, relay, probe).run(stop)

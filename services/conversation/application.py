@@ -17,7 +17,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import TopicError, get_topic
 
 from llmbus.services.conversation.conversation import (
     Conversation,
@@ -451,7 +451,14 @@ class Listings:
 
     def _read(self, conversations: Iterable[UUID], prompts: Iterable[UUID]) -> None:
         for aggregate_id in conversations:
-            conversation: Conversation = self.app.repository.get(aggregate_id)
+            try:
+                conversation: Conversation = self.app.repository.get(aggregate_id)
+            except (TopicError, ValueError, TypeError, LookupError) as exc:
+                # one this version cannot read (stored by a newer one) must not stop the others
+                log.warning(
+                    "conversation %s left out of listings: %s", aggregate_id, type(exc).__name__
+                )
+                continue
             rows = self.conversations.setdefault(conversation.user_id, {})
             if conversation.deleted:
                 rows.pop(str(aggregate_id), None)

@@ -21,6 +21,7 @@ from llmbus.services.conversation.prompt import ManagedPrompt
 from llmbus.shared import subjects
 from llmbus.shared.contracts.base import utcnow
 from llmbus.shared.contracts.prompt import PromptChanged
+from llmbus.shared.deadletter import caused_by_entry
 from llmbus.shared.eventstore import OutboxApplication
 from llmbus.shared.outbox import Outbound
 
@@ -38,8 +39,9 @@ class ConversationRoute:
     def __init__(self, app: OutboxApplication) -> None:
         self.app = app
         self.keys: dict[UUID, str] = {}
-        # (conversation id, version) -> request rebuilt by prepare(), for the batch in hand
-        self.prepared: dict[tuple[UUID, int], dict[str, Any]] = {}
+        # (conversation id, version) -> request rebuilt by prepare(), for the batch in hand,
+        # or why it could not be: route() raises that, and the relay parks the turn
+        self.prepared: dict[tuple[UUID, int], dict[str, Any] | Exception] = {}
 
     def __call__(self, event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
         if isinstance(event, MESSAGE_ADDED):
@@ -55,14 +57,19 @@ class ConversationRoute:
         """Rebuild the requests of the chat turns among `notifications` now, so that routing
         them reads no conversation: the relay calls this where it reads the store, off the
         event loop. Replaces what the previous batch prepared."""
-        prepared: dict[tuple[UUID, int], dict[str, Any]] = {}
+        prepared: dict[tuple[UUID, int], dict[str, Any] | Exception] = {}
         for notification in notifications:
             if notification.topic != MESSAGE_ADDED_TOPIC:
                 continue
-            event = self.app.mapper.to_domain_event(notification)
-            if getattr(event, "request", None) is not None:
-                key = (event.originator_id, event.originator_version)
-                prepared[key] = self.completion_requested(event)
+            key = (UUID(str(notification.originator_id)), notification.originator_version)
+            try:
+                event = self.app.mapper.to_domain_event(notification)
+                if getattr(event, "request", None) is not None:
+                    prepared[key] = self.completion_requested(event)
+            except Exception as exc:
+                if not caused_by_entry(exc):
+                    raise  # the store is down: the relay retries the batch
+                prepared[key] = exc
         self.prepared = prepared
 
     def completion_requested(self, event: DomainEventProtocol[Any]) -> dict[str, Any]:
@@ -71,6 +78,8 @@ class ConversationRoute:
         if "messages" in stored:
             return stored  # stored whole, before turns were stored compactly
         prepared = self.prepared.get((event.originator_id, event.originator_version))
+        if isinstance(prepared, Exception):
+            raise prepared
         if prepared is not None:
             return prepared
         conversation: Conversation = self.app.repository.get(

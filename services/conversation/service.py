@@ -58,7 +58,7 @@ from llmbus.services.conversation.prompt import (
     PromptInactive,
     PromptNotFound,
 )
-from llmbus.shared import bus, subjects
+from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
 from llmbus.shared.contracts.conversation import (
     ChatReply,
@@ -170,7 +170,9 @@ class ConversationRelay(OutboxRelay):
 
     def __init__(self, app: ConversationApplication, js: JetStreamContext) -> None:
         self.conversation_route = ConversationRoute(app)
-        super().__init__(app, js, self.conversation_route, name="conversation-outbox")
+        super().__init__(
+            app, js, self.conversation_route, service="conversation", name="conversation-outbox"
+        )
         self._progress = asyncio.Event()
 
     def _select(self) -> tuple[list[Notification], int]:
@@ -361,27 +363,50 @@ class ConversationService:
 
     async def record(self, msgs: list[Msg]) -> None:
         """Store the outcomes of chat turns on their conversations, then ack; outcomes of
-        requests that no conversation sent are acked and left alone."""
-        outcomes: list[Outcome] = []
+        requests that no conversation sent are acked and left alone, and those that are
+        invalid or cannot be applied are parked on llmbus.deadletter.conversation."""
+        outcomes: list[tuple[Msg, Outcome]] = []
         for msg in msgs:
             try:
                 outcome = outcome_of(msg)
             except ValidationError as exc:
-                log.warning(
-                    "skipping an invalid event on %s: %d errors", msg.subject, exc.error_count()
-                )
+                await self.park(msg, deadletter.INVALID_EVENT, deadletter.describe(exc))
                 continue
             if outcome.conversation_id:
-                outcomes.append(outcome)
+                outcomes.append((msg, outcome))
         if outcomes:
-            changed = await self.on_store(self.app.record_outcomes, outcomes)
+            changed = await self.record_outcomes(outcomes)
             by_id = {str(c.id): c for c in changed}
-            for outcome in outcomes:
+            for _, outcome in outcomes:
                 conversation = by_id.get(outcome.conversation_id or "")
                 for waiter in self.waiting.get(outcome.request_id, []):
                     if conversation is not None and not waiter.done():
                         waiter.set_result(conversation)
         await asyncio.gather(*(m.ack() for m in msgs))
+
+    async def record_outcomes(self, outcomes: list[tuple[Msg, Outcome]]) -> list[Conversation]:
+        """The conversations changed. An outcome the store cannot take is parked: the batch
+        is then recorded one outcome at a time, to find it."""
+        try:
+            return await self.on_store(self.app.record_outcomes, [o for _, o in outcomes])
+        except Exception as exc:
+            if not deadletter.caused_by_entry(exc):
+                raise  # the store is down: the batch is redelivered
+        changed: list[Conversation] = []
+        for msg, outcome in outcomes:
+            try:
+                changed += await self.on_store(self.app.record_outcomes, [outcome])
+            except Exception as exc:
+                if not deadletter.caused_by_entry(exc):
+                    raise
+                await self.park(msg, deadletter.UNRECORDABLE, deadletter.describe(exc))
+        return changed
+
+    async def park(self, msg: Msg, error_type: str, reason: str) -> None:
+        msg_id = f"dlq:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+        await deadletter.park(
+            self.js, "conversation", msg.data, reason, error_type, msg.subject, msg_id
+        )
 
     async def stop_serving(self) -> None:
         """Take no new requests, answer waiting sends (pending), and finish those in flight."""

@@ -5,10 +5,12 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from eventsourcing.application import AggregateNotFoundError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
+from pydantic import ValidationError
 
 from llmbus.services.usage.domain import ProviderCall
+from llmbus.services.usage.recordable import Unrecordable
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.eventstore import OutboxApplication
 
@@ -28,7 +30,15 @@ class UsageApplication(OutboxApplication):
 
     def record(self, events: Sequence[UsageRecorded], book: "BudgetBook | None" = None) -> int:
         """Store the calls not stored yet, with their budget settlements; returns how many
-        were new."""
+        were new. Raises what stops it, with every budget as last saved."""
+        try:
+            return self._store_calls(events, book)
+        except Exception:
+            if book is not None:
+                book.forget_unsaved()  # a settlement may have failed half way through
+            raise
+
+    def _store_calls(self, events: Sequence[UsageRecorded], book: "BudgetBook | None") -> int:
         settled = [budget for event in events for budget in (book.settle(event) if book else [])]
         try:
             budgets = {id(budget): budget for budget in settled}.values()  # aggregates don't hash
@@ -61,16 +71,26 @@ class UsageApplication(OutboxApplication):
             return False
         return True
 
-    def recorded_since(self, position: int, limit: int) -> list[tuple[int, UsageRecorded]]:
+    def recorded_since(
+        self, position: int, limit: int
+    ) -> list[tuple[int, UsageRecorded | Unrecordable]]:
         notifications = self.recorder.select_notifications(
             position, limit, topics=[CALL_RECORDED], inclusive_of_start=False
         )
-        return [
-            (n.id, UsageRecorded.model_validate(self.mapper.to_domain_event(n).usage))  # type: ignore[attr-defined]
-            for n in notifications
-        ]
+        return [(n.id, self._recorded(n)) for n in notifications]
 
-    def all_recorded(self, batch_size: int = 5000) -> Iterator[tuple[int, UsageRecorded]]:
+    def _recorded(self, notification: Notification) -> UsageRecorded | Unrecordable:
+        usage = self.mapper.to_domain_event(notification).usage  # type: ignore[attr-defined]
+        try:
+            return UsageRecorded.model_validate(usage)
+        except ValidationError as exc:
+            # stored by a version with a looser contract: skipped, not a stop to what follows
+            reason = f"no longer a valid UsageRecorded: {exc.error_count()} schema errors"
+            return Unrecordable(str(usage.get("usage_id")), reason, usage)
+
+    def all_recorded(
+        self, batch_size: int = 5000
+    ) -> Iterator[tuple[int, UsageRecorded | Unrecordable]]:
         position = 0
         while batch := self.recorded_since(position, batch_size):
             yield from batch

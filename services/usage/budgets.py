@@ -114,7 +114,11 @@ class BudgetBook:
         """Apply a batch in memory and save every budget it touched in one transaction. A
         version conflict (another usage service wrote first) reloads them and redoes it all."""
         for _ in range(ATTEMPTS):
-            result, touched = self._apply(batch)
+            try:
+                result, touched = self._apply(batch)
+            except Exception:
+                self.forget_unsaved()  # what was applied before the failure is not saved
+                raise
             if self._saved(*touched):
                 return result
         raise RuntimeError("budgets kept changing under us; try again")
@@ -277,6 +281,10 @@ class BudgetBook:
             for budget in self.budgets.values()
             if all(attributes.get(key) == value for key, value in budget.scope.items())
         ]
+
+    def forget_unsaved(self) -> None:
+        """After a failure part way through a change: every budget as last saved."""
+        self.reload(list(self.budgets.values()))
 
     def reload(self, budgets: Iterable[Budget]) -> None:
         """Forget unsaved changes: read each budget back from the store."""

@@ -1,19 +1,26 @@
 """The DuckDB usage projection: UsageRecorded events, in event-store order, answer cost queries."""
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import duckdb
 
+from llmbus.services.usage.queries import query_sql
+from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
 from llmbus.shared.contracts.usage import UsageQuery, UsageQueryResult, UsageRecorded
 from llmbus.shared.errors import LlmbusError
 
+log = logging.getLogger("llmbus.usage.projection")
 STATE_NAME = "usage"
+Stored: TypeAlias = UsageRecorded | Unrecordable
+OnSkip = Callable[[int, Unrecordable], None]  # an event's position, and why it is skipped
+# what DuckDB (or the appender's conversion from Python) raises for a value it cannot hold
+ROW_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, OverflowError, UnicodeError)
 
 # cost_usd is an exact DECIMAL so sums do not depend on aggregation order: a rebuild must
 # give bit-identical answers. occurred_at is a TIMESTAMP holding UTC, so day/week/month
@@ -49,42 +56,6 @@ CREATE TABLE IF NOT EXISTS projection_state (
 );
 """
 
-COLUMNS = {
-    "model": "model",
-    "provider": "provider",
-    "user": "user_id",
-    "team": "team_id",
-    "project": "project_id",
-    "conversation": "conversation_id",
-    "status": "status",
-    "prompt": "prompt_key",
-    # one label per version, e.g. "summarizer@3": a version number means nothing without its key
-    "prompt_version": "(prompt_key || '@' || CAST(prompt_version AS VARCHAR))",
-}
-# Grouping on a DATE and formatting the few resulting rows is much cheaper than grouping
-# on formatted strings; dates and their labels sort alike.
-TIME_BUCKETS = {
-    "day": ("occurred_at::DATE", "%Y-%m-%d"),
-    "week": ("date_trunc('week', occurred_at)::DATE", "%Y-%m-%d"),
-    "month": ("date_trunc('month', occurred_at)::DATE", "%Y-%m"),
-}
-AGGREGATES = {
-    "requests": "count(*)",
-    "errors": "count(*) FILTER (WHERE status = 'error')",
-    "prompt_tokens": "coalesce(sum(prompt_tokens), 0)",
-    "completion_tokens": "coalesce(sum(completion_tokens), 0)",
-    "cached_tokens": "coalesce(sum(cached_tokens), 0)",
-    "total_tokens": "coalesce(sum(total_tokens), 0)",
-    "cost_usd": "coalesce(sum(cost_usd), 0)",
-    # quantile_disc picks stored values, so a rebuild gives the same figures; one call, one sort.
-    "latency": "quantile_disc(latency_ms, [0.5, 0.95])",
-}
-METRICS = {
-    **{name: name for name in AGGREGATES if name != "latency"},
-    "latency_ms_p50": "latency[1]",
-    "latency_ms_p95": "latency[2]",
-}
-
 
 class ProjectionLockedError(LlmbusError):
     """Another process holds the DuckDB file of the usage projection."""
@@ -112,25 +83,51 @@ class UsageProjection:
     def position(self) -> int:
         return self._position
 
-    def apply(self, batch: Sequence[tuple[int, UsageRecorded]]) -> int:
+    def apply(self, batch: Sequence[tuple[int, Stored]], on_skip: OnSkip | None = None) -> int:
+        """Project a batch; returns how many rows it added. An event the projection cannot
+        hold is skipped, logged once and passed to `on_skip`; the position moves past it, so
+        it never holds up the events after it."""
+        try:
+            return self._apply(batch, on_skip)
+        except ROW_ERRORS:
+            # a value the bounds did not foresee: find its event, one at a time
+            return sum(self._apply_one(item, on_skip) for item in batch)
+
+    def _apply(self, batch: Sequence[tuple[int, Stored]], on_skip: OnSkip | None) -> int:
         # Rows and position commit together: a crash leaves neither, so every event lands once.
         with self._transaction():
             # Read inside the transaction: another connection to this file may have applied.
-            position = self._stored_position()
-            rows = _rows_after(position, batch)
+            start = self._stored_position()
+            position, rows, skipped = _rows_after(start, batch)
             if rows:
-                position = rows[-1][0]
                 with self._con.appender("usage") as appender:
                     appender.append_rows(rows)
+            if position > start:
                 self._con.execute(
                     "UPDATE projection_state SET position = ? WHERE name = ?",
                     [position, STATE_NAME],
                 )
         self._position = position
+        for event_position, event in skipped:
+            log.warning(
+                "usage event %s (position %d) not projected: %s",
+                event.usage_id, event_position, event.reason,
+            )  # fmt: skip
+            if on_skip is not None:
+                on_skip(event_position, event)
         return len(rows)
 
+    def _apply_one(self, item: tuple[int, Stored], on_skip: OnSkip | None) -> int:
+        try:
+            return self._apply([item], on_skip)
+        except ROW_ERRORS as exc:
+            position, event = item
+            assert isinstance(event, UsageRecorded)
+            reason = f"DuckDB refused it: {type(exc).__name__}: {exc}"[:300]
+            return self._apply([(position, Unrecordable.of(event, reason))], on_skip)
+
     def query(self, q: UsageQuery) -> UsageQueryResult:
-        sql, params, columns = _query_sql(q)
+        sql, params, columns = query_sql(q)
         # One snapshot, so events_projected describes exactly the rows that were summed.
         with self._transaction():
             records = self._con.execute(sql, params).fetchall()
@@ -172,14 +169,15 @@ class UsageProjection:
 
 def rebuild(
     projection: UsageProjection,
-    events: Iterable[tuple[int, UsageRecorded]],
+    events: Iterable[tuple[int, Stored]],
     on_progress: Callable[[int], None] | None = None,
     batch_size: int = 5000,
+    on_skip: OnSkip | None = None,
 ) -> int:
     projection.reset()
     applied = 0
     for batch in _batches(events, batch_size):
-        applied += projection.apply(batch)
+        applied += projection.apply(batch, on_skip)
         if on_progress is not None:
             on_progress(applied)
     return applied
@@ -198,8 +196,12 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         ) from exc
 
 
-def _rows_after(position: int, batch: Sequence[tuple[int, UsageRecorded]]) -> list[tuple[Any, ...]]:
+def _rows_after(
+    position: int, batch: Sequence[tuple[int, Stored]]
+) -> tuple[int, list[tuple[Any, ...]], list[tuple[int, Unrecordable]]]:
+    """The rows of the events after `position`, the position of the last, and those skipped."""
     rows: list[tuple[Any, ...]] = []
+    skipped: list[tuple[int, Unrecordable]] = []
     last = position
     for event_position, event in batch:
         if event_position <= position:
@@ -210,8 +212,13 @@ def _rows_after(position: int, batch: Sequence[tuple[int, UsageRecorded]]) -> li
                 f"follows {last}"
             )
         last = event_position
-        rows.append(_row(event_position, event))
-    return rows
+        if isinstance(event, Unrecordable):
+            skipped.append((event_position, event))
+        elif (reason := out_of_bounds(event)) is not None:
+            skipped.append((event_position, Unrecordable.of(event, reason)))
+        else:
+            rows.append(_row(event_position, event))
+    return last, rows, skipped
 
 
 def _row(position: int, e: UsageRecorded) -> tuple[Any, ...]:
@@ -225,76 +232,11 @@ def _row(position: int, e: UsageRecorded) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _query_sql(q: UsageQuery) -> tuple[str, list[Any], list[str]]:
-    groups: list[str] = list(dict.fromkeys(q.group_by))
-    where, params = _where(q)
-    keys = [f'{_group_key(g)} AS "{g}"' for g in groups]
-    aggregates = [f"{expression} AS {name}" for name, expression in AGGREGATES.items()]
-    grouped = f"SELECT {', '.join([*keys, *aggregates])} FROM usage{where}"
-    if groups:
-        grouped += " GROUP BY ALL"
-    labels = [_group_label(g) for g in groups]
-    metrics = [f"{expression} AS {name}" for name, expression in METRICS.items()]
-    sql = f"SELECT {', '.join([*labels, *metrics])} FROM ({grouped})"
-    if groups:
-        sql += " ORDER BY " + ", ".join(_ordering(groups))
-    if q.limit is not None:
-        sql += " LIMIT ?"
-        params.append(q.limit)
-    return sql, params, [*groups, *METRICS]
-
-
-def _group_key(group: str) -> str:
-    return TIME_BUCKETS[group][0] if group in TIME_BUCKETS else COLUMNS[group]
-
-
-def _group_label(group: str) -> str:
-    if group in TIME_BUCKETS:
-        label_format = TIME_BUCKETS[group][1]
-        return f'strftime("{group}", \'{label_format}\') AS "{group}"'
-    return f'"{group}"'
-
-
-def _where(q: UsageQuery) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if q.since is not None:
-        clauses.append("occurred_at >= ?")
-        params.append(_utc(q.since))
-    if q.until is not None:
-        clauses.append("occurred_at < ?")
-        params.append(_utc(q.until))
-    for field, value in q.filters.items():
-        if field not in COLUMNS:
-            raise ValueError(
-                f"cannot filter on {field!r}: filters take {', '.join(COLUMNS)}; "
-                "use since/until for time"
-            )
-        clauses.append(f"{COLUMNS[field]} = ?")
-        params.append(value)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-
-def _ordering(groups: list[str]) -> list[str]:
-    times = [f'"{g}" ASC' for g in groups if g in TIME_BUCKETS]
-    others = [f'"{g}" ASC NULLS LAST' for g in groups if g not in TIME_BUCKETS]
-    return [*times, "cost_usd DESC", *others]
-
-
-def _utc(moment: datetime) -> datetime:
-    # Stored timestamps are naive UTC; a naive bound is taken to be UTC as well.
-    if moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 def _plain(value: Any) -> Any:
     return float(value) if isinstance(value, Decimal) else value
 
 
-def _batches(
-    events: Iterable[tuple[int, UsageRecorded]], size: int
-) -> Iterator[list[tuple[int, UsageRecorded]]]:
+def _batches(events: Iterable[tuple[int, Stored]], size: int) -> Iterator[list[tuple[int, Stored]]]:
     iterator = iter(events)
     while batch := list(islice(iterator, size)):
         yield batch

@@ -20,6 +20,8 @@ from llmbus.services.usage.budgets import BudgetBook, Clock, utc_now
 from llmbus.services.usage.desk import AdmissionDesk
 from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.projection import UsageProjection
+from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
+from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
 from llmbus.shared.contracts.budget import (
@@ -37,8 +39,6 @@ from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
-# a store write on the loop holds up admission: a chunk of 100 takes ~5 ms on SQLite (25: ~2 ms)
-RECORD_CHUNK = 100
 PROJECT_EVERY_S = 0.25
 # a worker holding grants says so every second (see GrantHolder); one not heard from for this
 # long holds none, or is gone and its grants lapse with their lease
@@ -62,10 +62,11 @@ class UsageService:
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
         self.book = BudgetBook(app, clock)
         self.relay = OutboxRelay(
-            app, self.js, route, name="usage-outbox", topics=TOPICS,
+            app, self.js, route, service="usage", name="usage-outbox", topics=TOPICS,
             on_loop=settings.event_store == "sqlite",
         )  # fmt: skip
         self.desk = AdmissionDesk(self.book, self._on_store, on_refused=self.relay.poke)
+        self.recording = UsageRecording(app, self.book, self.js, self._on_store)
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
         self.answering: set[asyncio.Task[None]] = set()
@@ -131,6 +132,9 @@ class UsageService:
             # the UsageRecorded on its way through JetStream settles it all the same
             log.warning("ignoring an invalid early settlement on %s", msg.subject)
             return
+        if out_of_bounds(usage) is not None:
+            log.warning("ignoring an early settlement beyond bounds on %s", msg.subject)
+            return  # its UsageRecorded is parked
         if usage.grant_id is not None:
             return  # a grant's calls settle once, from the UsageRecorded stream
         self.desk.settle(usage)
@@ -231,33 +235,12 @@ class UsageService:
         )  # fmt: skip
 
     async def record(self, msgs: list[Msg]) -> None:
-        events = []
-        for msg in msgs:
-            try:
-                events.append(UsageRecorded.model_validate_json(msg.data))
-            except ValidationError as exc:
-                await self.dead_letter(msg, str(exc.error_count()) + " schema errors")
-        for start in range(0, len(events), RECORD_CHUNK):
-            await self._on_store(self.app.record, events[start : start + RECORD_CHUNK], self.book)
-            await asyncio.sleep(0)  # let admission in between chunks
+        await self.recording.record(msgs)
         self.relay.poke()
         self.desk.room_freed()
         self.projecting.set()
-        # acked only once stored: a crash before this line redelivers, and ids dedupe
+        # acked only once stored or parked: a crash before this line redelivers, and ids dedupe
         await asyncio.gather(*(m.ack() for m in msgs))
-
-    async def dead_letter(self, msg: Msg, reason: str) -> None:
-        log.warning("dead-lettering an invalid UsageRecorded: %s", reason)
-        await self.js.publish(
-            subjects.DEAD_LETTER.format(service="usage"),
-            msg.data,
-            headers={
-                subjects.ERROR_TYPE_HEADER: "invalid_event",
-                subjects.ERROR_HEADER: reason,
-                subjects.ORIGINAL_SUBJECT_HEADER: msg.subject,
-                subjects.MSG_ID_HEADER: f"dlq:{msg.metadata.stream}:{msg.metadata.sequence.stream}",
-            },
-        )
 
     async def project(self, stop: asyncio.Event, every_s: float = PROJECT_EVERY_S) -> None:
         """Keep DuckDB close behind the store, a batch at a time. Queries catch up themselves,
@@ -275,7 +258,13 @@ class UsageService:
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def catch_up(self) -> None:
-        """Project every stored usage event into DuckDB (exactly once: position is in DuckDB)."""
+        """Project every stored usage event into DuckDB (exactly once: position is in DuckDB).
+        A stored event it cannot hold is skipped, and parked."""
+        skipped: list[tuple[int, Unrecordable]] = []
+
+        def on_skip(position: int, event: Unrecordable) -> None:  # on the DuckDB thread
+            skipped.append((position, event))
+
         async with self._catch_up_lock:
             assert self.projection is not None
             while True:
@@ -283,7 +272,10 @@ class UsageService:
                 batch = await asyncio.to_thread(self.app.recorded_since, position, 5000)
                 if not batch:
                     return
-                await self._on_duck(self.projection.apply, batch)
+                await self._on_duck(self.projection.apply, batch, on_skip)
+                for at, event in skipped:
+                    await self.recording.park_stored(at, event)
+                skipped.clear()
 
     async def answer(self, msg: Msg) -> None:
         await self.reply(msg, self._answer, "invalid_query")

@@ -215,13 +215,20 @@ def run_rebuild() -> None:
         fail(str(exc))
     app = open_store(UsageApplication, settings, "usage")
     total = app.recorded_count()
+    skipped: list[str] = []
     with Progress(console=err) as progress:
         task = progress.add_task("rebuilding usage projection", total=total)
         applied = rebuild(
-            projection, app.all_recorded(), lambda n: progress.update(task, completed=n)
-        )
+            projection, app.all_recorded(), lambda n: progress.update(task, completed=n),
+            on_skip=lambda position, event: skipped.append(f"{event.usage_id}: {event.reason}"),
+        )  # fmt: skip
         # the total counted every event of the store, budgets' too: end the bar where it ended
         progress.update(task, total=applied, completed=applied)
     projection.close()
     app.close()
     console.print(f"rebuilt {settings.duckdb_path} from {applied} usage events")
+    if skipped:
+        # stored before their bounds were checked; the usage service parked them when it met them
+        err.print(f"skipped {len(skipped)} usage events the projection cannot hold:")
+        for line in skipped:
+            err.print(f"  {line}", markup=False, highlight=False)
