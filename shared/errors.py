@@ -13,6 +13,10 @@ class NotReachableError(LlmbusError):
     """A server llmbus needs (NATS, PostgreSQL) cannot be reached."""
 
 
+class TooLargeError(LlmbusError):
+    """A message larger than llmbus accepts, or than the NATS server carries; says which."""
+
+
 class RequestError(LlmbusError):
     """A request/reply call came back with an error reply."""
 

@@ -1,5 +1,7 @@
 """NATS names: the public contract (SPEC.md) plus the streams and consumers llmbus provisions."""
 
+import re
+
 COMPLETION_REQUESTED = "llmbus.completion.requested"
 COMPLETION_RECEIVED = "llmbus.completion.received"
 COMPLETION_FAILED = "llmbus.completion.failed"
@@ -65,3 +67,13 @@ MSG_ID_HEADER = "Nats-Msg-Id"
 ERROR_TYPE_HEADER = "Llmbus-Error-Type"
 ERROR_HEADER = "Llmbus-Error"
 ORIGINAL_SUBJECT_HEADER = "Llmbus-Original-Subject"
+
+# a subject a message can be published to: dot-separated tokens, none empty, of printable ASCII
+# ('!' to '~') less the wildcards '*' and '>' (and '.', the separator)
+SUBJECT_TOKEN = r"[!-)+-\-/-=?-~]+"
+PUBLISH_SUBJECT = re.compile(rf"{SUBJECT_TOKEN}(?:\.{SUBJECT_TOKEN})*")
+MAX_SUBJECT_CHARS = 512
+
+
+def is_publish_subject(subject: str) -> bool:
+    return len(subject) <= MAX_SUBJECT_CHARS and PUBLISH_SUBJECT.fullmatch(subject) is not None

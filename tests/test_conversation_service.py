@@ -31,6 +31,7 @@ from llmbus.shared.contracts import CompletionReceived
 from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestError
 from llmbus.shared.eventstore import open_store
+from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings, load_settings
 from llmbus.stack import answers
 from support import EventLog, pipeline, running, spawn_service, stop_process, wait_for
@@ -219,7 +220,8 @@ def test_the_outbox_rebuilds_each_turns_trimmed_request_from_the_conversation() 
     conversation_id = str(view.id)
     for n in range(1, 6):
         content = f"question {n} has five words"
-        app.send("nia", conversation_id, content, f"r-{n}", None, {"max_tokens": 5}, fit)
+        limits = Limits(1_000_000, 1_048_576)
+        app.send("nia", conversation_id, content, f"r-{n}", None, {"max_tokens": 5}, fit, limits)
         app.record_outcomes([answer(f"r-{n}", conversation_id, f"answer {n} here")])
 
     notifications = app.recorder.select_notifications(0, 100)

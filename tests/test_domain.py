@@ -7,6 +7,9 @@ import pytest
 from llmbus.services.completion.domain import AlreadyTerminalError, Completion
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
 from llmbus.shared.contracts import ErrorType
+from llmbus.shared.limits import Limits
+
+LIMITS = Limits(max_request_bytes=10_000, max_payload=1_048_576)
 
 
 def test_a_request_id_always_names_the_same_completion() -> None:
@@ -31,14 +34,14 @@ def body(**fields: object) -> bytes:
     return json.dumps({**base, **fields}).encode()
 
 
-def rejection(data: bytes, max_bytes: int = 10_000) -> Rejected:
+def rejection(data: bytes) -> Rejected:
     with pytest.raises(Rejected) as caught:
-        parse_request(data, max_bytes)
+        parse_request(data, LIMITS)
     return caught.value
 
 
 def test_a_valid_request_parses() -> None:
-    request = parse_request(body(user_id="ann", params={"max_tokens": 5}), 10_000)
+    request = parse_request(body(user_id="ann", params={"max_tokens": 5}), LIMITS)
     assert request.request_id == "r-1" and request.user_id == "ann"
     assert request.params.max_tokens == 5
 
@@ -74,7 +77,7 @@ def test_bad_requests_are_rejected_with_a_reason(
 
 def test_an_oversized_request_is_rejected_before_parsing() -> None:
     rejected = rejection(body(metadata={"blob": "x" * 20_000}))
-    assert rejected.error_type == ErrorType.invalid_request
+    assert rejected.error_type == ErrorType.too_large
     assert "limit is 10000" in rejected.message and rejected.request_id == "r-1"
 
 

@@ -151,7 +151,7 @@ async def test_bad_messages_fail_clearly_go_to_dead_letters_and_the_worker_keeps
             bad[1][0]: "malformed_json",
             bad[2][0]: "invalid_request",
             bad[3][0]: "unknown_model",
-            bad[4][0]: "invalid_request",
+            bad[4][0]: "too_large",
         }
         oversized = next(m for m in letters if m.data == bad[4][0])
         assert "1040000 bytes" in oversized.headers[subjects.ERROR_HEADER]  # type: ignore[index]

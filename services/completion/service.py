@@ -9,6 +9,7 @@ from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared import bus
 from llmbus.shared.eventstore import open_store, sqlite_probe
+from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
@@ -21,6 +22,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
     await asyncio.to_thread(gateway.warm_up)
     probe = sqlite_probe(settings, "completion")
     nc = await bus.connect(settings, "llmbus-completion")
+    limits = Limits(settings.completion.max_request_bytes, nc.max_payload)
+    log.info("requests may take %d bytes (%s)", limits.request_bytes, limits.request_limit_text())
     try:
         js = nc.jetstream()
         await bus.provision(js, settings)

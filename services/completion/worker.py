@@ -31,6 +31,7 @@ from llmbus.shared.contracts import (
 )
 from llmbus.shared.contracts.budget import BudgetAdmission
 from llmbus.shared.eventstore import SQLiteProbe
+from llmbus.shared.limits import Limits, header_bytes, header_text
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
 
@@ -41,6 +42,8 @@ T = TypeVar("T")
 FETCH_BATCH = 64
 # how often a worker that found a request claimed by another looks for its outcome (or lapse)
 CLAIM_POLL_S = 0.5
+# a CompletionFailed's message, when a request is refused (the event must stay small)
+MAX_REASON_CHARS = 2000
 
 
 class CompletionWorker:
@@ -122,17 +125,17 @@ class CompletionWorker:
             await self.prompts.close()
 
     async def handle(self, msg: Msg) -> None:
-        reply_to = (msg.headers or {}).get(subjects.REPLY_TO_HEADER)
+        reply_to = reply_subject(msg.headers)
         try:
             try:
-                request = parse_request(msg.data, self.config.max_request_bytes)
+                limits = Limits(self.config.max_request_bytes, self.nc.max_payload)
+                request = parse_request(msg.data, limits)
                 model = self._target_model(request)
             except Rejected as rejected:
                 await self._reject(msg, rejected, reply_to)
                 return
             reply = await self._complete_once(request, model, msg)
-            if reply_to:
-                await self.nc.publish(reply_to, reply)
+            await self._reply(reply_to, reply)
             await msg.ack()
             self.relay.poke()  # after the reply: the caller waits on it, not on the events
         except AdmissionUnavailableError as exc:
@@ -416,7 +419,7 @@ class CompletionWorker:
             event = CompletionFailed(
                 request_id=rejected.request_id,
                 error_type=rejected.error_type,
-                message=rejected.message,
+                message=rejected.message[:MAX_REASON_CHARS],
                 retryable=False,
             )
             completion = await asyncio.to_thread(
@@ -426,27 +429,38 @@ class CompletionWorker:
                 event.model_dump(mode="json"),
             )
             self.relay.poke()
-            if reply_to:
-                await self.nc.publish(reply_to, self._stored_reply(completion))
+            await self._reply(reply_to, self._stored_reply(completion))
         await self._dead_letter(data, subject, seq, rejected)
 
     async def _dead_letter(self, data: bytes, subject: str, seq: int, rejected: Rejected) -> None:
+        headers = {
+            subjects.ERROR_TYPE_HEADER: rejected.error_type.value,
+            subjects.ERROR_HEADER: header_text(rejected.message),
+            subjects.ORIGINAL_SUBJECT_HEADER: subject,
+            subjects.MSG_ID_HEADER: f"dlq:{subjects.REQUESTS_STREAM}:{seq}",
+        }
         payload = data
+        about = {"bytes": len(data), "request_id": rejected.request_id}
         if self.config.privacy == "metadata_only":
             # contents never leave the request path in this mode, not even into dead letters
-            payload = dumps(
-                {"redacted": True, "bytes": len(data), "request_id": rejected.request_id}
-            )
+            payload = dumps({"redacted": True} | about)
+        elif len(data) + header_bytes(headers) > self.nc.max_payload:
+            # with the headers it would exceed what the server takes, and the server would close
+            # this connection: keep what the message was instead (the reason is in the headers)
+            payload = dumps({"too_large": True} | about | {"stream_seq": seq})
         await self.js.publish(
-            subjects.DEAD_LETTER.format(service="completion"),
-            payload,
-            headers={
-                subjects.ERROR_TYPE_HEADER: rejected.error_type.value,
-                subjects.ERROR_HEADER: rejected.message[:1000],
-                subjects.ORIGINAL_SUBJECT_HEADER: subject,
-                subjects.MSG_ID_HEADER: f"dlq:{subjects.REQUESTS_STREAM}:{seq}",
-            },
+            subjects.DEAD_LETTER.format(service="completion"), payload, headers=headers
         )
+
+    async def _reply(self, reply_to: str | None, payload: bytes) -> None:
+        """Send the terminal event to the caller's inbox. It is stored and published already:
+        an inbox that cannot take it is the caller's loss, not a reason to handle it again."""
+        if reply_to is None:
+            return
+        try:
+            await self.nc.publish(reply_to, payload)
+        except Exception as exc:
+            log.warning("could not reply on %s: %s", reply_to, str(exc) or type(exc).__name__)
 
     async def watch_given_up(self, stop: asyncio.Event) -> None:
         sub = await self.js.pull_subscribe_bind(
@@ -476,12 +490,12 @@ class CompletionWorker:
         except NotFoundError:
             return  # acked after all, or already ended by another worker
         data = stored.data or b""
-        reply_to = (stored.headers or {}).get(subjects.REPLY_TO_HEADER)
+        reply_to = reply_subject(stored.headers)
         request_id = salvage_request_id(data)
         done = await asyncio.to_thread(self.app.find, request_id) if request_id else None
         if done is not None and done.is_terminal:
-            if reply_to:  # its worker stored the outcome, then died before acking
-                await self.nc.publish(reply_to, self._stored_reply(done))
+            # its worker stored the outcome, then died before acking
+            await self._reply(reply_to, self._stored_reply(done))
         else:
             rejected = Rejected(
                 ErrorType.internal,
@@ -497,11 +511,10 @@ class CompletionWorker:
             if msg.metadata.num_delivered < self.config.max_deliver:
                 await msg.nak(delay=1.0)
                 return
-            request_id = parse_request(msg.data, self.config.max_request_bytes).request_id
             rejected = Rejected(
                 ErrorType.internal,
                 f"request failed {msg.metadata.num_delivered} times inside llmbus; see its logs",
-                request_id,
+                salvage_request_id(msg.data),
             )
             await self._reject(msg, rejected, reply_to)
 
@@ -562,3 +575,15 @@ class CompletionWorker:
     def _stored_reply(completion: Completion) -> bytes:
         assert completion.outcome is not None
         return dumps(completion.outcome)
+
+
+def reply_subject(headers: dict[str, str] | None) -> str | None:
+    """The caller's Llmbus-Reply-To, if a reply can be published there; the request is served
+    either way, and its outcome still goes to the events stream."""
+    reply_to = (headers or {}).get(subjects.REPLY_TO_HEADER)
+    if not reply_to:
+        return None
+    if not subjects.is_publish_subject(reply_to):
+        log.warning("%s is not a subject a reply can go to: no reply", subjects.REPLY_TO_HEADER)
+        return None
+    return reply_to

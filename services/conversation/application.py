@@ -43,7 +43,9 @@ from llmbus.shared.contracts.conversation import (
     TurnView,
 )
 from llmbus.shared.contracts.prompt import PromptSummary, PromptView
+from llmbus.shared.errors import TooLargeError
 from llmbus.shared.eventstore import OutboxApplication
+from llmbus.shared.limits import Limits, encoded_size
 from llmbus.shared.prompts.library import DOMAIN_PROMPTS, DomainPrompt, domain_prompt
 
 log = logging.getLogger("llmbus.conversation")
@@ -117,10 +119,12 @@ class ConversationApplication(OutboxApplication):
         model: str | None,
         params: dict[str, Any],
         fit: Fitter,
+        limits: Limits,
         default_model: str | None = None,
     ) -> Conversation:
         """Store the user's turn with the completion request it starts (published by the
-        outbox); a request id sent before stores nothing new."""
+        outbox); a request id sent before stores nothing new. A turn whose request would not
+        fit `limits` is refused: the outbox could not publish it."""
         if not isinstance(content, str) or not content.strip():
             raise ConversationError("message content must not be empty")
 
@@ -143,6 +147,7 @@ class ConversationApplication(OutboxApplication):
                 )
             # validated now, so the request the outbox rebuilds from the turn is a valid one
             request = completion_request(conversation, request_id, chosen, fitted.messages, params)
+            check_fits(request, len(fitted.messages) - 1, limits)
             stored = {"model": chosen, "params": request["params"], "dropped": fitted.dropped}
             conversation.add_message("user", content, request_id, request=stored)
             if fitted.dropped:
@@ -270,6 +275,17 @@ def completion_request(
          "conversation_id": str(conversation.id), "user_id": conversation.user_id,
          "params": params}
     ).model_dump(mode="json", exclude_none=True)  # fmt: skip
+
+
+def check_fits(request: dict[str, Any], history: int, limits: Limits) -> None:
+    """The outbox publishes a turn's request as this JSON: it must fit, headers included."""
+    size = encoded_size(request)
+    if size > limits.request_bytes:
+        raise TooLargeError(
+            f"this turn's request to the model (the message and {history} earlier messages of "
+            f"the conversation) encodes to {size} bytes; {limits.request_limit_text()}. Send a "
+            "shorter message, or start a new conversation"
+        )
 
 
 def sent_request(

@@ -60,6 +60,7 @@ from llmbus.services.conversation.prompt import (
 )
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
+from llmbus.shared.contracts.base import too_large
 from llmbus.shared.contracts.conversation import (
     ChatReply,
     CreateConversation,
@@ -87,7 +88,9 @@ from llmbus.shared.contracts.prompt import (
     SetPromptActive,
     UpdatePrompt,
 )
+from llmbus.shared.errors import TooLargeError
 from llmbus.shared.eventstore import open_store
+from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.prompts.library import DomainPrompt
 from llmbus.shared.prompts.template import RenderError, TemplateError, render
@@ -263,6 +266,12 @@ class ConversationService:
                 log.exception("%s failed", msg.subject)
                 message = f"{msg.subject} failed inside the conversation service; see its log"
             payload = ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
+        if len(payload) > self.nc.max_payload:
+            message = (
+                f"the answer to {msg.subject} is {len(payload)} bytes, more than the NATS "
+                f"server's max_payload of {self.nc.max_payload} bytes"
+            )
+            payload = ErrorReply(error_type="too_large", message=message).model_dump_json().encode()
         if msg.reply:
             await msg.respond(payload)
 
@@ -304,7 +313,7 @@ class ConversationService:
         try:
             conversation = await self.on_store(
                 self.app.send, req.user_id, req.conversation_id, req.content, request_id,
-                req.model, req.params.model_dump(exclude_none=True), self.fitter,
+                req.model, req.params.model_dump(exclude_none=True), self.fitter, self.limits(),
                 self.settings.conversation.default_model,
             )  # fmt: skip
             self.relay.poke()
@@ -316,6 +325,9 @@ class ConversationService:
         finally:
             if waiter is not None:
                 self._forget(request_id, waiter)
+
+    def limits(self) -> Limits:
+        return Limits(self.settings.completion.max_request_bytes, self.nc.max_payload)
 
     def _wait(self, request_id: str) -> asyncio.Future[Conversation]:
         waiter: asyncio.Future[Conversation] = asyncio.get_running_loop().create_future()
@@ -585,8 +597,10 @@ def outcome_of(msg: Msg) -> Outcome:
 
 def error_of(exc: Exception) -> tuple[str, str]:
     """The error type and message an ErrorReply carries for a failed request."""
+    if isinstance(exc, TooLargeError):
+        return "too_large", str(exc)
     if isinstance(exc, ValidationError):
-        return "invalid_request", describe(exc)
+        return "too_large" if too_large(exc) else "invalid_request", describe(exc)
     if isinstance(exc, DuplicatePromptKey):
         return "duplicate_key", str(exc)
     if isinstance(exc, PromptInactive):

@@ -1,12 +1,77 @@
+import math
+import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 # request ids become a NATS subject token (llmbus.completion.chunk.<request_id>), so no dots.
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:]+$")
 ]
+
+# Free-form JSON in a request (metadata, params, prompt variables) is stored and forwarded: it
+# must come back out as the JSON it went in as. The store's serializer stops near 255 levels and
+# Python's parser near 1000, so nesting is bounded far below both; integers beyond 64 bits and
+# NaN/Infinity have no portable JSON form.
+MAX_JSON_DEPTH = 32
+MIN_JSON_INT = -(2**63)
+MAX_JSON_INT = 2**64 - 1
+# an error of one of these types means a value is larger than llmbus accepts: too_large
+SIZE_ERRORS = frozenset({"string_too_long", "too_long", "too_large"})
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_json(value: Any) -> Any:
+    """Refuse JSON that nests deeper than MAX_JSON_DEPTH, or has numbers with no portable form;
+    iterative, so no input can exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > MAX_JSON_DEPTH:
+                raise PydanticCustomError(
+                    "json_too_deep",
+                    "nested more than {limit} levels deep",
+                    {"limit": MAX_JSON_DEPTH},
+                )
+            if isinstance(item, dict):
+                if not all(isinstance(key, str) for key in item):
+                    raise PydanticCustomError("json_key", "object keys must be strings")
+                item = item.values()
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int) and not MIN_JSON_INT <= item <= MAX_JSON_INT:
+            raise PydanticCustomError("json_number", "integers must fit in 64 bits")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise PydanticCustomError("json_number", "numbers must be finite (no NaN or Infinity)")
+    return value
+
+
+def printable(text: str) -> str:
+    if CONTROL.search(text):
+        raise PydanticCustomError("control_character", "must not contain control characters")
+    return text
+
+
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
+# an id a request is booked to: carried by every event the request causes, so it is bounded
+# (as long as a conversation's user_id may be)
+IdText = Annotated[str, StringConstraints(max_length=200), AfterValidator(printable)]
+
+
+def too_large(exc: ValidationError) -> bool:
+    """Whether a value in it is larger than llmbus accepts (then: error_type too_large)."""
+    return any(err["type"] in SIZE_ERRORS for err in exc.errors(include_input=False))
 
 
 def utcnow() -> datetime:

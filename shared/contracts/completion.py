@@ -1,10 +1,56 @@
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from llmbus.shared.contracts.base import Contract, Identity, RequestId, utcnow
+from llmbus.shared.contracts.base import (
+    Contract,
+    Identity,
+    IdText,
+    JsonObject,
+    RequestId,
+    check_json,
+    printable,
+    utcnow,
+)
+
+# Bounds on what a request carries into every event it causes (ids, model, role, tags, prompt
+# key): together they stay far below any server's max_payload (see llmbus.shared.limits).
+MAX_MODEL_CHARS = 256
+MAX_TAGS = 64
+MAX_TAG_CHARS = 128
+MAX_INT32 = 2**31 - 1
+
+
+# whitespace or a control character anywhere, or an empty part (`openai/` names no model)
+NOT_A_MODEL = re.compile(r"[\s\x00-\x1f\x7f]|^/|/$|//")
+
+
+def model_name(name: str) -> str:
+    if NOT_A_MODEL.search(name):
+        raise PydanticCustomError(
+            "model_name",
+            "a model is a name or provider/name, with no empty part and no spaces",
+        )
+    return name
+
+
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_MODEL_CHARS), AfterValidator(model_name)
+]
+Tag = Annotated[str, StringConstraints(max_length=MAX_TAG_CHARS), AfterValidator(printable)]
 
 
 class ErrorType(StrEnum):
@@ -23,6 +69,7 @@ class ErrorType(StrEnum):
     prompt_inactive = "prompt_inactive"
     invalid_variables = "invalid_variables"
     prompt_unavailable = "prompt_unavailable"
+    too_large = "too_large"
     cancelled = "cancelled"
     internal = "internal"
 
@@ -36,35 +83,49 @@ class PromptRef(Contract):
     """A managed or domain prompt to render into the messages; label or version, not both."""
 
     key: str = Field(min_length=1, max_length=100)
-    label: str | None = None
-    version: int | None = Field(default=None, ge=1)
-    variables: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = Field(default=None, max_length=100)
+    version: StrictInt | None = Field(default=None, ge=1, le=MAX_INT32)
+    variables: JsonObject = Field(default_factory=dict)
 
 
 class CompletionParams(Contract):
-    """Model parameters passed through to litellm; unknown ones are kept and forwarded."""
+    """Model parameters passed through to litellm; unknown ones are kept and forwarded.
+
+    Types are strict: `max_tokens: "100"` or `true` is refused, not read as 100 or 1."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: StrictFloat | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: StrictFloat | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    max_tokens: StrictInt | None = Field(default=None, ge=1, le=MAX_INT32)
     stop: list[str] | None = None
-    seed: int | None = None
+    seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+
+    @model_validator(mode="after")
+    def _forwarded_json(self) -> Self:
+        check_json(self.model_extra or {})
+        return self
 
 
 class CompletionRequested(Identity):
-    """Published to llmbus.completion.requested. request_id is the idempotency key."""
+    """Published to llmbus.completion.requested. request_id is the idempotency key.
+
+    Whatever a request carries into the events it causes is bounded (ids, model, role, tags);
+    free-form JSON (metadata, params, prompt variables) nests at most 32 levels."""
 
     request_id: RequestId
-    model: str | None = Field(default=None, min_length=1)
-    role: str | None = Field(default=None, min_length=1)
+    user_id: IdText | None = None
+    team_id: IdText | None = None
+    project_id: IdText | None = None
+    conversation_id: IdText | None = None
+    model: ModelName | None = None
+    role: str | None = Field(default=None, min_length=1, max_length=100)
     messages: list[Message] | None = Field(default=None, min_length=1)
     prompt: PromptRef | None = None
     params: CompletionParams = Field(default_factory=CompletionParams)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    tags: list[str] = Field(default_factory=list)
-    stream: bool = False
+    metadata: JsonObject = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    stream: StrictBool = False
     requested_at: datetime | None = None
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from llmbus.shared.contracts.base import Contract, RequestId
+from llmbus.shared.contracts.base import Contract, JsonObject, RequestId
 from llmbus.shared.contracts.completion import CompletionParams
 
 
@@ -18,7 +18,9 @@ class CreateConversation(Contract):
 
     user_id: str
     title: str = Field(description="1-200 characters once stripped.")
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Any JSON object.")
+    metadata: JsonObject = Field(
+        default_factory=dict, description="Any JSON object, nested at most 32 levels."
+    )
     model: str | None = Field(
         default=None, min_length=1, description="The model its turns use unless a send names one."
     )

@@ -50,6 +50,7 @@ from llmbus.shared.contracts.prompt import (
     RenderedPrompt,
 )
 from llmbus.shared.errors import LlmbusError, RequestError
+from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings, load_settings
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
@@ -140,6 +141,12 @@ class Client:
         if reply_to:
             headers[subjects.REPLY_TO_HEADER] = reply_to
         payload = request.model_dump_json(exclude_none=True).encode()
+        # what the server cannot carry is refused here; the worker may have a lower limit
+        limits = Limits(self.nc.max_payload, self.nc.max_payload)
+        if len(payload) > limits.request_bytes:
+            raise RequestError(
+                "too_large", f"request is {len(payload)} bytes; {limits.request_limit_text()}"
+            )
         js = self.nc.jetstream()
         ack = await js.publish(subjects.COMPLETION_REQUESTED, payload, headers=headers)
         if ack.duplicate and reply_to:
@@ -499,6 +506,12 @@ class Client:
         late: str | None = None,
     ) -> ReplyT:
         payload = json.dumps({k: v for k, v in request.items() if v is not None}).encode()
+        if len(payload) > self.nc.max_payload:
+            raise RequestError(
+                "too_large",
+                f"the request is {len(payload)} bytes; the NATS server's max_payload is "
+                f"{self.nc.max_payload}",
+            )
         try:
             msg = await self.nc.request(subject, payload, timeout=timeout_s)
         except NoRespondersError:
