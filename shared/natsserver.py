@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,12 +25,20 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    """Runs nats-server with JetStream on a free loopback port, data under `data_dir`."""
+    """Runs nats-server with JetStream on a free loopback port, data under `data_dir`;
+    `args` adds options (a cluster node's, say)."""
 
-    def __init__(self, data_dir: Path, port: int = -1, startup_timeout_s: float = 15.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int = -1,
+        startup_timeout_s: float = 15.0,
+        args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.startup_timeout_s = startup_timeout_s
+        self.args = list(args)
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -49,6 +58,7 @@ class EmbeddedNats:
                 "-sd", str(self.data_dir / "jetstream"),
                 "--ports_file_dir", str(ports_dir),
                 "-l", str(log_file),
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
