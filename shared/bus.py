@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,12 +24,15 @@ from nats.js.errors import BadRequestError
 
 from llmbus.shared import subjects
 from llmbus.shared.errors import NotReachableError
+from llmbus.shared.failover import Backoff, ConnectionLog, describe, is_transient
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.bus")
 
 NATS_URL_FILE = "nats.url"
 DAY_S = 86_400.0
+# how long a starting service waits for JetStream (a cluster electing its leaders, say)
+PROVISION_PATIENCE_S = 60.0
 
 
 def stream_configs(replicas: int = 1) -> list[StreamConfig]:
@@ -133,27 +137,53 @@ def resolve_nats_url(settings: Settings) -> str:
 
 
 async def connect(settings: Settings, name: str, url: str | None = None) -> NatsClient:
+    """A connection that reconnects for ever, to any node listed in the (comma-separated) url."""
     url = url or resolve_nats_url(settings)
-
-    async def on_error(exc: Exception) -> None:
-        log.warning("nats: %s", exc)
-
+    nc = NatsClient()
+    events = ConnectionLog(nc)
     try:
-        return await nats.connect(
+        await nc.connect(
             [server.strip() for server in url.split(",")],
             name=name,
             connect_timeout=3,
             allow_reconnect=True,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=on_error,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # seconds; typed int, used as float
+            error_cb=events.error,
+            disconnected_cb=events.disconnected,
+            reconnected_cb=events.reconnected,
         )
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         raise NotReachableError(f"cannot reach NATS at {url}: {exc}") from None
+    return nc
 
 
-async def provision(js: JetStreamContext, settings: Settings) -> None:
-    """Create or update the streams and durable consumers; safe to run from every process."""
+async def provision(
+    js: JetStreamContext, settings: Settings, patience_s: float = PROVISION_PATIENCE_S
+) -> None:
+    """Create or update the streams and durable consumers; safe to run from every process.
+    Waits up to `patience_s` for JetStream to answer (a cluster still electing its leaders)."""
+    backoff = Backoff("provisioning JetStream streams", max_s=5.0)
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            await _provision(js, settings)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise NotReachableError(
+                    f"JetStream did not answer within {patience_s:g} s ({describe(exc)}); is "
+                    f"NATS running with JetStream, and, with stream_replicas "
+                    f"{settings.stream_replicas}, are that many cluster nodes up?"
+                ) from None
+            await backoff.wait(exc)
+        else:
+            backoff.succeeded()
+            return
+
+
+async def _provision(js: JetStreamContext, settings: Settings) -> None:
     for config in stream_configs(settings.stream_replicas):
         try:
             await js.add_stream(config=config)
@@ -180,18 +210,39 @@ async def consume(
     """Fetch batches from a durable pull consumer until `stop`. `handle` acks what it stored; a
     batch it fails on stays unacked, and JetStream redelivers it after a pause."""
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
+    backoff = Backoff(f"fetching {what}")
     try:
         while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch=batch, timeout=0.5)
-            except (NatsTimeoutError, TimeoutError):
+            msgs = await fetch(sub, batch, 0.5, backoff)
+            if not msgs:
                 continue
             try:
                 await handle(msgs)
-            except Exception:
+            except Exception as exc:
+                if is_transient(exc):  # NATS failing over: no reason for a traceback
+                    await backoff.wait(exc)
+                    continue
                 log.exception("handling %d %s failed; they will be redelivered", len(msgs), what)
                 await asyncio.sleep(1.0)
     finally:
         # a pull subscription with a fetch outstanding would hold up the connection's drain
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def fetch(
+    sub: JetStreamContext.PullSubscription, batch: int, timeout: float, backoff: Backoff
+) -> list[Msg]:
+    """Up to `batch` messages; none when `timeout` passes first, or when NATS is failing over
+    (then after a pause: see `Backoff`). Other errors are raised."""
+    try:
+        msgs = await sub.fetch(batch=batch, timeout=timeout)
+    except (NatsTimeoutError, TimeoutError):
+        msgs = []  # nothing to fetch; a consumer without a leader answers 503 at once instead
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        await backoff.wait(exc)
+        return []
+    backoff.succeeded()
+    return msgs

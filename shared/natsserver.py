@@ -25,7 +25,8 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    """Runs nats-server with JetStream on a free loopback port, data under `data_dir`."""
+    """Runs nats-server with JetStream on a free loopback port, data under `data_dir`;
+    `args` adds options (a cluster node's, say)."""
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ from typing import Any
 import nats
 import yaml
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -117,14 +118,21 @@ async def completion_service_ready(nc: NatsClient) -> bool:
 
 
 def spawn_service(
-    service: str, config_file: Path, stdout: int = subprocess.DEVNULL, **env: str
+    service: str,
+    config_file: Path,
+    log: Path | None = None,
+    stdout: int = subprocess.DEVNULL,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "llmbus", "serve", service],
-        env=os.environ | {"LLMBUS_CONFIG": str(config_file)} | env,
-        stdout=stdout,
-        stderr=subprocess.PIPE,
-    )
+    """`llmbus serve SERVICE`; its stderr goes to `log` if given (a pipe nobody reads would
+    stall a service that logs a lot), else to a pipe."""
+    with log.open("ab") if log else contextlib.nullcontext() as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "llmbus", "serve", service],
+            env=os.environ | {"LLMBUS_CONFIG": str(config_file)} | env,
+            stdout=stdout,
+            stderr=stderr or subprocess.PIPE,
+        )
 
 
 def llmbus_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -146,6 +154,12 @@ async def projected_requests(client: Client) -> int:
         return int((await client.usage()).rows[0]["requests"])
     except LlmbusError:
         return -1
+
+
+async def subject_counts(js: JetStreamContext, subject_filter: str) -> dict[str, int]:
+    """How many events the events stream holds on each subject that matches the filter."""
+    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject_filter)
+    return dict(info.state.subjects or {})
 
 
 async def requests_in_flight(nc: NatsClient) -> int:

@@ -23,6 +23,7 @@ from support import (
     running,
     spawn_service,
     stop_process,
+    subject_counts,
     wait_for,
     watching_events,
 )
@@ -34,11 +35,6 @@ def request(request_id: str, model: str) -> bytes:
     return json.dumps(
         {"request_id": request_id, "model": model, "messages": [{"role": "user", "content": "x"}]}
     ).encode()
-
-
-async def subject_counts(js: object, subject_filter: str) -> dict[str, int]:
-    info = await js.stream_info(subjects.EVENTS_STREAM, subjects_filter=subject_filter)  # type: ignore[attr-defined]
-    return dict(info.state.subjects or {})
 
 
 async def test_a_worker_killed_with_100_requests_in_flight_loses_and_repeats_nothing(

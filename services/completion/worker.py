@@ -10,7 +10,6 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from llmbus.services.completion.admission import Admission, AdmissionUnavailableError
@@ -20,7 +19,7 @@ from llmbus.services.completion.intake import Rejected, parse_request, salvage_r
 from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver, RenderedPrompt
-from llmbus.shared import subjects
+from llmbus.shared import bus, subjects
 from llmbus.shared.batching import GroupCommit
 from llmbus.shared.contracts import (
     CompletionFailed,
@@ -93,16 +92,14 @@ class CompletionWorker:
         granting_stop = asyncio.Event()
         granting = asyncio.create_task(self.admission.run(granting_stop))
         log.info("completion worker ready (concurrency %d)", self.config.concurrency)
+        backoff = bus.Backoff("fetching completion requests")
         try:
             while not stop.is_set():
                 free = self.config.concurrency - len(self.tasks)
                 if free <= 0:
                     await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                try:
-                    msgs = await sub.fetch(batch=min(free, FETCH_BATCH), timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
+                msgs = await bus.fetch(sub, min(free, FETCH_BATCH), 0.5, backoff)
                 for msg in msgs:
                     task = asyncio.create_task(self.handle(msg))
                     self.tasks.add(task)
@@ -466,12 +463,10 @@ class CompletionWorker:
         sub = await self.js.pull_subscribe_bind(
             durable=subjects.GAVE_UP_CONSUMER, stream=subjects.ADVISORIES_STREAM
         )
+        backoff = bus.Backoff("fetching max-deliveries advisories")
         try:
             while not stop.is_set():
-                try:
-                    advisories = await sub.fetch(batch=16, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
+                advisories = await bus.fetch(sub, 16, 1.0, backoff)
                 for advisory in advisories:
                     try:
                         await self.end_given_up(json.loads(advisory.data))
