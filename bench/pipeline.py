@@ -28,6 +28,7 @@ in asyncio.to_thread (event-store reads and writes) shows as time awaited, not i
 """
 
 import argparse
+import atexit
 import asyncio
 import json
 import os
@@ -215,13 +216,15 @@ class CpuMeter:
 # ---------------------------------------------------------------- the llmbus side
 
 
-def write_config(folder: Path, nats_url: str, api_base: str, concurrency: int) -> Path:
+def write_config(
+    folder: Path, nats_url: str, api_base: str, concurrency: int, event_store: str = "sqlite"
+) -> Path:
     import yaml
 
-    config = {
+    config: dict[str, Any] = {
         "state_dir": str(folder / "state"),
         "nats_url": nats_url,
-        "event_store": "sqlite",
+        "event_store": event_store,
         "log_level": "WARNING",
         "completion": {"concurrency": concurrency},
         "models": [
@@ -235,9 +238,29 @@ def write_config(folder: Path, nats_url: str, api_base: str, concurrency: int) -
             }
         ],
     }
+    if event_store == "postgres":
+        # a schema of its own in the local PostgreSQL, dropped when the bench exits
+        config["postgres"] = {
+            "host": os.environ.get("POSTGRES_HOST", "127.0.0.1"),
+            "dbname": os.environ.get("POSTGRES_DBNAME", "test"),
+            "schema_name": f"llmbus_bench_{os.getpid()}",
+        }
+        create_schema(config["postgres"])
     path = folder / "llmbus.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def create_schema(pg: dict[str, str]) -> None:
+    import psycopg
+
+    def run(sql: str) -> None:
+        with psycopg.connect(host=pg["host"], dbname=pg["dbname"], user="postgres",
+                             autocommit=True) as conn:  # fmt: skip
+            conn.execute(sql)
+
+    run(f"CREATE SCHEMA IF NOT EXISTS {pg['schema_name']}")
+    atexit.register(run, f"DROP SCHEMA IF EXISTS {pg['schema_name']} CASCADE")
 
 
 def spawn(service: str, config: Path, log: Path, profile: Path | None = None) -> subprocess.Popen:
@@ -368,7 +391,8 @@ async def run_all(folder: Path, api_base: str, fake_pid: int, args: argparse.Nam
     server.start()
     worker = usage = admin = client = None
     try:
-        config = write_config(folder, server.url, api_base, args.concurrency)
+        config = write_config(folder, server.url, api_base, args.concurrency, args.event_store)
+        notes.append(f"completion event store: {args.event_store}")
         settings = Settings(nats_url=server.url, state_dir=folder / "state")
         admin = await nats.connect(server.url)
         await bus.provision(admin.jetstream(), settings)
@@ -547,6 +571,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-requests", type=int, default=300, help="per side, one by one")
     parser.add_argument("--warmup", type=int, default=200, help="per side, at -c, not measured")
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the two sides")
+    parser.add_argument("--event-store", choices=["sqlite", "postgres"], default="sqlite",
+                        help="the completion service's event store (postgres: local, a schema "
+                        "of its own)")  # fmt: skip
     parser.add_argument("--with-usage", action="store_true", help="also run the usage service")
     parser.add_argument("--profile", type=Path, help="run the worker under pyinstrument -> FILE")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
