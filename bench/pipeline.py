@@ -28,8 +28,8 @@ in asyncio.to_thread (event-store reads and writes) shows as time awaited, not i
 """
 
 import argparse
-import atexit
 import asyncio
+import atexit
 import json
 import os
 import signal
