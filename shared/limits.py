@@ -36,8 +36,10 @@ class Limits:
 
     @property
     def carried_bytes(self) -> int:
-        """The most that a request's copied fields may take in each event made from it."""
-        return max(self.max_payload - EVENT_ROOM, 0)
+        """The most that a request's copied fields may take in each event made from it; a
+        quarter of a server's max_payload when that is too small to leave EVENT_ROOM (what
+        still does not fit is parked by the outbox relay, not lost)."""
+        return max(self.max_payload - EVENT_ROOM, self.max_payload // 4)
 
     def request_limit_text(self) -> str:
         if self.request_bytes == self.max_request_bytes:

@@ -121,6 +121,7 @@ def spawn_service(
     service: str,
     config_file: Path,
     log: Path | None = None,
+    *,
     stdout: int = subprocess.DEVNULL,
     **env: str,
 ) -> subprocess.Popen[bytes]:

@@ -183,7 +183,7 @@ async def test_a_service_logging_at_debug_prints_no_key_content_or_variable_name
 ) -> None:
     models = ["fake-gpt", *ECHOES, "fail-401"]
     process = spawn_service(
-        "completion", config_file, subprocess.PIPE,  # litellm logs below WARNING to stdout
+        "completion", config_file, stdout=subprocess.PIPE,  # litellm logs below WARNING to stdout
         LLMBUS_LOG_LEVEL="DEBUG", LLMBUS_PRIVACY="metadata_only",
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
