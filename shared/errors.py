@@ -17,6 +17,10 @@ class TooLargeError(LlmbusError):
     """A message larger than llmbus accepts, or than the NATS server carries; says which."""
 
 
+class StoreBusyError(LlmbusError):
+    """Other processes kept saving the same aggregate first; the command may be tried again."""
+
+
 class RequestError(LlmbusError):
     """A request/reply call came back with an error reply."""
 

@@ -2,18 +2,24 @@
 
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing import sqlite
 from eventsourcing.application import Application
-from eventsourcing.persistence import PersistenceError, ProcessRecorder
+from eventsourcing.persistence import IntegrityError, PersistenceError, ProcessRecorder
 from eventsourcing.utils import Environment
 
+from llmbus.shared.errors import StoreBusyError
 from llmbus.shared.settings import Settings
 
 AppT = TypeVar("AppT", bound=Application[Any])
+T = TypeVar("T")
+# a version conflict means another process saved the same aggregate first; this many tries
+# outlast any realistic burst of writers to one aggregate
+CONFLICT_ATTEMPTS = 5
 
 
 def store_env(settings: Settings, store: str) -> dict[str, str]:
@@ -118,3 +124,21 @@ class OutboxApplication(Application[Any]):
     def process_recorder(self) -> ProcessRecorder:
         assert isinstance(self.recorder, ProcessRecorder)
         return self.recorder
+
+
+def retry_on_conflict(
+    attempt: Callable[[], T],
+    what: str,
+    on_conflict: Callable[[], None] | None = None,
+    attempts: int = CONFLICT_ATTEMPTS,
+) -> T:
+    """Run `attempt` (read -> change -> save) again each time its save loses a race with another
+    process. `attempt` must read its aggregates afresh on every call: a failed save has consumed
+    their pending events. `on_conflict` forgets what the losing attempt changed in memory."""
+    for _ in range(attempts):
+        try:
+            return attempt()
+        except IntegrityError:
+            if on_conflict is not None:
+                on_conflict()
+    raise StoreBusyError(f"could not {what}: the store kept changing under it; try again")

@@ -13,13 +13,14 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from llmbus.services.completion.application import CompletionApplication
-from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.domain import CallClaim, Completion
 from llmbus.services.completion.outbox import route
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.budgets import BudgetBook
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import BudgetDefinition, BudgetGrantRequest, BudgetGrantReturn
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.errors import StoreBusyError
+from llmbus.shared.eventstore import open_store, retry_on_conflict
 from llmbus.shared.outbox import Outbound, OutboxRelay
 from llmbus.shared.settings import PostgresSettings, Settings
 
@@ -191,3 +192,32 @@ def test_services_starting_together_on_one_postgres_schema_all_open_their_stores
     assert len(apps) == 6
     for app in apps:
         app.close()
+
+
+def test_a_command_that_loses_a_save_race_is_read_back_and_retried(
+    store_settings: Settings,
+) -> None:
+    here = open_store(CompletionApplication, store_settings, "completion")
+    there = open_store(CompletionApplication, store_settings, "completion")
+    request_id = uuid.uuid4().hex
+    here.record_failed(request_id, {"model": "m"}, {"request_id": request_id})
+    forgotten: list[int] = []
+    tries = 0
+
+    def claim_next() -> int:
+        nonlocal tries
+        tries += 1
+        mine = CallClaim(request_id, tries, "here", 10.0)
+        if tries == 1:  # another process saves the same aggregate between read and save
+            there.save(CallClaim(request_id, 1, "there", 10.0))
+        here.save(mine)
+        return tries
+
+    assert retry_on_conflict(claim_next, "claim", on_conflict=lambda: forgotten.append(tries)) == 2
+    assert forgotten == [1]
+
+    def always_taken() -> None:
+        here.save(CallClaim(request_id, 1, "here", 10.0))
+
+    with pytest.raises(StoreBusyError, match="could not claim again: the store kept changing"):
+        retry_on_conflict(always_taken, "claim again", attempts=3)
