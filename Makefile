@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install demo test lint typecheck pytest schemas bench clean
+.PHONY: install demo test lint typecheck pytest schemas docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint typecheck pytest
 
 schemas: install
 	$(VENV)/bin/python -m llmbus.shared.schemas
+
+# docs/cli.md, generated from the typer app; a test fails while it is stale
+docs: install
+	$(VENV)/bin/python -m llmbus.cli.reference docs/cli.md
 
 bench: install
 	$(VENV)/bin/python bench/pipeline.py

@@ -50,7 +50,11 @@ class Format(StrEnum):
 def up(
     workers: Annotated[int, typer.Option(help="Completion worker processes.", min=1)] = 1,
 ) -> None:
-    """Run the whole stack: nats-server (unless NATS_URL is set) and every service."""
+    """Run the whole stack: nats-server (unless NATS_URL is set) and every service.
+
+    The NATS address goes to <state_dir>/nats.url, deleted on exit. Ctrl-C drains in-flight work
+    and stops everything; if one service exits, the rest are stopped and the command fails.
+    """
     from llmbus.cli.commands import run_up
 
     run_up(workers)
@@ -58,7 +62,11 @@ def up(
 
 @app.command()
 def serve(service: Annotated[Service, typer.Argument(help="Which service to run.")]) -> None:
-    """Run one service alone against NATS_URL."""
+    """Run one service alone against NATS_URL.
+
+    It creates or updates the streams and consumers, then serves until SIGINT or SIGTERM,
+    draining in-flight work.
+    """
     from llmbus.cli.commands import run_serve
 
     run_serve(service.value)
@@ -75,7 +83,11 @@ def complete(
     max_tokens: Annotated[int | None, typer.Option(help="Cap on output tokens.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the CompletionReceived.")] = False,
 ) -> None:
-    """Send one completion request and print the reply and its cost."""
+    """Send one completion request and print the reply and its cost.
+
+    After the reply comes a line with the model, tokens, cost and latency. A CompletionFailed
+    prints "error: <error_type>: <message>" to stderr and exits with 1.
+    """
     from llmbus.cli.commands import run_complete
 
     run_complete(text, model, system, user, team, project, max_tokens, as_json)
@@ -99,7 +111,11 @@ def usage(
     limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
-    """Query cost, tokens and requests from the usage projection."""
+    """Query cost, tokens and requests from the usage projection.
+
+    The usage service answers over llmbus.usage.query: this command never opens DuckDB. Without
+    --by the answer is one row of totals; rows come in time order, then most expensive first.
+    """
     from llmbus.cli.commands import run_usage
 
     run_usage(by or [], since, until, where or [], limit, fmt.value)
@@ -107,7 +123,10 @@ def usage(
 
 @projections.command("rebuild")
 def projections_rebuild() -> None:
-    """Drop the DuckDB projection and rebuild it from the usage event store."""
+    """Drop the DuckDB projection and rebuild it from the usage event store.
+
+    Stop the usage service first: it holds the DuckDB file.
+    """
     from llmbus.cli.commands import run_rebuild
 
     run_rebuild()
@@ -172,7 +191,11 @@ def budgets_watch(
 def demo(
     requests: Annotated[int, typer.Option(help="How many requests to publish.", min=1)] = 24,
 ) -> None:
-    """Start the embedded stack, publish a batch of requests, and print a cost table."""
+    """Start the embedded stack, publish a batch of requests, and print a cost table.
+
+    The stack runs under <state_dir>/demo/ (wiped first), with the demo's two budgets, and logs
+    each service to a file there. This is what `make demo` runs.
+    """
     from llmbus.cli.demo import run_demo
 
     run_demo(requests)
@@ -242,7 +265,12 @@ def chat(
         int | None, typer.Option(help="Cap on each reply's output tokens.", min=1)
     ] = None,
 ) -> None:
-    """Chat with a model in the terminal; reads one message per line from a pipe too."""
+    """Chat with a model in the terminal; reads one message per line from a pipe too.
+
+    /title NEW renames the conversation, /help lists the commands, /exit or Ctrl-D ends the chat.
+    A failed turn prints "error: <error_type>: <message>" and the chat goes on, but the command
+    then exits with 1.
+    """
     from llmbus.cli.chat import run_chat
 
     run_chat(user, conversation, title, model, system, max_tokens)
