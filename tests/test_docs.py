@@ -5,9 +5,14 @@ from pathlib import Path
 
 import typer
 
+from pydantic import BaseModel
+
 from llmbus.cli import reference
 from llmbus.cli.app import app
 from llmbus.shared import subjects
+from llmbus.shared.contracts import ErrorType
+from llmbus.shared.contracts.budget import BudgetDefinition
+from llmbus.shared.settings import ENV_KEYS, ModelEntry, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -85,6 +90,31 @@ def test_every_cli_command_is_documented() -> None:
     assert "llmbus budgets set" in paths
     text = everything()
     assert not [path for path in paths if f"`{path}" not in text]
+
+
+def setting_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted keys of the settings file; a section's fields are listed, not the section."""
+    keys = []
+    for name, field in model.model_fields.items():
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            keys += setting_keys(section, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def test_every_setting_and_environment_variable_is_in_the_configuration_reference() -> None:
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    names = [*setting_keys(Settings), *ENV_KEYS, *ModelEntry.model_fields]
+    names += BudgetDefinition.model_fields
+    assert "completion.claim_lease_s" in names and "LLMBUS_CLAIM_LEASE_S" in names
+    assert not [name for name in names if f"`{name}`" not in text]
+
+
+def test_every_error_type_is_in_the_nats_reference() -> None:
+    text = (ROOT / "docs" / "nats.md").read_text()
+    assert not [kind.value for kind in ErrorType if f"`{kind.value}`" not in text]
 
 
 def test_the_cli_reference_is_current() -> None:
