@@ -4,7 +4,6 @@ import re
 from pathlib import Path
 
 import typer
-
 from pydantic import BaseModel
 
 from llmbus.cli import reference
