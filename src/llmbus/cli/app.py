@@ -146,7 +146,7 @@ def budgets_status(
 def budgets_remaining(
     attributes: Annotated[
         list[str] | None,
-        typer.Option("--for", help="KEY=VALUE over team, user, project, model, role."),
+        typer.Option("--for", help="KEY=VALUE over team, user, project, model, role. Repeatable."),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
 ) -> None:
@@ -164,14 +164,25 @@ def budgets_set(
     mode: Annotated[str, typer.Option(help="hard (refuses) or soft (warns).")] = "hard",
     scope: Annotated[
         list[str] | None,
-        typer.Option("--scope", help="KEY=VALUE over team, user, project, model, role."),
+        typer.Option(
+            "--scope",
+            help="KEY=VALUE over team, user, project, model, role. Repeatable; none: every request.",
+        ),
     ] = None,
     threshold: Annotated[
-        list[float] | None, typer.Option("--threshold", help="Fraction of the limit. Repeatable.")
+        list[float] | None,
+        typer.Option(
+            "--threshold",
+            help="Fraction of the limit, in (0, 1]. Repeatable; none: 0.5, 0.8 and 1.0.",
+        ),
     ] = None,
     timezone: Annotated[str, typer.Option(help="IANA timezone of the window.")] = "UTC",
 ) -> None:
-    """Create or change a budget at run time (stored as an event)."""
+    """Create or change a budget at run time (stored as an event).
+
+    An invalid definition stops the command before anything is sent. Setting an existing name
+    changes that budget; its spend carries over.
+    """
     from llmbus.cli.budgets import run_set
 
     run_set(name, limit, window, mode, scope or [], threshold, timezone)
