@@ -19,9 +19,8 @@ from nats.aio.msg import Msg
 from llmbus.client import CompletionError
 from llmbus.services.completion import admission
 from llmbus.services.completion.grants import Grant, GrantLedger, Key
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budget import Budget
-from llmbus.services.usage.budgets import BudgetBook
+from llmbus.services.usage.application import BudgetBook, UsageApplication
+from llmbus.services.usage.domain import Budget
 from llmbus.shared import subjects
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (

@@ -11,7 +11,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from llmbus.services.usage.budget import Budget, BudgetExceededError, Cover
+from llmbus.services.usage.domain import Budget, BudgetExceededError, Cover
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
     COST_QUANTUM,
@@ -38,11 +38,6 @@ SETTLEMENT_LAG = timedelta(seconds=15)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def request_attributes(usage: UsageRecorded) -> dict[str, str | None]:
-    return {"user": usage.user_id, "team": usage.team_id, "project": usage.project_id,
-            "model": usage.model, "role": usage.role}  # fmt: skip
 
 
 @dataclass
@@ -85,9 +80,8 @@ class BudgetBook:
         self.lag_warned: datetime | None = None  # an alert, not one line per refused grant
 
     def load(self, configured: Iterable[BudgetDefinition]) -> None:
-        defined_topic = get_topic(getattr(Budget, "Defined"))  # noqa: B009 (made by @event)
         defined = self.app.recorder.select_notifications(
-            0, 1_000_000, topics=[defined_topic], inclusive_of_start=False
+            0, 1_000_000, topics=[get_topic(Budget.Defined)], inclusive_of_start=False
         )
         for notification in defined:
             budget_id = notification.originator_id

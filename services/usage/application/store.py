@@ -15,9 +15,9 @@ from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.eventstore import OutboxApplication
 
 if TYPE_CHECKING:
-    from llmbus.services.usage.budgets import BudgetBook
+    from llmbus.services.usage.application.budget_book import BudgetBook
 
-CALL_RECORDED = get_topic(getattr(ProviderCall, "UsageRecorded"))  # noqa: B009 (made by @event)
+CALL_RECORDED = get_topic(ProviderCall.UsageRecorded)
 ATTEMPTS = 5
 
 
