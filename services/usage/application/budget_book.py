@@ -24,10 +24,10 @@ from llmbus.shared.contracts.budget import (
     BudgetReservation,
     settled_cost,
 )
+from llmbus.shared.eventstore import retry_on_conflict
 
 log = logging.getLogger("llmbus.usage.budgets")
 Clock = Callable[[], datetime]
-ATTEMPTS = 5  # a version conflict means another usage service wrote first: reload and retry
 # a grant takes at most this share of the room left in each hard budget it is held in, so that
 # other workers (and the requests that still reserve one by one) find room too
 GRANT_SHARE = Decimal("0.25")
@@ -90,32 +90,39 @@ class BudgetBook:
         for definition in configured:
             self.define(definition)
 
+    # Each command below is a read-change-save. A version conflict means another usage service
+    # saved first: `_save` reloads what it touched, and retry_on_conflict runs it all again.
+
     def define(self, definition: BudgetDefinition) -> Budget:
-        for _ in range(ATTEMPTS):
-            budget = self.budgets.get(definition.name)
-            if budget is None:
-                budget = Budget.define(definition, self.clock())
-            elif budget.definition == definition:
-                return budget
-            else:
-                budget.redefine(definition, self.clock())
-            if self._saved(budget):
-                self.budgets[budget.name] = budget
-                return budget
-        raise RuntimeError(f"budget {definition.name!r} kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._define(definition), f"define budget {definition.name!r}"
+        )
+
+    def _define(self, definition: BudgetDefinition) -> Budget:
+        budget = self.budgets.get(definition.name)
+        if budget is None:
+            budget = Budget.define(definition, self.clock())
+        elif budget.definition == definition:
+            return budget
+        else:
+            budget.redefine(definition, self.clock())
+        self._save(budget)
+        self.budgets[budget.name] = budget
+        return budget
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply a batch in memory and save every budget it touched in one transaction. A
         version conflict (another usage service wrote first) reloads them and redoes it all."""
-        for _ in range(ATTEMPTS):
-            try:
-                result, touched = self._apply(batch)
-            except Exception:
-                self.forget_unsaved()  # what was applied before the failure is not saved
-                raise
-            if self._saved(*touched):
-                return result
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(lambda: self._apply_and_save(batch), "apply budget commands")
+
+    def _apply_and_save(self, batch: Batch) -> BatchResult:
+        try:
+            result, touched = self._apply(batch)
+        except Exception:
+            self.forget_unsaved()  # what was applied before the failure is not saved
+            raise
+        self._save(*touched)
+        return result
 
     def _apply(self, batch: Batch) -> tuple[BatchResult, list[Budget]]:
         touched: dict[int, Budget] = {}  # aggregates don't hash
@@ -163,11 +170,14 @@ class BudgetBook:
         """Hold budget for a worker in every budget matching the request's attributes: a share
         of the room left in the hard ones, or nothing to bound if none is hard. Not granted
         when that share is below `min_usd`, or when `blocked` (reservations wait for room)."""
-        for _ in range(ATTEMPTS):
-            answer, touched = self._grant(request, blocked)
-            if self._saved(*touched):
-                return answer
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._granted(request, blocked), f"grant {request.grant_id!r}"
+        )
+
+    def _granted(self, request: BudgetGrantRequest, blocked: bool) -> BudgetGrant:
+        answer, touched = self._grant(request, blocked)
+        self._save(*touched)
+        return answer
 
     def _grant(
         self, request: BudgetGrantRequest, blocked: bool
@@ -221,14 +231,17 @@ class BudgetBook:
 
     def return_grant(self, returned: BudgetGrantReturn) -> list[str]:
         """Release what a returned grant did not use; the names of the budgets it was held in."""
-        for _ in range(ATTEMPTS):
-            now = self.clock()
-            touched = [b for b in self.budgets.values() if returned.grant_id in b.reservations]
-            for budget in touched:
-                budget.return_grant(returned.grant_id, returned.unused_usd, now)
-            if self._saved(*touched):
-                return [b.name for b in touched]
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._return_grant(returned), f"return grant {returned.grant_id!r}"
+        )
+
+    def _return_grant(self, returned: BudgetGrantReturn) -> list[str]:
+        now = self.clock()
+        touched = [b for b in self.budgets.values() if returned.grant_id in b.reservations]
+        for budget in touched:
+            budget.return_grant(returned.grant_id, returned.unused_usd, now)
+        self._save(*touched)
+        return [b.name for b in touched]
 
     def settle(self, usage: UsageRecorded) -> list[Budget]:
         """Settle a provider call's reservations in memory; the caller saves what it returns,
@@ -288,15 +301,16 @@ class BudgetBook:
             except AggregateNotFoundError:
                 self.budgets.pop(budget.name, None)
 
-    def _saved(self, *budgets: Budget) -> bool:
+    def _save(self, *budgets: Budget) -> None:
+        """Save budgets in one transaction. Losing a race to another usage service reloads
+        them as it saved them, and raises IntegrityError for retry_on_conflict."""
         if not budgets:
-            return True
+            return
         try:
             self.app.save(*budgets)
         except IntegrityError:
             self.reload(budgets)
-            return False
-        return True
+            raise
 
 
 def remaining(budgets: Iterable[Budget], now: datetime) -> list[BudgetRemaining]:
