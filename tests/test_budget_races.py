@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmbus.services.usage.application import BudgetBook, UsageApplication
-from llmbus.services.usage.application.budget_book import Batch, Waiting
+from llmbus.services.usage.application.batch import Batch, Waiting
 from llmbus.services.usage.domain import Budget
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (

@@ -2,7 +2,6 @@
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -11,6 +10,7 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
+from llmbus.services.usage.application.batch import Batch, BatchResult
 from llmbus.services.usage.domain import Budget, BudgetExceededError, Cover
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
@@ -38,36 +38,6 @@ SETTLEMENT_LAG = timedelta(seconds=15)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass
-class Waiting:
-    """A reservation to admit, or to hold while it may still wait for open ones to settle."""
-
-    reservation: BudgetReservation
-    may_wait: bool = False
-    deadline: float = 0.0  # the caller's, on its own (monotonic) clock
-
-
-@dataclass
-class Batch:
-    """Budget commands applied together and saved in one transaction: settlements first (they
-    free room), then lease expiry, then the reservations that waited, then new ones."""
-
-    settlements: list[UsageRecorded] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
-    expire: bool = False
-
-
-@dataclass
-class BatchResult:
-    answered: list[tuple[Waiting, BudgetAdmission]] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)
-
-    @property
-    def refused(self) -> int:
-        return sum(not admission.admitted for _, admission in self.answered)
 
 
 class BudgetBook:
@@ -187,24 +157,9 @@ class BudgetBook:
         names = [b.name for b in matching]
         hard = [b for b in matching if b.mode == "hard"]
         if any(request.grant_id in b.reservations for b in matching):  # asked again
-            holding = [
-                b.reservations[request.grant_id] for b in hard if request.grant_id in b.reservations
-            ]
-            held = min((r.amount_usd for r in holding), default=None)
-            granted = BudgetGrant(
-                granted=True, grant_id=request.grant_id, amount_usd=held, budgets=names
-            )
-            return granted, []
+            return held_grant(request.grant_id, hard, names), []
         amount: Decimal | None = None
-        lagging = [b.name for b in hard if b.settlement_lags(now, SETTLEMENT_LAG)]
-        if lagging and (self.lag_warned is None or now - self.lag_warned >= SETTLEMENT_LAG):
-            self.lag_warned = now
-            log.warning(
-                "settlement lags in budgets %s: calls of a returned grant have not been recorded "
-                "for %d s (is the completion outbox publishing, the usage consumer running?); "
-                "no grants until they are", lagging, SETTLEMENT_LAG.total_seconds(),
-            )  # fmt: skip
-        if lagging:
+        if lagging := self._lagging(hard, now):
             refused = BudgetGrant(granted=False, grant_id=request.grant_id, budgets=names,
                                   message=f"settlement lags in {', '.join(lagging)}")  # fmt: skip
             return refused, []
@@ -228,6 +183,18 @@ class BudgetBook:
             granted=True, grant_id=request.grant_id, amount_usd=amount, budgets=names
         )
         return answer, matching
+
+    def _lagging(self, hard: list[Budget], now: datetime) -> list[str]:
+        """The budgets whose returned grants' calls have not settled for SETTLEMENT_LAG."""
+        lagging = [b.name for b in hard if b.settlement_lags(now, SETTLEMENT_LAG)]
+        if lagging and (self.lag_warned is None or now - self.lag_warned >= SETTLEMENT_LAG):
+            self.lag_warned = now
+            log.warning(
+                "settlement lags in budgets %s: calls of a returned grant have not been recorded "
+                "for %d s (is the completion outbox publishing, the usage consumer running?); "
+                "no grants until they are", lagging, SETTLEMENT_LAG.total_seconds(),
+            )  # fmt: skip
+        return lagging
 
     def return_grant(self, returned: BudgetGrantReturn) -> list[str]:
         """Release what a returned grant did not use; the names of the budgets it was held in."""
@@ -311,6 +278,13 @@ class BudgetBook:
         except IntegrityError:
             self.reload(budgets)
             raise
+
+
+def held_grant(grant_id: str, hard: list[Budget], names: list[str]) -> BudgetGrant:
+    """A grant asked for again: what it holds now (the least of its hard budgets), not more."""
+    holding = [b.reservations[grant_id] for b in hard if grant_id in b.reservations]
+    held = min((r.amount_usd for r in holding), default=None)
+    return BudgetGrant(granted=True, grant_id=grant_id, amount_usd=held, budgets=names)
 
 
 def remaining(budgets: Iterable[Budget], now: datetime) -> list[BudgetRemaining]:
