@@ -225,8 +225,8 @@ def test_a_threshold_crossed_under_a_grant_fires_once() -> None:
 
     team.settle_granted("g-1", "r-2", usd("1.5"), NOW)
     team.settle_granted("g-1", "r-3", usd("1"), NOW)
-    fired = [e for e in team.collect_events() if type(e).__name__ == "ThresholdReached"]
-    assert [(e.threshold, e.request_id) for e in fired] == [(0.5, "r-2")]  # type: ignore[attr-defined]
+    fired = [e for e in team.collect_events() if isinstance(e, Budget.ThresholdReached)]
+    assert [(e.threshold, e.request_id) for e in fired] == [(0.5, "r-2")]
 
 
 # The budget book on a real SQLite store

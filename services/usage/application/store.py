@@ -2,7 +2,7 @@
 idempotent under redelivery; a call and the budget settlements it causes are saved together."""
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Notification
@@ -82,7 +82,8 @@ class UsageApplication(OutboxApplication):
         return [(n.id, self._recorded(n)) for n in notifications]
 
     def _recorded(self, notification: Notification) -> UsageRecorded | Unrecordable:
-        usage = self.mapper.to_domain_event(notification).usage  # type: ignore[attr-defined]
+        recorded = cast(ProviderCall.UsageRecorded, self.mapper.to_domain_event(notification))
+        usage = recorded.usage
         try:
             return UsageRecorded.model_validate(usage)
         except ValidationError as exc:
