@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budget import Budget, Cover
-from llmbus.services.usage.budgets import Batch, BudgetBook, Waiting
-from llmbus.services.usage.desk import AdmissionDesk
+from llmbus.services.usage.application import AdmissionDesk, BudgetBook, UsageApplication
+from llmbus.services.usage.application.batch import Batch, Waiting
+from llmbus.services.usage.domain import Budget, Cover
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import BudgetDefinition, BudgetReservation
 from llmbus.shared.eventstore import open_store

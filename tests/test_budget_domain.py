@@ -10,15 +10,15 @@ import pytest
 from eventsourcing.application import Application
 from pydantic import ValidationError
 
-from llmbus.services.usage.budget import (
+from llmbus.services.usage.domain import (
     LIFETIME_START,
     Budget,
-    BudgetDefinition,
     BudgetExceededError,
     BudgetRenamedError,
     UnknownReservationError,
     window_start,
 )
+from llmbus.shared.contracts.budget import BudgetDefinition
 
 NOW = datetime(2025, 3, 12, 9, 30, tzinfo=UTC)
 LEASE = timedelta(minutes=5)

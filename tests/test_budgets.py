@@ -16,9 +16,9 @@ import pytest
 from llmbus.client import Client, CompletionError
 from llmbus.services.completion.models import ModelGateway
 from llmbus.services.completion.service import serve as serve_completion
-from llmbus.services.usage.budgets import settled_cost
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
+from llmbus.shared.contracts.budget import settled_cost
 from llmbus.shared.settings import Settings
 from support import (
     MAX_TOKENS,

@@ -19,9 +19,8 @@ from nats.aio.msg import Msg
 from llmbus.client import CompletionError
 from llmbus.services.completion import admission
 from llmbus.services.completion.grants import Grant, GrantLedger, Key
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budget import Budget
-from llmbus.services.usage.budgets import BudgetBook
+from llmbus.services.usage.application import BudgetBook, UsageApplication
+from llmbus.services.usage.domain import Budget
 from llmbus.shared import subjects
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
@@ -226,8 +225,8 @@ def test_a_threshold_crossed_under_a_grant_fires_once() -> None:
 
     team.settle_granted("g-1", "r-2", usd("1.5"), NOW)
     team.settle_granted("g-1", "r-3", usd("1"), NOW)
-    fired = [e for e in team.collect_events() if type(e).__name__ == "ThresholdReached"]
-    assert [(e.threshold, e.request_id) for e in fired] == [(0.5, "r-2")]  # type: ignore[attr-defined]
+    fired = [e for e in team.collect_events() if isinstance(e, Budget.ThresholdReached)]
+    assert [(e.threshold, e.request_id) for e in fired] == [(0.5, "r-2")]
 
 
 # The budget book on a real SQLite store

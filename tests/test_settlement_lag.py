@@ -12,9 +12,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from llmbus.client import CompletionError
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budget import Budget
-from llmbus.services.usage.budgets import SETTLEMENT_LAG, BudgetBook
+from llmbus.services.usage.application import BudgetBook, UsageApplication
+from llmbus.services.usage.application.budget_book import SETTLEMENT_LAG
+from llmbus.services.usage.domain import Budget
 from llmbus.shared import subjects
 from llmbus.shared.contracts.budget import (
     BudgetDefinition,

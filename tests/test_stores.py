@@ -15,8 +15,7 @@ from eventsourcing.utils import get_topic
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.domain import CallClaim, Completion
 from llmbus.services.completion.outbox import route
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budgets import BudgetBook
+from llmbus.services.usage.application import BudgetBook, UsageApplication
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import BudgetDefinition, BudgetGrantRequest, BudgetGrantReturn
 from llmbus.shared.errors import StoreBusyError

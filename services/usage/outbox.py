@@ -7,19 +7,18 @@ from typing import Any
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from llmbus.services.usage.budget import Budget
+from llmbus.services.usage.domain import Budget
 from llmbus.shared import subjects
 from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReached
 from llmbus.shared.outbox import Outbound
 
-THRESHOLD_REACHED = getattr(Budget, "ThresholdReached")  # noqa: B009 (made by @event)
-EXCEEDED = getattr(Budget, "Exceeded")  # noqa: B009
-TOPICS = [get_topic(THRESHOLD_REACHED), get_topic(EXCEEDED)]  # all that route() publishes
+# all that route() publishes
+TOPICS = [get_topic(Budget.ThresholdReached), get_topic(Budget.Exceeded)]
 
 
 def route(event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
     budget = event.originator_id
-    if isinstance(event, THRESHOLD_REACHED):
+    if isinstance(event, Budget.ThresholdReached):
         message: Any = BudgetThresholdReached(
             budget=event.name, scope=event.scope, window_start=event.window_start,
             threshold=event.threshold, spent_usd=float(event.spent_usd),
@@ -29,7 +28,7 @@ def route(event: DomainEventProtocol[Any]) -> Iterator[Outbound]:
         # once per budget, window and threshold, whichever store relays it
         msg_id = f"budget-threshold:{budget}:{event.window_start.isoformat()}:{event.threshold}"
         yield Outbound(subjects.BUDGET_THRESHOLD_REACHED, dumps(message), msg_id)
-    elif isinstance(event, EXCEEDED):
+    elif isinstance(event, Budget.Exceeded):
         message = BudgetExceeded(
             budget=event.name, scope=event.scope, window_start=event.window_start,
             spent_usd=float(event.spent_usd), reserved_usd=float(event.reserved_usd),

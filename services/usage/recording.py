@@ -15,9 +15,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budget import BudgetError
-from llmbus.services.usage.budgets import BudgetBook
+from llmbus.services.usage.application import BudgetBook, UsageApplication
+from llmbus.services.usage.domain import BudgetError
 from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
 from llmbus.shared import deadletter, subjects
 from llmbus.shared.contracts import UsageRecorded

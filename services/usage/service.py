@@ -15,9 +15,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import ValidationError
 
-from llmbus.services.usage.application import UsageApplication
-from llmbus.services.usage.budgets import BudgetBook, Clock, utc_now
-from llmbus.services.usage.desk import AdmissionDesk
+from llmbus.services.usage.application import (
+    AdmissionDesk,
+    BudgetBook,
+    Clock,
+    UsageApplication,
+    utc_now,
+)
 from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.services.usage.recordable import Unrecordable, out_of_bounds

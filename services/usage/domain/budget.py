@@ -18,95 +18,80 @@ the settlements that arrive later count only past that amount. While a grant's c
 unsettled, no budget they count against gives new grants (see `settlement_lags`).
 """
 
-import heapq
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
-from enum import Enum
-from typing import Any, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid5
-from zoneinfo import ZoneInfo
 
 from eventsourcing.domain import Aggregate, event
 
-from llmbus.shared.contracts.budget import (
-    BudgetDefinition,
-    Mode,
-    ScopeKey,
-    Window,
-    zone,
+from llmbus.services.usage.domain.budget_state import (
+    BudgetState,
+    Cover,
+    check_same_name,
+    terms_of,
 )
+from llmbus.services.usage.domain.errors import BudgetExceededError
+from llmbus.services.usage.domain.holdings import Holdings, check_not_negative, check_positive_lease
+from llmbus.services.usage.domain.window import window_start
+from llmbus.shared.contracts.budget import BudgetDefinition, Mode, ScopeKey, Window
 
 BUDGET_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:budget")
-LIFETIME_START = datetime(1970, 1, 1, tzinfo=UTC)
+# Stored events carry these topics: they name the module the Budget was first defined in. The
+# class has moved since; its topics stay, so that stores written before load, and queries by
+# topic (the outbox, BudgetBook.load) find every event, old or new.
+BUDGET_TOPIC = "llmbus.services.usage.budget:Budget"
 
 
-def window_start(window: Window, timezone: str, at: datetime) -> datetime:
-    if at.tzinfo is None:
-        raise ValueError(f"time {at} has no timezone")
-    if window == "lifetime":
-        return LIFETIME_START
-    tz = zone(timezone)
-    day = at.astimezone(tz).date()
-    first = {
-        "daily": day,
-        "weekly": day - timedelta(days=day.weekday()),
-        "monthly": day.replace(day=1),
-    }
-    return local_midnight(first[window], tz)
+def _topic(event_name: str) -> str:
+    return f"{BUDGET_TOPIC}.{event_name}"
 
 
-def local_midnight(day: date, tz: ZoneInfo) -> datetime:
-    # fold=0 maps a midnight lost to DST onto the gap's start, the first instant of that day.
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+class Budget(BudgetState, Aggregate):
+    TOPIC = BUDGET_TOPIC
 
+    # The events other code reads (by topic, or field by field), declared with their fields.
 
-class BudgetError(Exception):
-    """A budget command that cannot be carried out."""
+    class Created(Aggregate.Created):
+        TOPIC = _topic("Created")  # never stored (Defined creates a budget); named all the same
 
+    class Defined(Aggregate.Created):
+        TOPIC = _topic("Defined")
+        name: str
+        scope: dict[ScopeKey, str]
+        window: Window
+        limit_usd: Decimal
+        mode: Mode
+        thresholds: list[float]
+        timezone: str
+        window_start: datetime
 
-class BudgetExceededError(BudgetError):
-    def __init__(
-        self,
-        budget: str,
-        spent_usd: Decimal,
-        reserved_usd: Decimal,
-        limit_usd: Decimal,
-        requested_usd: Decimal,
-    ) -> None:
-        super().__init__(
-            f"budget {budget!r} cannot cover ${requested_usd}: spent ${spent_usd}"
-            f" + reserved ${reserved_usd} of limit ${limit_usd}"
-        )
-        self.budget = budget
-        self.spent_usd = spent_usd
-        self.reserved_usd = reserved_usd
-        self.limit_usd = limit_usd
-        self.requested_usd = requested_usd
+    class Exceeded(Aggregate.Event):
+        """A hard budget refused a reservation; published as it is stored, so it names it."""
 
+        TOPIC = _topic("Exceeded")
+        request_id: str
+        requested_usd: Decimal
+        spent_usd: Decimal
+        reserved_usd: Decimal
+        limit_usd: Decimal
+        name: str
+        scope: dict[str, str]
+        mode: Mode
+        window_start: datetime
 
-class UnknownReservationError(BudgetError):
-    """No open reservation has this request id."""
+    class ThresholdReached(Aggregate.Event):
+        """Spend crossed a threshold this window; published as it is stored."""
 
+        TOPIC = _topic("ThresholdReached")
+        threshold: float
+        spent_usd: Decimal
+        limit_usd: Decimal
+        window_start: datetime
+        request_id: str | None
+        name: str
+        scope: dict[str, str]
+        mode: Mode
 
-class BudgetRenamedError(BudgetError):
-    """A budget's name is its identity; a new name is a new budget."""
-
-
-class Cover(Enum):
-    """Whether a budget can take a reservation now, once its open reservations settle, or never
-    in this window (what is already spent leaves too little)."""
-
-    NOW = "now"
-    LATER = "later"
-    NEVER = "never"
-
-
-class Reservation(NamedTuple):
-    amount_usd: Decimal
-    expires_at: datetime
-
-
-class Budget(Aggregate):
     @staticmethod
     def create_id(name: str) -> UUID:
         return uuid5(BUDGET_NAMESPACE, name)
@@ -114,9 +99,9 @@ class Budget(Aggregate):
     @classmethod
     def define(cls, definition: BudgetDefinition, now: datetime) -> "Budget":
         start = window_start(definition.window, definition.timezone, now)
-        return cls(name=definition.name, window_start=start, **_terms(definition))
+        return cls(name=definition.name, window_start=start, **terms_of(definition))
 
-    @event("Defined")
+    @event(Defined)
     def __init__(
         self,
         name: str,
@@ -128,63 +113,18 @@ class Budget(Aggregate):
         timezone: str,
         window_start: datetime,
     ) -> None:
+        # the state is declared, field by field, in BudgetState
         self.name = name
         self._set_terms(scope, window, limit_usd, mode, thresholds, timezone)
         self.window_start = window_start
         self.spent_usd = Decimal(0)
-        self.reservations: dict[str, Reservation] = {}
-        self._reserved = Decimal(0)  # the sum of open reservations, kept as they change
-        # (expires_at, request_id) of reservations, soonest first; entries of reservations
-        # settled or released since are skipped when they come up
-        self._leases: list[tuple[datetime, str]] = []
-        self.fired: set[float] = set()
-        # Released by lease expiry this window: a late settlement still counts, once.
-        self.lease_expired: set[str] = set()
-        # grants returned while calls they admitted had not settled yet, and grants closed
-        # this window (a late settlement, like one after a lease, still counts once)
-        self.returned: set[str] = set()
-        self.closed_grants: set[str] = set()
-        # spend counted for returned grants whose calls had not settled by their lease's end;
-        # their late settlements count only past it
-        self.assumed: dict[str, Decimal] = {}
-        # when each returned grant began to wait for its calls' settlements (kept in memory only:
-        # it tells how far settlement lags, not what was spent)
-        self.owed_since: dict[str, datetime] = {}
-
-    @property
-    def definition(self) -> BudgetDefinition:
-        return BudgetDefinition(
-            name=self.name,
-            scope=dict(self.scope),
-            window=self.window,
-            limit_usd=self.limit_usd,
-            mode=self.mode,
-            thresholds=list(self.thresholds),
-            timezone=self.timezone,
-        )
-
-    @property
-    def reserved_usd(self) -> Decimal:
-        return self._reserved
-
-    @property
-    def remaining_usd(self) -> Decimal:
-        return self.limit_usd - self.spent_usd - self.reserved_usd
-
-    def status(self, now: datetime) -> dict[str, Any]:
-        start = self._window_at(now)
-        spent = Decimal(0) if start > self.window_start else self.spent_usd
-        return {
-            "name": self.name,
-            "scope": dict(self.scope),
-            "window": self.window,
-            "window_start": max(start, self.window_start),
-            "spent_usd": spent,
-            "reserved_usd": self.reserved_usd,
-            "limit_usd": self.limit_usd,
-            "percent": float(spent / self.limit_usd * 100),
-            "mode": self.mode,
-        }
+        self.holdings = Holdings()
+        self.fired = set()
+        self.lease_expired = set()
+        self.returned = set()
+        self.closed_grants = set()
+        self.assumed = {}
+        self.owed_since = {}
 
     def cover(self, request_id: str, amount_usd: Decimal, now: datetime) -> Cover:
         """A query: rolls the window over and releases expired leases, records nothing else."""
@@ -249,11 +189,6 @@ class Budget(Aggregate):
             self._settle_granted(grant_id, request_id, cost_usd)
             self._fire_crossed_thresholds(request_id)
 
-    def knows_grant(self, grant_id: str) -> bool:
-        """Held now, or closed or lapsed this window: its calls' costs count here."""
-        known = self.reservations, self.lease_expired, self.closed_grants
-        return any(grant_id in ids for ids in known)
-
     def return_grant(self, grant_id: str, unused_usd: Decimal, now: datetime) -> None:
         check_not_negative(unused_usd)
         self._roll_over_to(now)
@@ -262,13 +197,6 @@ class Budget(Aggregate):
             if grant_id in self.returned:
                 self.owed_since[grant_id] = now
 
-    def settlement_lags(self, now: datetime, after: timedelta) -> bool:
-        """A returned grant's calls have not all settled this long after its return."""
-        for grant_id in self.returned:
-            if now - self.owed_since.setdefault(grant_id, now) >= after:
-                return True
-        return False
-
     def release(self, request_id: str, reason: str, now: datetime) -> None:
         self._roll_over_to(now)
         if request_id in self.reservations:
@@ -276,12 +204,7 @@ class Budget(Aggregate):
 
     def expire_leases(self, now: datetime) -> list[str]:
         self._roll_over_to(now)
-        expired = []
-        while self._leases and self._leases[0][0] <= now:
-            expires_at, request_id = heapq.heappop(self._leases)
-            reservation = self.reservations.get(request_id)
-            if reservation is not None and reservation.expires_at == expires_at:
-                expired.append(request_id)
+        expired = self.holdings.due(now)
         for request_id in expired:
             if request_id in self.returned:
                 self._assume_spent(request_id)  # its calls were made: fail closed
@@ -289,30 +212,16 @@ class Budget(Aggregate):
                 self._release(request_id, "lease_expired")
         return expired
 
-    @property
-    def next_expiry(self) -> datetime | None:
-        """When the soonest open lease runs out (None: no reservation is open)."""
-        while self._leases and self._leases[0][1] not in self.reservations:
-            heapq.heappop(self._leases)
-        return self._leases[0][0] if self._leases else None
-
     def redefine(self, definition: BudgetDefinition, now: datetime) -> None:
         check_same_name(self.name, definition.name)
         self._roll_over_to(now)
         start = window_start(definition.window, definition.timezone, now)
-        self._redefine(window_start=start, **_terms(definition))
+        self._redefine(window_start=start, **terms_of(definition))
         self._fire_crossed_thresholds(None)
-
-    def reservation(self, request_id: str) -> Reservation:
-        try:
-            return self.reservations[request_id]
-        except KeyError:
-            message = f"budget {self.name!r} has no open reservation {request_id!r}"
-            raise UnknownReservationError(message) from None
 
     # Events
 
-    @event("Redefined")
+    @event("Redefined", topic=_topic("Redefined"))
     def _redefine(
         self,
         scope: dict[ScopeKey, str],
@@ -327,7 +236,7 @@ class Budget(Aggregate):
         self._set_terms(scope, window, limit_usd, mode, thresholds, timezone)
         self.window_start = window_start
 
-    @event("WindowRolledOver")
+    @event("WindowRolledOver", topic=_topic("WindowRolledOver"))
     def _roll_over(self, window_start: datetime) -> None:
         self.window_start = window_start
         self.spent_usd = Decimal(0)
@@ -336,14 +245,11 @@ class Budget(Aggregate):
         self.closed_grants = set()
         self.assumed = {}
 
-    @event("Reserved")
+    @event("Reserved", topic=_topic("Reserved"))
     def _reserve(self, request_id: str, amount_usd: Decimal, expires_at: datetime) -> None:
-        self.reservations[request_id] = Reservation(amount_usd, expires_at)
-        self._reserved += amount_usd
-        heapq.heappush(self._leases, (expires_at, request_id))
+        self.holdings.hold(request_id, amount_usd, expires_at)
 
-    # Refusals and threshold crossings are published as they are stored, so they name the budget.
-    @event("Exceeded")
+    @event(Exceeded)
     def _exceed(
         self,
         request_id: str,
@@ -358,64 +264,57 @@ class Budget(Aggregate):
     ) -> None:
         pass
 
-    @event("Settled")
+    @event("Settled", topic=_topic("Settled"))
     def _settle(self, request_id: str, cost_usd: Decimal) -> None:
-        reservation = self.reservations.pop(request_id, None)
-        if reservation is not None:
-            self._reserved -= reservation.amount_usd
+        if request_id in self.holdings:
+            self.holdings.close(request_id)
         self.lease_expired.discard(request_id)
         self.spent_usd += cost_usd
 
-    @event("Released")
+    @event("Released", topic=_topic("Released"))
     def _release(self, request_id: str, reason: str) -> None:
-        self._reserved -= self.reservations.pop(request_id).amount_usd
+        self.holdings.close(request_id)
         self.returned.discard(request_id)
         if reason == "lease_expired":
             self.lease_expired.add(request_id)
 
-    @event("Granted")
+    @event("Granted", topic=_topic("Granted"))
     def _grant(self, grant_id: str, amount_usd: Decimal, expires_at: datetime, holder: str) -> None:
-        self.reservations[grant_id] = Reservation(amount_usd, expires_at)
-        self._reserved += amount_usd
-        heapq.heappush(self._leases, (expires_at, grant_id))
+        self.holdings.hold(grant_id, amount_usd, expires_at)
 
-    @event("AssumedSpent")
+    @event("AssumedSpent", topic=_topic("AssumedSpent"))
     def _assume_spent(self, grant_id: str) -> None:
-        owed = self.reservations.pop(grant_id).amount_usd
-        self._reserved -= owed
+        owed = self.holdings.close(grant_id)
         self.spent_usd += owed
         self.assumed[grant_id] = owed
-        self.returned.discard(grant_id)
-        self.owed_since.pop(grant_id, None)
-        self.closed_grants.add(grant_id)
+        self._close_grant(grant_id)
 
-    @event("SettledUnderGrant")
+    @event("SettledUnderGrant", topic=_topic("SettledUnderGrant"))
     def _settle_granted(self, grant_id: str, request_id: str, cost_usd: Decimal) -> None:
         counted = min(cost_usd, self.assumed.get(grant_id, Decimal(0)))
         if counted:
             self.assumed[grant_id] -= counted  # counted as spent when its lease ran out
         self.spent_usd += cost_usd - counted
-        held = self.reservations.get(grant_id)
-        if held is not None:
-            self._hold_less(grant_id, held, cost_usd)
+        if grant_id in self.holdings:
+            self._hold_less(grant_id, cost_usd)
 
-    @event("GrantReturned")
+    @event("GrantReturned", topic=_topic("GrantReturned"))
     def _return_grant(self, grant_id: str, unused_usd: Decimal) -> None:
         self.returned.add(grant_id)
-        self._hold_less(grant_id, self.reservations[grant_id], unused_usd)
+        self._hold_less(grant_id, unused_usd)
 
-    def _hold_less(self, grant_id: str, held: Reservation, amount_usd: Decimal) -> None:
-        freed = min(amount_usd, held.amount_usd)
-        self._reserved -= freed
-        if held.amount_usd == freed and grant_id in self.returned:
-            del self.reservations[grant_id]  # returned and every call it admitted settled
-            self.returned.discard(grant_id)
-            self.owed_since.pop(grant_id, None)
-            self.closed_grants.add(grant_id)
-        else:
-            self.reservations[grant_id] = held._replace(amount_usd=held.amount_usd - freed)
+    def _hold_less(self, grant_id: str, amount_usd: Decimal) -> None:
+        still_held = self.holdings.hold_less(grant_id, amount_usd)
+        if still_held == 0 and grant_id in self.returned:
+            self.holdings.close(grant_id)  # returned and every call it admitted settled
+            self._close_grant(grant_id)
 
-    @event("ThresholdReached")
+    def _close_grant(self, grant_id: str) -> None:
+        self.returned.discard(grant_id)
+        self.owed_since.pop(grant_id, None)
+        self.closed_grants.add(grant_id)
+
+    @event(ThresholdReached)
     def _reach_threshold(
         self,
         threshold: float,
@@ -428,25 +327,6 @@ class Budget(Aggregate):
         mode: Mode,
     ) -> None:
         self.fired.add(threshold)
-
-    def _set_terms(
-        self,
-        scope: dict[ScopeKey, str],
-        window: Window,
-        limit_usd: Decimal,
-        mode: Mode,
-        thresholds: list[float],
-        timezone: str,
-    ) -> None:
-        self.scope = scope
-        self.window = window
-        self.limit_usd = limit_usd
-        self.mode = mode
-        self.thresholds = thresholds
-        self.timezone = timezone
-
-    def _window_at(self, now: datetime) -> datetime:
-        return window_start(self.window, self.timezone, now)
 
     def _roll_over_to(self, now: datetime) -> None:
         # A clock behind the current window (another replica's skew) never rolls back.
@@ -464,26 +344,3 @@ class Budget(Aggregate):
                     threshold, self.spent_usd, self.limit_usd, self.window_start, request_id,
                     **published,
                 )  # fmt: skip
-
-    def _published(self) -> dict[str, Any]:
-        return {"name": self.name, "scope": dict(self.scope), "mode": self.mode,
-                "window_start": self.window_start}  # fmt: skip
-
-
-def _terms(definition: BudgetDefinition) -> dict[str, Any]:
-    return definition.model_dump(exclude={"name"})
-
-
-def check_not_negative(amount_usd: Decimal) -> None:
-    if amount_usd < 0:
-        raise ValueError(f"amount ${amount_usd} is negative")
-
-
-def check_positive_lease(lease: timedelta) -> None:
-    if lease <= timedelta(0):
-        raise ValueError(f"lease {lease} is not positive")
-
-
-def check_same_name(name: str, new_name: str) -> None:
-    if name != new_name:
-        raise BudgetRenamedError(f"budget {name!r} cannot be redefined as {new_name!r}")

@@ -2,7 +2,6 @@
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
@@ -11,7 +10,8 @@ from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import get_topic
 
-from llmbus.services.usage.budget import Budget, BudgetExceededError, Cover
+from llmbus.services.usage.application.batch import Batch, BatchResult
+from llmbus.services.usage.domain import Budget, BudgetExceededError, Cover
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
     COST_QUANTUM,
@@ -24,10 +24,10 @@ from llmbus.shared.contracts.budget import (
     BudgetReservation,
     settled_cost,
 )
+from llmbus.shared.eventstore import retry_on_conflict
 
 log = logging.getLogger("llmbus.usage.budgets")
 Clock = Callable[[], datetime]
-ATTEMPTS = 5  # a version conflict means another usage service wrote first: reload and retry
 # a grant takes at most this share of the room left in each hard budget it is held in, so that
 # other workers (and the requests that still reserve one by one) find room too
 GRANT_SHARE = Decimal("0.25")
@@ -40,41 +40,6 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def request_attributes(usage: UsageRecorded) -> dict[str, str | None]:
-    return {"user": usage.user_id, "team": usage.team_id, "project": usage.project_id,
-            "model": usage.model, "role": usage.role}  # fmt: skip
-
-
-@dataclass
-class Waiting:
-    """A reservation to admit, or to hold while it may still wait for open ones to settle."""
-
-    reservation: BudgetReservation
-    may_wait: bool = False
-    deadline: float = 0.0  # the caller's, on its own (monotonic) clock
-
-
-@dataclass
-class Batch:
-    """Budget commands applied together and saved in one transaction: settlements first (they
-    free room), then lease expiry, then the reservations that waited, then new ones."""
-
-    settlements: list[UsageRecorded] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
-    expire: bool = False
-
-
-@dataclass
-class BatchResult:
-    answered: list[tuple[Waiting, BudgetAdmission]] = field(default_factory=list)
-    waiting: list[Waiting] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)
-
-    @property
-    def refused(self) -> int:
-        return sum(not admission.admitted for _, admission in self.answered)
-
-
 class BudgetBook:
     """Every budget of the store in memory. Callers run its methods on one thread."""
 
@@ -85,9 +50,8 @@ class BudgetBook:
         self.lag_warned: datetime | None = None  # an alert, not one line per refused grant
 
     def load(self, configured: Iterable[BudgetDefinition]) -> None:
-        defined_topic = get_topic(getattr(Budget, "Defined"))  # noqa: B009 (made by @event)
         defined = self.app.recorder.select_notifications(
-            0, 1_000_000, topics=[defined_topic], inclusive_of_start=False
+            0, 1_000_000, topics=[get_topic(Budget.Defined)], inclusive_of_start=False
         )
         for notification in defined:
             budget_id = notification.originator_id
@@ -96,32 +60,39 @@ class BudgetBook:
         for definition in configured:
             self.define(definition)
 
+    # Each command below is a read-change-save. A version conflict means another usage service
+    # saved first: `_save` reloads what it touched, and retry_on_conflict runs it all again.
+
     def define(self, definition: BudgetDefinition) -> Budget:
-        for _ in range(ATTEMPTS):
-            budget = self.budgets.get(definition.name)
-            if budget is None:
-                budget = Budget.define(definition, self.clock())
-            elif budget.definition == definition:
-                return budget
-            else:
-                budget.redefine(definition, self.clock())
-            if self._saved(budget):
-                self.budgets[budget.name] = budget
-                return budget
-        raise RuntimeError(f"budget {definition.name!r} kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._define(definition), f"define budget {definition.name!r}"
+        )
+
+    def _define(self, definition: BudgetDefinition) -> Budget:
+        budget = self.budgets.get(definition.name)
+        if budget is None:
+            budget = Budget.define(definition, self.clock())
+        elif budget.definition == definition:
+            return budget
+        else:
+            budget.redefine(definition, self.clock())
+        self._save(budget)
+        self.budgets[budget.name] = budget
+        return budget
 
     def apply(self, batch: Batch) -> BatchResult:
         """Apply a batch in memory and save every budget it touched in one transaction. A
         version conflict (another usage service wrote first) reloads them and redoes it all."""
-        for _ in range(ATTEMPTS):
-            try:
-                result, touched = self._apply(batch)
-            except Exception:
-                self.forget_unsaved()  # what was applied before the failure is not saved
-                raise
-            if self._saved(*touched):
-                return result
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(lambda: self._apply_and_save(batch), "apply budget commands")
+
+    def _apply_and_save(self, batch: Batch) -> BatchResult:
+        try:
+            result, touched = self._apply(batch)
+        except Exception:
+            self.forget_unsaved()  # what was applied before the failure is not saved
+            raise
+        self._save(*touched)
+        return result
 
     def _apply(self, batch: Batch) -> tuple[BatchResult, list[Budget]]:
         touched: dict[int, Budget] = {}  # aggregates don't hash
@@ -169,11 +140,14 @@ class BudgetBook:
         """Hold budget for a worker in every budget matching the request's attributes: a share
         of the room left in the hard ones, or nothing to bound if none is hard. Not granted
         when that share is below `min_usd`, or when `blocked` (reservations wait for room)."""
-        for _ in range(ATTEMPTS):
-            answer, touched = self._grant(request, blocked)
-            if self._saved(*touched):
-                return answer
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._granted(request, blocked), f"grant {request.grant_id!r}"
+        )
+
+    def _granted(self, request: BudgetGrantRequest, blocked: bool) -> BudgetGrant:
+        answer, touched = self._grant(request, blocked)
+        self._save(*touched)
+        return answer
 
     def _grant(
         self, request: BudgetGrantRequest, blocked: bool
@@ -183,24 +157,9 @@ class BudgetBook:
         names = [b.name for b in matching]
         hard = [b for b in matching if b.mode == "hard"]
         if any(request.grant_id in b.reservations for b in matching):  # asked again
-            holding = [
-                b.reservations[request.grant_id] for b in hard if request.grant_id in b.reservations
-            ]
-            held = min((r.amount_usd for r in holding), default=None)
-            granted = BudgetGrant(
-                granted=True, grant_id=request.grant_id, amount_usd=held, budgets=names
-            )
-            return granted, []
+            return held_grant(request.grant_id, hard, names), []
         amount: Decimal | None = None
-        lagging = [b.name for b in hard if b.settlement_lags(now, SETTLEMENT_LAG)]
-        if lagging and (self.lag_warned is None or now - self.lag_warned >= SETTLEMENT_LAG):
-            self.lag_warned = now
-            log.warning(
-                "settlement lags in budgets %s: calls of a returned grant have not been recorded "
-                "for %d s (is the completion outbox publishing, the usage consumer running?); "
-                "no grants until they are", lagging, SETTLEMENT_LAG.total_seconds(),
-            )  # fmt: skip
-        if lagging:
+        if lagging := self._lagging(hard, now):
             refused = BudgetGrant(granted=False, grant_id=request.grant_id, budgets=names,
                                   message=f"settlement lags in {', '.join(lagging)}")  # fmt: skip
             return refused, []
@@ -225,16 +184,31 @@ class BudgetBook:
         )
         return answer, matching
 
+    def _lagging(self, hard: list[Budget], now: datetime) -> list[str]:
+        """The budgets whose returned grants' calls have not settled for SETTLEMENT_LAG."""
+        lagging = [b.name for b in hard if b.settlement_lags(now, SETTLEMENT_LAG)]
+        if lagging and (self.lag_warned is None or now - self.lag_warned >= SETTLEMENT_LAG):
+            self.lag_warned = now
+            log.warning(
+                "settlement lags in budgets %s: calls of a returned grant have not been recorded "
+                "for %d s (is the completion outbox publishing, the usage consumer running?); "
+                "no grants until they are", lagging, SETTLEMENT_LAG.total_seconds(),
+            )  # fmt: skip
+        return lagging
+
     def return_grant(self, returned: BudgetGrantReturn) -> list[str]:
         """Release what a returned grant did not use; the names of the budgets it was held in."""
-        for _ in range(ATTEMPTS):
-            now = self.clock()
-            touched = [b for b in self.budgets.values() if returned.grant_id in b.reservations]
-            for budget in touched:
-                budget.return_grant(returned.grant_id, returned.unused_usd, now)
-            if self._saved(*touched):
-                return [b.name for b in touched]
-        raise RuntimeError("budgets kept changing under us; try again")
+        return retry_on_conflict(
+            lambda: self._return_grant(returned), f"return grant {returned.grant_id!r}"
+        )
+
+    def _return_grant(self, returned: BudgetGrantReturn) -> list[str]:
+        now = self.clock()
+        touched = [b for b in self.budgets.values() if returned.grant_id in b.reservations]
+        for budget in touched:
+            budget.return_grant(returned.grant_id, returned.unused_usd, now)
+        self._save(*touched)
+        return [b.name for b in touched]
 
     def settle(self, usage: UsageRecorded) -> list[Budget]:
         """Settle a provider call's reservations in memory; the caller saves what it returns,
@@ -294,15 +268,23 @@ class BudgetBook:
             except AggregateNotFoundError:
                 self.budgets.pop(budget.name, None)
 
-    def _saved(self, *budgets: Budget) -> bool:
+    def _save(self, *budgets: Budget) -> None:
+        """Save budgets in one transaction. Losing a race to another usage service reloads
+        them as it saved them, and raises IntegrityError for retry_on_conflict."""
         if not budgets:
-            return True
+            return
         try:
             self.app.save(*budgets)
         except IntegrityError:
             self.reload(budgets)
-            return False
-        return True
+            raise
+
+
+def held_grant(grant_id: str, hard: list[Budget], names: list[str]) -> BudgetGrant:
+    """A grant asked for again: what it holds now (the least of its hard budgets), not more."""
+    holding = [b.reservations[grant_id] for b in hard if grant_id in b.reservations]
+    held = min((r.amount_usd for r in holding), default=None)
+    return BudgetGrant(granted=True, grant_id=grant_id, amount_usd=held, budgets=names)
 
 
 def remaining(budgets: Iterable[Budget], now: datetime) -> list[BudgetRemaining]:

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from llmbus.services.usage.budgets import Batch, BatchResult, BudgetBook, Waiting
+from llmbus.services.usage.application.batch import Batch, BatchResult, Waiting
+from llmbus.services.usage.application.budget_book import BudgetBook
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import BudgetAdmission, BudgetReservation
 

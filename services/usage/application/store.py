@@ -2,7 +2,7 @@
 idempotent under redelivery; a call and the budget settlements it causes are saved together."""
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError, Notification
@@ -12,13 +12,12 @@ from pydantic import ValidationError
 from llmbus.services.usage.domain import ProviderCall
 from llmbus.services.usage.recordable import Unrecordable
 from llmbus.shared.contracts import UsageRecorded
-from llmbus.shared.eventstore import OutboxApplication
+from llmbus.shared.eventstore import OutboxApplication, retry_on_conflict
 
 if TYPE_CHECKING:
-    from llmbus.services.usage.budgets import BudgetBook
+    from llmbus.services.usage.application.budget_book import BudgetBook
 
-CALL_RECORDED = get_topic(getattr(ProviderCall, "UsageRecorded"))  # noqa: B009 (made by @event)
-ATTEMPTS = 5
+CALL_RECORDED = get_topic(ProviderCall.UsageRecorded)
 
 
 def provider_call(event: UsageRecorded) -> ProviderCall:
@@ -51,18 +50,21 @@ class UsageApplication(OutboxApplication):
             return sum(self._record_one(event, book) for event in events)
 
     def _record_one(self, event: UsageRecorded, book: "BudgetBook | None") -> bool:
-        for _ in range(ATTEMPTS):
-            if self._has_call(event.usage_id):
-                return False  # redelivered: already recorded and settled
-            settled = book.settle(event) if book else []
-            try:
-                self.save(provider_call(event), *settled)
-            except IntegrityError:
-                if book is not None:
-                    book.reload(settled)  # another usage service moved a budget: retry
-                continue
-            return True
-        raise RuntimeError(f"could not record usage {event.usage_id}: budgets kept changing")
+        return retry_on_conflict(
+            lambda: self._try_record_one(event, book), f"record usage {event.usage_id}"
+        )
+
+    def _try_record_one(self, event: UsageRecorded, book: "BudgetBook | None") -> bool:
+        if self._has_call(event.usage_id):
+            return False  # redelivered: already recorded and settled
+        settled = book.settle(event) if book else []
+        try:
+            self.save(provider_call(event), *settled)
+        except IntegrityError:
+            if book is not None:
+                book.reload(settled)  # another usage service moved a budget: retry
+            raise
+        return True
 
     def _has_call(self, usage_id: str) -> bool:
         try:
@@ -80,7 +82,8 @@ class UsageApplication(OutboxApplication):
         return [(n.id, self._recorded(n)) for n in notifications]
 
     def _recorded(self, notification: Notification) -> UsageRecorded | Unrecordable:
-        usage = self.mapper.to_domain_event(notification).usage  # type: ignore[attr-defined]
+        recorded = cast(ProviderCall.UsageRecorded, self.mapper.to_domain_event(notification))
+        usage = recorded.usage
         try:
             return UsageRecorded.model_validate(usage)
         except ValidationError as exc:

@@ -1,0 +1,37 @@
+"""What a budget command refuses to do. Each derives from the one llmbus error hierarchy."""
+
+from decimal import Decimal
+
+from llmbus.shared.errors import LlmbusError
+
+
+class BudgetError(LlmbusError):
+    """A budget command that cannot be carried out (an event's own fault, never retried)."""
+
+
+class BudgetExceededError(BudgetError):
+    def __init__(
+        self,
+        budget: str,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        limit_usd: Decimal,
+        requested_usd: Decimal,
+    ) -> None:
+        super().__init__(
+            f"budget {budget!r} cannot cover ${requested_usd}: spent ${spent_usd}"
+            f" + reserved ${reserved_usd} of limit ${limit_usd}"
+        )
+        self.budget = budget
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.limit_usd = limit_usd
+        self.requested_usd = requested_usd
+
+
+class UnknownReservationError(BudgetError):
+    """No open reservation has this request id."""
+
+
+class BudgetRenamedError(BudgetError):
+    """A budget's name is its identity; a new name is a new budget."""
