@@ -1,5 +1,6 @@
-# The llmbus services image. docker-compose.yml runs it as `llmbus serve completion` and
-# `llmbus serve usage`; any other llmbus command works too (`docker compose run usage usage`).
+# The llmbus services image. docker-compose.yml runs it as `llmbus serve completion`,
+# `llmbus serve usage` and `llmbus serve conversation`; any other llmbus command works too
+# (`docker compose run usage usage`).
 FROM python:3.11-slim
 
 # libpq: the PostgreSQL event store uses psycopg 3, which loads the system's libpq.

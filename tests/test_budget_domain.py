@@ -57,7 +57,7 @@ def test_a_hard_budget_refuses_the_reservation_that_would_overspend_and_records_
         team.reserve("r-2", usd("4.01"), NOW, LEASE)
 
     assert str(refused.value) == (
-        "budget 'team-a' cannot cover $4.01: spent $0 + reserved $6 of limit $10"
+        "budget 'team-a' cannot cover $4.01: spent $0.00 + reserved $6.00 of limit $10.00"
     )
     [exceeded] = team.collect_events()
     assert type(exceeded).__name__ == "Exceeded"

@@ -25,6 +25,7 @@ from llmbus.shared.contracts.budget import (
     settled_cost,
 )
 from llmbus.shared.eventstore import retry_on_conflict
+from llmbus.shared.money import usd
 
 log = logging.getLogger("llmbus.usage.budgets")
 Clock = Callable[[], datetime]
@@ -168,7 +169,7 @@ class BudgetBook:
             share = (room * GRANT_SHARE).quantize(COST_QUANTUM, rounding=ROUND_FLOOR)
             amount = min(request.want_usd, share)
             if blocked or amount < request.min_usd or amount <= 0:
-                why = "requests are waiting for room" if blocked else f"${room} left"
+                why = "requests are waiting for room" if blocked else f"{usd(room)} left"
                 refused = BudgetGrant(
                     granted=False, grant_id=request.grant_id, budgets=names,
                     message=f"too little room for a grant: {why}",

@@ -3,6 +3,7 @@
 from decimal import Decimal
 
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.money import usd
 
 
 class BudgetError(LlmbusError):
@@ -19,8 +20,8 @@ class BudgetExceededError(BudgetError):
         requested_usd: Decimal,
     ) -> None:
         super().__init__(
-            f"budget {budget!r} cannot cover ${requested_usd}: spent ${spent_usd}"
-            f" + reserved ${reserved_usd} of limit ${limit_usd}"
+            f"budget {budget!r} cannot cover {usd(requested_usd)}: spent {usd(spent_usd)}"
+            f" + reserved {usd(reserved_usd)} of limit {usd(limit_usd)}"
         )
         self.budget = budget
         self.spent_usd = spent_usd

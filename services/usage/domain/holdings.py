@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
+from llmbus.shared.money import usd
+
 
 class Reservation(NamedTuple):
     amount_usd: Decimal
@@ -64,7 +66,7 @@ class Holdings:
 
 def check_not_negative(amount_usd: Decimal) -> None:
     if amount_usd < 0:
-        raise ValueError(f"amount ${amount_usd} is negative")
+        raise ValueError(f"amount {usd(amount_usd)} is negative")
 
 
 def check_positive_lease(lease: timedelta) -> None:
