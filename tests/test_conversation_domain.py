@@ -7,14 +7,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.application import Application
 
-from llmbus.services.conversation.conversation import (
-    Conversation,
-    ConversationError,
-    ConversationNotFound,
-    Turn,
-    trim_history,
-    without_oldest,
-)
+from llmbus.services.conversation.domain.conversation import Conversation, Turn
+from llmbus.services.conversation.domain.errors import ConversationError, ConversationNotFound
+from llmbus.services.conversation.domain.history import trim_history, without_oldest
 
 
 def new_events(conversation: Conversation) -> list[str]:

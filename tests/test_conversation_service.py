@@ -18,12 +18,10 @@ from nats.aio.msg import Msg
 
 from llmbus.client import Client
 from llmbus.services.completion.models import ModelGateway
-from llmbus.services.conversation.application import (
-    ConversationApplication,
-    Fit,
-    completion_request,
-)
-from llmbus.services.conversation.conversation import Conversation, trim_history
+from llmbus.services.conversation.application import ConversationApplication, Fit
+from llmbus.services.conversation.application.turns import completion_request
+from llmbus.services.conversation.domain.conversation import Conversation
+from llmbus.services.conversation.domain.history import trim_history
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects

@@ -7,15 +7,15 @@ import pytest
 from eventsourcing.application import Application
 from pydantic import ValidationError
 
-from llmbus.services.conversation.prompt import (
-    LABELS,
+from llmbus.services.conversation.domain.errors import (
     DuplicatePromptKey,
-    ManagedPrompt,
     PromptError,
     PromptInactive,
     PromptNotFound,
-    PromptVersion,
 )
+from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.services.conversation.domain.prompt_checks import LABELS
+from llmbus.services.conversation.domain.prompt_version import PromptVersion
 from llmbus.shared.prompts import (
     DOMAIN_PROMPTS,
     ChatTurn,

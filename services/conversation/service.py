@@ -44,20 +44,18 @@ from llmbus.services.conversation.application import (
     prompt_view,
     turn_view,
 )
-from llmbus.services.conversation.conversation import (
-    Conversation,
+from llmbus.services.conversation.domain.conversation import Conversation
+from llmbus.services.conversation.domain.errors import (
     ConversationError,
     ConversationNotFound,
-    trim_history,
-)
-from llmbus.services.conversation.outbox import ConversationRoute
-from llmbus.services.conversation.prompt import (
     DuplicatePromptKey,
-    ManagedPrompt,
     PromptError,
     PromptInactive,
     PromptNotFound,
 )
+from llmbus.services.conversation.domain.history import trim_history
+from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
 from llmbus.shared.contracts.base import too_large
