@@ -27,12 +27,14 @@ from llmbus.services.conversation.domain.prompt_checks import (
     checked_variables,
     declared,
     moved_labels,
-    template_placeholders,
 )
 from llmbus.services.conversation.domain.prompt_version import (
+    FIELDS,
     PromptVersion,
     history_entry,
     load_version,
+    next_fields,
+    stored_fields,
 )
 from llmbus.shared.prompts.library import domain_prompt
 from llmbus.shared.prompts.template import (
@@ -47,7 +49,6 @@ PROMPT_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:prompt")
 # Stored events name their class by these topics, fixed where the module first lived: a store
 # written before the module moved reads back, and the next move needs no migration.
 STORED_TOPIC = "llmbus.services.conversation.prompt:ManagedPrompt"
-FIELDS = ("name", "description", "template", "variables")
 
 
 class ManagedPrompt(Aggregate):
@@ -150,29 +151,8 @@ class ManagedPrompt(Aggregate):
         labels: Iterable[str] = (),
     ) -> PromptVersion:
         latest = self.latest
-        new_template = latest.template if template is None else template
-        if variables is not None:
-            wanted = checked_variables(variables)
-        elif template is not None:
-            # Declarations carry over for the placeholders the new template still uses.
-            used = set(template_placeholders(new_template))
-            wanted = [v for v in latest.variables if v.name in used]
-        else:
-            wanted = list(latest.variables)
-        new: dict[str, Any] = {
-            "name": latest.name if name is None else check_name(name),
-            "description": latest.description
-            if description is None
-            else check_description(description),
-            "template": dump_template(new_template),
-            "variables": dump_variables(declared(new_template, wanted)),
-        }
-        old = {
-            "name": latest.name,
-            "description": latest.description,
-            "template": dump_template(latest.template),
-            "variables": dump_variables(latest.variables),
-        }
+        new = next_fields(latest, template, variables, name, description)
+        old = stored_fields(latest)
         changes = [field for field in FIELDS if new[field] != old[field]]
         if not changes:
             raise PromptError(f"update of prompt {self.key!r} changes nothing")

@@ -1,11 +1,27 @@
 """A managed prompt's versions and the entries of its history, as its events rebuild them."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from llmbus.shared.prompts.template import Template, Variable, as_template, load_variables
+from llmbus.services.conversation.domain.prompt_checks import (
+    check_description,
+    check_name,
+    checked_variables,
+    declared,
+    template_placeholders,
+)
+from llmbus.shared.prompts.template import (
+    Template,
+    Variable,
+    as_template,
+    dump_template,
+    dump_variables,
+    load_variables,
+)
+
+FIELDS = ("name", "description", "template", "variables")  # what a new version may change
 
 
 @dataclass(frozen=True)
@@ -52,3 +68,40 @@ def history_entry(
         "event": name, "version": version, "label": label, "labels": list(labels),
         "author": author, "at": at, "note": note, "changes": list(changes),
     }  # fmt: skip
+
+
+def stored_fields(version: PromptVersion) -> dict[str, Any]:
+    """A version's FIELDS as its event stores them."""
+    return {
+        "name": version.name, "description": version.description,
+        "template": dump_template(version.template),
+        "variables": dump_variables(version.variables),
+    }  # fmt: skip
+
+
+def next_fields(
+    latest: PromptVersion,
+    template: Template | None,
+    variables: Iterable[Variable | Mapping[str, Any]] | None,
+    name: str | None,
+    description: str | None,
+) -> dict[str, Any]:
+    """The FIELDS of the version an update makes, as stored: what the update gives, checked,
+    and the rest carried over from `latest`."""
+    new_template = latest.template if template is None else template
+    if variables is not None:
+        wanted = checked_variables(variables)
+    elif template is not None:
+        # Declarations carry over for the placeholders the new template still uses.
+        used = set(template_placeholders(new_template))
+        wanted = [v for v in latest.variables if v.name in used]
+    else:
+        wanted = list(latest.variables)
+    return {
+        "name": latest.name if name is None else check_name(name),
+        "description": latest.description
+        if description is None
+        else check_description(description),
+        "template": dump_template(new_template),
+        "variables": dump_variables(declared(new_template, wanted)),
+    }
