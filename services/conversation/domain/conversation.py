@@ -7,6 +7,7 @@ history again. Deleting is soft: a deleted conversation, a missing one and anoth
 all read "not found".
 """
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,7 +79,7 @@ class Conversation(Aggregate):
     def first_turn_id(user_id: str, request_id: str) -> UUID:
         """The id of a conversation started by its first turn: a re-sent first turn finds the
         conversation it started instead of starting another."""
-        return uuid5(FIRST_TURN_NAMESPACE, f"{user_id}\n{request_id}")
+        return uuid5(FIRST_TURN_NAMESPACE, json.dumps([user_id, request_id]))
 
     @classmethod
     def start(
