@@ -110,11 +110,36 @@ async def test_a_chat_turn_that_fails_says_why_and_the_chat_exits_1(settings: Se
                                    "--format", "json"))  # fmt: skip
         [failure] = view["failures"]
         assert failure["error_type"] in done.stderr
+        # a first turn that failed at the provider is kept, so the user sees what was tried
+        assert [m["content"] for m in view["messages"]] == ["hello?"]
 
         unknown = await llmbus("chat", "--user", "dee", "--model", "no-such-model", stdin="hi\n")
         assert unknown.returncode == 1 and "unknown model 'no-such-model'" in unknown.stderr
 
         assert "not both" in await refused("chat", "--conversation", "c1", "--title", "t")
+
+
+async def test_a_first_turn_that_is_refused_leaves_no_conversation_behind(
+    settings: Settings,
+) -> None:
+    async with stack(settings) as client:
+        # the model is refused before anything is stored: no empty conversation to list forever
+        unknown = await llmbus("chat", "--user", "eve", "--model", "no-such-model",
+                               "--title", "Doomed", stdin="hi\n")  # fmt: skip
+        assert unknown.returncode == 1 and "unknown model 'no-such-model'" in unknown.stderr
+        assert "resume with" not in unknown.stdout
+        assert (await client.list_conversations("eve")).items == []
+
+        # a chat left before its first line stores nothing either
+        await ok("chat", "--user", "eve", "--model", MODEL, stdin="")
+        assert (await client.list_conversations("eve")).items == []
+
+        # the first line that is answered starts the conversation, with its title and system
+        out = await ok("chat", "--user", "eve", "--model", MODEL, "--title", "Second try",
+                       "--system", "Be brief.", stdin="hi again\n")  # fmt: skip
+        [listed] = (await client.list_conversations("eve")).items
+        assert (listed.title, listed.model, listed.message_count) == ("Second try", MODEL, 3)
+        assert f"--conversation {listed.conversation_id}" in out
 
 
 async def test_conversations_list_pages_with_a_cursor(settings: Settings) -> None:

@@ -7,14 +7,9 @@ from uuid import uuid4
 import pytest
 from eventsourcing.application import Application
 
-from llmbus.services.conversation.conversation import (
-    Conversation,
-    ConversationError,
-    ConversationNotFound,
-    Turn,
-    trim_history,
-    without_oldest,
-)
+from llmbus.services.conversation.domain.conversation import Conversation, Turn
+from llmbus.services.conversation.domain.errors import ConversationError, ConversationNotFound
+from llmbus.services.conversation.domain.history import trim_history, without_oldest
 
 
 def new_events(conversation: Conversation) -> list[str]:
@@ -533,3 +528,26 @@ def test_trimming_leaves_the_input_list_alone() -> None:
 
     assert json.dumps(history) == before
     assert trim_history([], words, limit=0) == ([], 0)
+
+
+def test_stored_events_keep_the_topics_of_the_module_conversations_were_first_stored_by() -> None:
+    # stores written before the domain moved into domain/ must read back, and keep doing so
+    app: Application[Any] = Application()
+    conversation = chat(system="Be brief.")
+    conversation.rename("Renamed")
+    app.save(conversation)
+    old = "llmbus.services.conversation.conversation:Conversation."
+    topics = [n.topic for n in app.recorder.select_notifications(0, 10)]
+    assert topics == [
+        old + e for e in ("ConversationCreated", "MessageAdded", "ConversationRenamed")
+    ]
+    assert app.repository.get(conversation.id).title == "Renamed"
+
+
+def test_a_conversation_started_by_a_first_turn_has_an_id_its_resend_finds_again() -> None:
+    conversation_id = Conversation.first_turn_id("alice", "req-1")
+    assert conversation_id == Conversation.first_turn_id("alice", "req-1")
+    assert conversation_id not in {
+        Conversation.first_turn_id("bob", "req-1"), Conversation.first_turn_id("alice", "req-2")
+    }  # fmt: skip
+    assert chat(conversation_id=conversation_id).id == conversation_id

@@ -18,12 +18,10 @@ from nats.aio.msg import Msg
 
 from llmbus.client import Client
 from llmbus.services.completion.models import ModelGateway
-from llmbus.services.conversation.application import (
-    ConversationApplication,
-    Fit,
-    completion_request,
-)
-from llmbus.services.conversation.conversation import Conversation, trim_history
+from llmbus.services.conversation.application import ConversationApplication, Fit, NewConversation
+from llmbus.services.conversation.application.turns import completion_request
+from llmbus.services.conversation.domain.conversation import Conversation
+from llmbus.services.conversation.domain.history import trim_history
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
@@ -573,6 +571,56 @@ async def test_a_failed_completion_is_recorded_on_the_conversation_with_its_reas
             "fay", view.conversation_id, "Hello?", request_id=failed.request_id
         )
         assert (again.status, again.error_type) == ("failed", "authentication")
+
+
+def test_a_conversation_its_first_turn_starts_is_titled_by_the_first_line_unless_named() -> None:
+    assert NewConversation().title_for("\n  Plan   a trip \nto Lisbon") == "Plan a trip"
+    long = NewConversation().title_for("word " * 40)
+    assert len(long) == 60 and long.endswith("…")
+    assert NewConversation(title="Mine").title_for("Plan a trip") == "Mine"
+
+
+async def test_a_first_turn_starts_its_conversation_and_a_refused_one_leaves_none(
+    settings: Settings,
+) -> None:
+    async with conversation_stack(settings) as (_, _, client):
+        # refused before anything is stored: no conversation is left for the list
+        for model, params, words in (
+            ("no-such", {}, "no-such"),
+            (MODEL, {"temperature": 9}, "temperature"),
+            (None, {}, "model"),
+        ):
+            error = await refusal(client.chat("ida", None, "Hi", model=model, params=params))
+            assert error.error_type == "invalid_request" and words in error.message, error
+        assert (await client.list_conversations("ida")).items == []
+
+        # answered: the conversation holds the turn, its model, and a title from its first line
+        first = await client.chat("ida", None, "Plan a trip\nto Lisbon, please", model=MODEL,
+                                  system="Be brief.", metadata={"channel": "sdk"})  # fmt: skip
+        assert first.status == "completed"
+        view = await client.get_conversation("ida", first.conversation_id)
+        assert (view.title, view.model, view.metadata) == ("Plan a trip", MODEL, {"channel": "sdk"})
+        assert [m.role for m in view.messages] == ["system", "user", "assistant"]
+        # a re-send of the first turn finds the conversation it started
+        again = await client.chat("ida", None, "Plan a trip\nto Lisbon, please",
+                                  request_id=first.request_id, model=MODEL)  # fmt: skip
+        assert (again.conversation_id, again.status) == (first.conversation_id, "completed")
+        [listed] = (await client.list_conversations("ida")).items
+        assert listed.conversation_id == first.conversation_id and listed.message_count == 3
+        # later turns use the conversation's model
+        assert (await client.chat("ida", first.conversation_id, "And Porto?")).status == (
+            "completed"
+        )
+        # a new conversation's fields do not go with an existing one
+        mixed = await refusal(client.chat("ida", first.conversation_id, "Hi", title="New"))
+        assert mixed.error_type == "invalid_request" and "conversation_id" in mixed.message
+
+        # a first turn whose failure comes later keeps its conversation, showing the failure
+        failed = await client.chat("ida", None, "Hello?", model="fail-401", title="Unlucky")
+        assert (failed.status, failed.error_type) == ("failed", "authentication")
+        kept = await client.get_conversation("ida", failed.conversation_id)
+        assert [m.content for m in kept.messages] == ["Hello?"]
+        assert [f.request_id for f in kept.failures] == [failed.request_id]
 
 
 async def test_a_send_without_waiting_is_answered_later_on_the_conversation(

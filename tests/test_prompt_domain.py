@@ -7,15 +7,15 @@ import pytest
 from eventsourcing.application import Application
 from pydantic import ValidationError
 
-from llmbus.services.conversation.prompt import (
-    LABELS,
+from llmbus.services.conversation.domain.errors import (
     DuplicatePromptKey,
-    ManagedPrompt,
     PromptError,
     PromptInactive,
     PromptNotFound,
-    PromptVersion,
 )
+from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.services.conversation.domain.prompt_checks import LABELS
+from llmbus.services.conversation.domain.prompt_version import PromptVersion
 from llmbus.shared.prompts import (
     DOMAIN_PROMPTS,
     ChatTurn,
@@ -594,3 +594,15 @@ def test_a_prompt_survives_a_round_trip_through_an_event_store() -> None:
         {"role": "system", "content": "You write kind replies."},
         {"role": "user", "content": 'Reply to Ada: {"text": "hi"}'},
     ]
+
+
+def test_stored_prompt_events_keep_the_topics_of_the_module_prompts_were_first_stored_by() -> None:
+    # stores written before the domain moved into domain/ must read back, and keep doing so
+    app: Application[Any] = Application()
+    prompt = ManagedPrompt.create("greet", "Greet", "Hello {{ name }}")
+    prompt.update("ann", name="Greeting")
+    app.save(prompt)
+    old = "llmbus.services.conversation.prompt:ManagedPrompt."
+    topics = [n.topic for n in app.recorder.select_notifications(0, 10)]
+    assert topics == [old + "PromptCreated", old + "PromptVersionCreated"]
+    assert app.repository.get(prompt.id).name == "Greeting"

@@ -15,9 +15,9 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
-from llmbus.services.conversation.application import sent_request
-from llmbus.services.conversation.conversation import Conversation
-from llmbus.services.conversation.prompt import ManagedPrompt
+from llmbus.services.conversation.application.turns import sent_request
+from llmbus.services.conversation.domain.conversation import Conversation
+from llmbus.services.conversation.domain.prompt import ManagedPrompt
 from llmbus.shared import subjects
 from llmbus.shared.contracts.base import utcnow
 from llmbus.shared.contracts.prompt import PromptChanged
@@ -25,9 +25,9 @@ from llmbus.shared.deadletter import caused_by_entry
 from llmbus.shared.eventstore import OutboxApplication
 from llmbus.shared.outbox import Outbound
 
-MESSAGE_ADDED = getattr(Conversation, "MessageAdded")  # noqa: B009 (made by @event)
+MESSAGE_ADDED = Conversation.MessageAdded
 MESSAGE_ADDED_TOPIC = get_topic(MESSAGE_ADDED)
-PROMPT_CREATED = getattr(ManagedPrompt, "PromptCreated")  # noqa: B009
+PROMPT_CREATED = ManagedPrompt.PromptCreated
 KEY_CACHE_SIZE = 10_000
 
 

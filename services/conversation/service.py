@@ -37,6 +37,7 @@ from llmbus.services.conversation.application import (
     Fit,
     Listings,
     Messages,
+    NewConversation,
     Outcome,
     check_domain_selector,
     conversation_summary,
@@ -44,20 +45,18 @@ from llmbus.services.conversation.application import (
     prompt_view,
     turn_view,
 )
-from llmbus.services.conversation.conversation import (
-    Conversation,
+from llmbus.services.conversation.domain.conversation import Conversation
+from llmbus.services.conversation.domain.errors import (
     ConversationError,
     ConversationNotFound,
-    trim_history,
-)
-from llmbus.services.conversation.outbox import ConversationRoute
-from llmbus.services.conversation.prompt import (
     DuplicatePromptKey,
-    ManagedPrompt,
     PromptError,
     PromptInactive,
     PromptNotFound,
 )
+from llmbus.services.conversation.domain.history import trim_history
+from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
 from llmbus.shared.contracts.base import too_large
@@ -311,8 +310,12 @@ class ConversationService:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
         waiter = self._wait(request_id) if req.wait else None
         try:
+            # without an id, the turn starts a conversation, stored with it in one save
+            target: str | NewConversation = req.conversation_id or ""
+            if req.conversation_id is None:
+                target = NewConversation(req.title, req.metadata, req.system)
             conversation = await self.on_store(
-                self.app.send, req.user_id, req.conversation_id, req.content, request_id,
+                self.app.send, req.user_id, target, req.content, request_id,
                 req.model, req.params.model_dump(exclude_none=True), self.fitter, self.limits(),
                 self.settings.conversation.default_model,
             )  # fmt: skip

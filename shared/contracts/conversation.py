@@ -5,9 +5,9 @@ a missing one (`not_found`). Errors come back as ErrorReply.
 """
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmbus.shared.contracts.base import Contract, JsonObject, RequestId
 from llmbus.shared.contracts.completion import CompletionParams
@@ -58,10 +58,17 @@ class DeleteConversation(Contract):
 
 
 class SendMessage(Contract):
-    """The request on llmbus.conversation.send: a user turn, answered by a model."""
+    """The request on llmbus.conversation.send: a user turn, answered by a model.
+
+    Without a conversation_id, the turn starts a conversation (with `title`, `system` and
+    `metadata`), stored together with the turn in one save: a turn that is refused leaves no
+    conversation. A re-send of its request_id finds the conversation it started.
+    """
 
     user_id: str
-    conversation_id: str
+    conversation_id: str | None = Field(
+        default=None, description="The conversation to add to; absent: start one with this turn."
+    )
     content: str
     model: str | None = Field(
         default=None,
@@ -77,6 +84,29 @@ class SendMessage(Contract):
     request_id: RequestId | None = Field(
         default=None, description="The idempotency key of this turn; a new one when absent."
     )
+    title: str | None = Field(
+        default=None,
+        description="A new conversation's title (no conversation_id); default: the message's "
+        "first line, shortened.",
+    )
+    system: str | None = Field(
+        default=None, description="A new conversation's first system message (no conversation_id)."
+    )
+    metadata: JsonObject = Field(
+        default_factory=dict,
+        description="A new conversation's metadata (no conversation_id); nested at most 32 levels.",
+    )
+
+    @model_validator(mode="after")
+    def _new_conversation_fields_only_without_an_id(self) -> Self:
+        if self.conversation_id is not None and (self.title, self.system, self.metadata) != (
+            None, None, {},
+        ):  # fmt: skip
+            raise ValueError(
+                "title, system and metadata start a new conversation: send them without "
+                "conversation_id"
+            )
+        return self
 
 
 class TurnView(Contract):

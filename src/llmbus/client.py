@@ -343,7 +343,7 @@ class Client:
     async def chat(
         self,
         user_id: str,
-        conversation_id: str,
+        conversation_id: str | None,
         content: str,
         *,
         model: str | None = None,
@@ -351,13 +351,19 @@ class Client:
         wait: bool = True,
         timeout_s: float | None = None,
         request_id: str | None = None,
+        title: str | None = None,
+        system: str | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> ChatReply:
         """Send a user turn; with wait, return once the reply (or failure) is stored on the
-        conversation. A ChatReply with status failed carries the reason; it is not raised."""
+        conversation. A ChatReply with status failed carries the reason; it is not raised.
+        Without a conversation_id the turn starts a conversation (title, system, metadata),
+        stored only with the turn: a refused turn leaves none."""
         request = {
             "user_id": user_id, "conversation_id": conversation_id, "content": content,
             "model": model, "params": params or {}, "wait": wait,
-            "request_id": request_id or new_request_id(),
+            "request_id": request_id or new_request_id(), "title": title, "system": system,
+            "metadata": metadata or {},
         }  # fmt: skip
         timeout = timeout_s or (self.timeout_s if wait else CONVERSATION_TIMEOUT_S)
         late = (

@@ -52,6 +52,10 @@ class Chat:
         self.interactive = sys.stdin.isatty()
         self.failures = 0
         self.conversation_id: str | None = None
+        # a new chat's conversation starts with its first turn, stored in the same save: a
+        # first turn that is refused leaves no empty conversation behind
+        self.title: str | None = None
+        self.system: str | None = None
         self.turns = 0
         self.cost_usd = 0.0
 
@@ -65,19 +69,13 @@ class Chat:
                 view = await client.get_conversation(self.user, conversation_id)
                 print_header(view, "resuming conversation")
                 print_history(view)
+                self.conversation_id = view.conversation_id
             else:
-                title = title or f"Chat of {datetime.now().astimezone():%Y-%m-%d %H:%M}"
-                # like `llmbus complete`, a new chat works out of the box on the offline model
-                fallback = None if self.settings.conversation.default_model else DEFAULT_MODEL
-                view = await client.create_conversation(
-                    self.user, title, model=self.model or fallback, system=system
-                )
-                print_header(view)
-                print_history(view)  # the system message, if any
-            self.conversation_id = view.conversation_id
+                self.title = title or f"Chat of {datetime.now().astimezone():%Y-%m-%d %H:%M}"
+                self.system = system
             if self.interactive:
                 console.print(f"[dim]{HELP}[/]", highlight=False)
-            await self.talk(client, view.conversation_id)
+            await self.talk(client)
 
     def farewell(self) -> None:
         if self.conversation_id is None:
@@ -89,7 +87,7 @@ class Chat:
             soft_wrap=True, highlight=False,
         )  # fmt: skip
 
-    async def talk(self, client: "Client", conversation_id: str) -> None:
+    async def talk(self, client: "Client") -> None:
         while (line := await read_line("you> " if self.interactive else None)) is not None:
             text = line.strip()
             if not text:
@@ -99,7 +97,7 @@ class Chat:
                 if command in ("/exit", "/quit"):
                     return
                 if command == "/title":
-                    await self.rename(client, conversation_id, argument.strip())
+                    await self.rename(client, argument.strip())
                 elif command == "/help":
                     console.print(HELP, highlight=False)
                 else:
@@ -107,22 +105,43 @@ class Chat:
                 continue
             if not self.interactive:
                 console.print(f"[bold cyan]you>[/] {escape(text)}", soft_wrap=True, highlight=False)
-            await self.send(client, conversation_id, text)
+            await self.send(client, text)
 
-    async def send(self, client: "Client", conversation_id: str, text: str) -> None:
+    async def send(self, client: "Client", text: str) -> None:
+        first = self.conversation_id is None
         try:
             waiting: AbstractContextManager[Any] = (
                 console.status("waiting for the reply…") if self.interactive else nullcontext()
             )
             with waiting:
                 reply = await client.chat(
-                    self.user, conversation_id, text, model=self.model, params=self.params
-                )
+                    self.user, self.conversation_id, text, model=self.first_model(first),
+                    params=self.params, title=self.title if first else None,
+                    system=self.system if first else None,
+                )  # fmt: skip
+            if first:
+                self.conversation_id = reply.conversation_id
+                await self.announce(client, reply.conversation_id)
         except LlmbusError as exc:
             self.failures += 1
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             return
         self.show(reply)
+
+    def first_model(self, first: bool) -> str | None:
+        """The model of a send: like `llmbus complete`, a new chat works out of the box on the
+        offline model; later turns default to the conversation's."""
+        if self.model or not first or self.settings.conversation.default_model:
+            return self.model
+        return DEFAULT_MODEL
+
+    async def announce(self, client: "Client", conversation_id: str) -> None:
+        """The header of a conversation its first turn has just started."""
+        view = await client.get_conversation(self.user, conversation_id)
+        print_header(view)
+        for turn in view.messages:
+            if turn.role == "system":
+                print_turn(turn)
 
     def show(self, reply: "ChatReply") -> None:
         if reply.status == "failed":
@@ -149,12 +168,16 @@ class Chat:
                 soft_wrap=True,
             )
 
-    async def rename(self, client: "Client", conversation_id: str, title: str) -> None:
+    async def rename(self, client: "Client", title: str) -> None:
         if not title:
             err.print("/title needs the new title, e.g. /title Trip to Lisbon")
             return
+        if self.conversation_id is None:
+            self.title = title  # the conversation is not started yet: its first turn takes it
+            console.print(f"[dim]title: {escape(title)}[/]", soft_wrap=True)
+            return
         try:
-            view = await client.rename_conversation(self.user, conversation_id, title)
+            view = await client.rename_conversation(self.user, self.conversation_id, title)
         except LlmbusError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             return

@@ -8,35 +8,34 @@ all read "not found".
 """
 
 import json
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-Role = Literal["user", "assistant", "system"]
-ROLES: tuple[Role, ...] = ("user", "assistant", "system")
-MAX_TITLE = 200
-MAX_USER_ID = 200
-# what a turn's MessageAdded stores of the request it starts; the messages are read back
-REQUEST_FIELDS = ("model", "params", "dropped")
+from llmbus.services.conversation.domain.checks import (
+    Role,
+    check_content,
+    check_cost,
+    check_count,
+    check_metadata,
+    check_model,
+    check_request,
+    check_request_id,
+    check_role,
+    check_title,
+    check_user_id,
+)
+from llmbus.services.conversation.domain.errors import ConversationError, ConversationNotFound
+from llmbus.services.conversation.domain.history import without_oldest
 
-
-class ConversationError(ValueError):
-    """A conversation command with bad input; the message says what is wrong."""
-
-
-class ConversationNotFound(LookupError):
-    """Missing, deleted or someone else's: the same message, so ids cannot be probed.
-
-    Takes the conversation id, or a whole message.
-    """
-
-    def __init__(self, conversation_id: object) -> None:
-        text = str(conversation_id)
-        super().__init__(text if " " in text else f"conversation {text} not found")
+# Stored events name their class by these topics, fixed where the module first lived: a store
+# written before the module moved reads back, and the next move needs no migration.
+STORED_TOPIC = "llmbus.services.conversation.conversation:Conversation"
+FIRST_TURN_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:conversation:first-turn")
 
 
 @dataclass(frozen=True)
@@ -53,6 +52,35 @@ class Turn:
 
 
 class Conversation(Aggregate):
+    TOPIC = STORED_TOPIC
+
+    class ConversationCreated(Aggregate.Created):
+        TOPIC = f"{STORED_TOPIC}.ConversationCreated"
+        user_id: str
+        title: str
+        metadata: dict[str, Any]
+        model: str | None
+
+    class Created(Aggregate.Created):
+        """Never stored: with explicit topics, eventsourcing wants Aggregate's Created declared."""
+
+        TOPIC = f"{STORED_TOPIC}.Created"
+
+    class MessageAdded(Aggregate.Event):
+        """A turn; with a `request`, the completion request the outbox publishes for it."""
+
+        TOPIC = f"{STORED_TOPIC}.MessageAdded"
+        role: Role
+        content: str
+        request_id: str | None
+        request: dict[str, Any] | None
+
+    @staticmethod
+    def first_turn_id(user_id: str, request_id: str) -> UUID:
+        """The id of a conversation started by its first turn: a re-sent first turn finds the
+        conversation it started instead of starting another."""
+        return uuid5(FIRST_TURN_NAMESPACE, json.dumps([user_id, request_id]))
+
     @classmethod
     def start(
         cls,
@@ -61,19 +89,22 @@ class Conversation(Aggregate):
         metadata: Mapping[str, Any] | None = None,
         model: str | None = None,
         system: str | None = None,
+        conversation_id: UUID | None = None,
     ) -> "Conversation":
         check_user_id(user_id)
         title, data, model = check_title(title), check_metadata(metadata), check_model(model)
         if system is not None:
             check_content(system)
-        conversation = cls(user_id=user_id, title=title, metadata=data, model=model)
+        conversation = cls(
+            id=conversation_id or uuid4(), user_id=user_id, title=title, metadata=data, model=model
+        )
         if system is not None:
             conversation.add_message("system", system)
         return conversation
 
-    @event("ConversationCreated")
+    @event(ConversationCreated)
     def __init__(
-        self, user_id: str, title: str, metadata: dict[str, Any], model: str | None
+        self, id: UUID, user_id: str, title: str, metadata: dict[str, Any], model: str | None
     ) -> None:
         self.user_id = user_id
         self.title = title
@@ -207,17 +238,17 @@ class Conversation(Aggregate):
 
     # Events
 
-    @event("ConversationRenamed")
+    @event("ConversationRenamed", topic=f"{STORED_TOPIC}.ConversationRenamed")
     def _rename(self, title: str, timestamp: datetime | None = None) -> None:
         self.title = title
         self.last_activity_at = _at(timestamp)
 
-    @event("ConversationDeleted")
+    @event("ConversationDeleted", topic=f"{STORED_TOPIC}.ConversationDeleted")
     def _delete(self) -> None:
         self.deleted = True
         self.pending = set()
 
-    @event("MessageAdded")
+    @event(MessageAdded)
     def _add_message(
         self,
         role: Role,
@@ -234,7 +265,7 @@ class Conversation(Aggregate):
                 self.pending.add(request_id)
         self.last_activity_at = turn.at
 
-    @event("CompletionReceived")
+    @event("CompletionReceived", topic=f"{STORED_TOPIC}.CompletionReceived")
     def _receive(
         self,
         request_id: str,
@@ -254,7 +285,7 @@ class Conversation(Aggregate):
         self.messages.append(turn)
         self._settle(request_id, turn.at)
 
-    @event("CompletionFailed")
+    @event("CompletionFailed", topic=f"{STORED_TOPIC}.CompletionFailed")
     def _fail(
         self, request_id: str, error_type: str, message: str, timestamp: datetime | None = None
     ) -> None:
@@ -264,7 +295,7 @@ class Conversation(Aggregate):
         )
         self._settle(request_id, at)
 
-    @event("HistoryTrimmed")
+    @event("HistoryTrimmed", topic=f"{STORED_TOPIC}.HistoryTrimmed")
     def _trim(
         self,
         request_id: str,
@@ -291,148 +322,6 @@ class Conversation(Aggregate):
         """How many turns a request started now may leave out: all but system messages (the
         new turn, which is not among them yet, always stays)."""
         return sum(1 for m in self.history() if m["role"] != "system")
-
-
-def trim_history(
-    messages: list[dict[str, str]],
-    count_tokens: Callable[[list[dict[str, str]]], int],
-    limit: int,
-) -> tuple[list[dict[str, str]], int]:
-    """Drops the oldest turns until the history fits `limit` tokens.
-
-    System messages and the last message always stay, even if they alone do not fit. A trimmed
-    history never opens on an assistant turn: some providers refuse one. Only the oldest turns
-    other than system messages go, so the history kept is `without_oldest(messages, dropped)`.
-    """
-    kept = list(messages)
-    dropped = 0
-    while count_tokens(kept) > limit:
-        oldest = _oldest_droppable(kept)
-        if oldest is None:
-            break
-        del kept[oldest]
-        dropped += 1
-    if dropped:
-        oldest = _oldest_droppable(kept)
-        while oldest is not None and kept[oldest]["role"] == "assistant":
-            del kept[oldest]
-            dropped += 1
-            oldest = _oldest_droppable(kept)
-    return kept, dropped
-
-
-def without_oldest(messages: list[dict[str, str]], dropped: int) -> list[dict[str, str]]:
-    """`messages` less the `dropped` oldest turns other than system messages.
-
-    `trim_history` only ever drops the oldest such turn, so what it keeps is exactly
-    `without_oldest(messages, dropped)` with the `dropped` it returns: that number is all a
-    stored turn needs to say how its history was trimmed.
-    """
-    kept: list[dict[str, str]] = []
-    for message in messages:
-        if dropped > 0 and message["role"] != "system":
-            dropped -= 1
-        else:
-            kept.append(message)
-    return kept
-
-
-def _oldest_droppable(messages: list[dict[str, str]]) -> int | None:
-    last = len(messages) - 1
-    return next(
-        (i for i, m in enumerate(messages) if i < last and m["role"] != "system"),
-        None,
-    )
-
-
-def check_user_id(user_id: str) -> None:
-    if not isinstance(user_id, str) or not user_id.strip():
-        raise ConversationError("user_id must not be empty")
-    if len(user_id) > MAX_USER_ID:
-        raise ConversationError(f"user_id must be at most {MAX_USER_ID} characters")
-
-
-def check_title(title: str) -> str:
-    stripped = title.strip() if isinstance(title, str) else ""
-    if not 1 <= len(stripped) <= MAX_TITLE:
-        raise ConversationError(f"title must be 1-{MAX_TITLE} characters, got {len(stripped)}")
-    return stripped
-
-
-def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise ConversationError(f"metadata must be a JSON object, got {type(metadata).__name__}")
-    if not all(isinstance(key, str) for key in metadata):
-        raise ConversationError("metadata keys must be strings")
-    try:
-        # a round trip through JSON stores exactly what a reader will get back
-        normal: dict[str, Any] = json.loads(json.dumps(dict(metadata), allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise ConversationError(f"metadata must be JSON-serialisable: {e}") from None
-    return normal
-
-
-def check_model(model: str | None) -> str | None:
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise ConversationError("model must be a non-empty model name")
-    return model
-
-
-def check_role(role: str) -> Role:
-    for known in ROLES:
-        if role == known:
-            return known
-    raise ConversationError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-
-
-def check_content(content: str) -> None:
-    if not isinstance(content, str) or not content.strip():
-        raise ConversationError("message content must not be empty")
-
-
-def check_request_id(request_id: str) -> None:
-    if not isinstance(request_id, str) or not request_id.strip():
-        raise ConversationError("request_id must not be empty")
-
-
-def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
-    """A turn's request: its model, its params and how many of the oldest turns it leaves out,
-    at most `droppable`. Nothing else: in particular not the messages, which are derived."""
-    if not isinstance(request, Mapping) or set(request) != set(REQUEST_FIELDS):
-        raise ConversationError(f"request must hold exactly {', '.join(REQUEST_FIELDS)}")
-    model, params, dropped = (request[field] for field in REQUEST_FIELDS)
-    if not isinstance(model, str) or not model.strip():
-        raise ConversationError("request model must be a non-empty model name")
-    if not isinstance(params, Mapping):
-        raise ConversationError("request params must be a JSON object")
-    check_count("dropped", dropped)
-    if dropped > droppable:
-        raise ConversationError(
-            f"request drops {dropped} turns, but the history has only {droppable} to drop"
-        )
-    try:
-        normal: dict[str, Any] = json.loads(json.dumps(dict(request), allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise ConversationError(f"request must be JSON-serialisable: {e}") from None
-    return normal
-
-
-def check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConversationError(f"{name} must be a non-negative integer, got {value!r}")
-    return value
-
-
-def check_cost(cost_usd: float) -> float:
-    try:
-        cost = float(cost_usd)
-    except (TypeError, ValueError):
-        raise ConversationError(f"cost_usd must be a number, got {cost_usd!r}") from None
-    if not (math.isfinite(cost) and cost >= 0):
-        raise ConversationError(f"cost_usd must be a finite, non-negative number, got {cost_usd!r}")
-    return cost
 
 
 def _at(timestamp: datetime | None) -> datetime:

@@ -4,73 +4,74 @@ Labels point at versions; "latest" always points at the newest. Rendering picks 
 when set, otherwise "latest". A deactivated prompt keeps its history but does not render.
 """
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
-from pydantic import ValidationError
 
+from llmbus.services.conversation.domain.errors import (
+    DuplicatePromptKey,
+    PromptError,
+    PromptInactive,
+)
+from llmbus.services.conversation.domain.prompt_checks import (
+    check_author,
+    check_description,
+    check_key,
+    check_label,
+    check_movable,
+    check_name,
+    check_note,
+    checked_variables,
+    declared,
+    moved_labels,
+)
+from llmbus.services.conversation.domain.prompt_version import (
+    FIELDS,
+    PromptVersion,
+    history_entry,
+    load_version,
+    next_fields,
+    stored_fields,
+)
 from llmbus.shared.prompts.library import domain_prompt
 from llmbus.shared.prompts.template import (
     Template,
-    TemplateError,
     Variable,
-    as_template,
-    declare,
     dump_template,
     dump_variables,
-    load_variables,
-    placeholders,
     render,
 )
 
 PROMPT_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:prompt")
-LABELS = ("production", "staging", "development", "latest")
-KEY_PATTERN = r"^[a-z0-9](?:[a-z0-9_-]{0,99})$"
-ANONYMOUS = "anonymous"
-MAX_NAME = 200
-MAX_DESCRIPTION = 1000
-MAX_NOTE = 1000
-MAX_AUTHOR = 200
-FIELDS = ("name", "description", "template", "variables")
-
-
-class PromptError(ValueError):
-    """A prompt command that cannot be carried out; the message says why."""
-
-
-class DuplicatePromptKey(PromptError):
-    """The key is taken, by another managed prompt or by a domain prompt."""
-
-
-class PromptNotFound(LookupError):
-    """No prompt has this key. Takes the key, or a whole message."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key if " " in key else f"prompt {key!r} not found")
-
-
-class PromptInactive(PromptError):
-    """The prompt is deactivated: it cannot be rendered until activated again."""
-
-
-@dataclass(frozen=True)
-class PromptVersion:
-    number: int
-    template: Template
-    variables: tuple[Variable, ...]
-    name: str
-    description: str
-    author: str
-    note: str
-    created_at: datetime
+# Stored events name their class by these topics, fixed where the module first lived: a store
+# written before the module moved reads back, and the next move needs no migration.
+STORED_TOPIC = "llmbus.services.conversation.prompt:ManagedPrompt"
 
 
 class ManagedPrompt(Aggregate):
+    TOPIC = STORED_TOPIC
+
+    class PromptCreated(Aggregate.Created):
+        """Version 1, with its labels; the outbox publishes it as PromptChanged."""
+
+        TOPIC = f"{STORED_TOPIC}.PromptCreated"
+        key: str
+        name: str
+        description: str
+        template: str | list[dict[str, str]]
+        variables: list[dict[str, Any]]
+        author: str
+        note: str
+        labels: list[str]
+
+    class Created(Aggregate.Created):
+        """Never stored: with explicit topics, eventsourcing wants Aggregate's Created declared."""
+
+        TOPIC = f"{STORED_TOPIC}.Created"
+
     @staticmethod
     def create_id(key: str) -> UUID:
         return uuid5(PROMPT_NAMESPACE, key)
@@ -90,19 +91,19 @@ class ManagedPrompt(Aggregate):
         check_key(key)
         if domain_prompt(key) is not None:
             raise DuplicatePromptKey(f"prompt key {key!r} is reserved for a domain prompt")
-        declared = _declare(template, _variables(variables))
+        variables_declared = declared(template, checked_variables(variables))
         return cls(
             key=key,
             name=check_name(name),
             description=check_description(description),
             template=dump_template(template),
-            variables=dump_variables(declared),
+            variables=dump_variables(variables_declared),
             author=check_author(author),
             note=check_note(note),
-            labels=_moved_labels(labels),
+            labels=moved_labels(labels),
         )
 
-    @event("PromptCreated")
+    @event(PromptCreated)
     def __init__(
         self,
         key: str,
@@ -150,29 +151,8 @@ class ManagedPrompt(Aggregate):
         labels: Iterable[str] = (),
     ) -> PromptVersion:
         latest = self.latest
-        new_template = latest.template if template is None else template
-        if variables is not None:
-            wanted = _variables(variables)
-        elif template is not None:
-            # Declarations carry over for the placeholders the new template still uses.
-            used = set(_placeholders(new_template))
-            wanted = [v for v in latest.variables if v.name in used]
-        else:
-            wanted = list(latest.variables)
-        new: dict[str, Any] = {
-            "name": latest.name if name is None else check_name(name),
-            "description": latest.description
-            if description is None
-            else check_description(description),
-            "template": dump_template(new_template),
-            "variables": dump_variables(_declare(new_template, wanted)),
-        }
-        old = {
-            "name": latest.name,
-            "description": latest.description,
-            "template": dump_template(latest.template),
-            "variables": dump_variables(latest.variables),
-        }
+        new = next_fields(latest, template, variables, name, description)
+        old = stored_fields(latest)
         changes = [field for field in FIELDS if new[field] != old[field]]
         if not changes:
             raise PromptError(f"update of prompt {self.key!r} changes nothing")
@@ -181,7 +161,7 @@ class ManagedPrompt(Aggregate):
             author=check_author(author),
             note=check_note(note),
             changes=changes,
-            labels=_moved_labels(labels),
+            labels=moved_labels(labels),
             **new,
         )
         return self.latest
@@ -245,7 +225,7 @@ class ManagedPrompt(Aggregate):
 
     # Events
 
-    @event("PromptVersionCreated")
+    @event("PromptVersionCreated", topic=f"{STORED_TOPIC}.PromptVersionCreated")
     def _create_version(
         self,
         number: int,
@@ -264,7 +244,7 @@ class ManagedPrompt(Aggregate):
         self._move(labels, number)
         self._record("PromptVersionCreated", number, None, labels, author, at, note, changes)
 
-    @event("LabelMoved")
+    @event("LabelMoved", topic=f"{STORED_TOPIC}.LabelMoved")
     def _move_label(
         self,
         label: str,
@@ -277,7 +257,7 @@ class ManagedPrompt(Aggregate):
         self.labels[label] = version
         self._record("LabelMoved", version, label, [label], author, _at(timestamp), note, ())
 
-    @event("RolledBack")
+    @event("RolledBack", topic=f"{STORED_TOPIC}.RolledBack")
     def _roll_back(
         self,
         label: str,
@@ -290,12 +270,12 @@ class ManagedPrompt(Aggregate):
         self.labels[label] = version
         self._record("RolledBack", version, label, [label], author, _at(timestamp), note, ())
 
-    @event("PromptActivated")
+    @event("PromptActivated", topic=f"{STORED_TOPIC}.PromptActivated")
     def _activate(self, author: str, timestamp: datetime | None = None) -> None:
         self.active = True
         self._record("PromptActivated", None, None, [], author, _at(timestamp), "", ["active"])
 
-    @event("PromptDeactivated")
+    @event("PromptDeactivated", topic=f"{STORED_TOPIC}.PromptDeactivated")
     def _deactivate(self, author: str, timestamp: datetime | None = None) -> None:
         self.active = False
         self._record("PromptDeactivated", None, None, [], author, _at(timestamp), "", ["active"])
@@ -310,17 +290,9 @@ class ManagedPrompt(Aggregate):
         note: str,
         at: datetime,
     ) -> None:
+        number = len(self.versions) + 1
         self.versions.append(
-            PromptVersion(
-                number=len(self.versions) + 1,
-                template=as_template(template),
-                variables=load_variables(variables),
-                name=name,
-                description=description,
-                author=author,
-                note=note,
-                created_at=at,
-            )
+            load_version(number, name, description, template, variables, author, note, at)
         )
 
     def _move(self, labels: list[str], version: int) -> None:
@@ -338,94 +310,13 @@ class ManagedPrompt(Aggregate):
         note: str,
         changes: Sequence[str],
     ) -> None:
-        self._history.append(
-            {
-                "event": name,
-                "version": version,
-                "label": label,
-                "labels": list(labels),
-                "author": author,
-                "at": at,
-                "note": note,
-                "changes": list(changes),
-            }
-        )
+        self._history.append(history_entry(name, version, label, labels, author, at, note, changes))
 
     def _labelled(self, label: str) -> int:
         check_label(label)
         if label not in self.labels:
             raise PromptError(f"label {label!r} of prompt {self.key!r} is not set")
         return self.labels[label]
-
-
-def check_key(key: str) -> None:
-    if not isinstance(key, str) or not re.fullmatch(KEY_PATTERN, key):
-        raise PromptError(
-            f"prompt key {key!r} must be 1-100 characters of a-z, 0-9, '-' and '_',"
-            " starting with a letter or digit"
-        )
-
-
-def check_name(name: str) -> str:
-    stripped = name.strip()
-    if not 1 <= len(stripped) <= MAX_NAME:
-        raise PromptError(f"prompt name must be 1-{MAX_NAME} characters, got {len(stripped)}")
-    return stripped
-
-
-def check_description(description: str) -> str:
-    if len(description) > MAX_DESCRIPTION:
-        raise PromptError(
-            f"prompt description must be at most {MAX_DESCRIPTION} characters,"
-            f" got {len(description)}"
-        )
-    return description
-
-
-def check_note(note: str) -> str:
-    if len(note) > MAX_NOTE:
-        raise PromptError(f"note must be at most {MAX_NOTE} characters, got {len(note)}")
-    return note
-
-
-def check_author(author: str | None) -> str:
-    stripped = (author or "").strip()
-    if len(stripped) > MAX_AUTHOR:
-        raise PromptError(f"author must be at most {MAX_AUTHOR} characters")
-    return stripped or ANONYMOUS
-
-
-def check_label(label: str) -> None:
-    if label not in LABELS:
-        raise PromptError(f"unknown label {label!r}; labels are {', '.join(LABELS)}")
-
-
-def check_movable(label: str) -> None:
-    check_label(label)
-    if label == "latest":
-        raise PromptError("label 'latest' always points at the newest version; it cannot be moved")
-
-
-def _moved_labels(labels: Iterable[str]) -> list[str]:
-    asked = set(labels)
-    for label in asked:
-        check_label(label)
-    return [label for label in LABELS if label in asked or label == "latest"]
-
-
-def _variables(variables: Iterable[Variable | Mapping[str, Any]]) -> list[Variable]:
-    try:
-        return list(load_variables(variables))
-    except ValidationError as e:
-        raise TemplateError(f"invalid variable declaration: {e}") from None
-
-
-def _declare(template: Template, variables: list[Variable]) -> list[Variable]:
-    return declare(as_template(template), variables)
-
-
-def _placeholders(template: Template) -> list[str]:
-    return placeholders(as_template(template))
 
 
 def _at(timestamp: datetime | None) -> datetime:
