@@ -15,12 +15,14 @@ from nats.js.errors import NotFoundError
 from llmbus.services.completion.admission import Admission, AdmissionUnavailableError
 from llmbus.services.completion.application import ClaimAnswer, CompletionApplication, Outcome
 from llmbus.services.completion.domain import CallClaim, Completion
+from llmbus.services.completion.errors import ModelCallFailed
+from llmbus.services.completion.gateway import ModelGateway, ModelReply
 from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
-from llmbus.services.completion.models import ModelCallFailed, ModelGateway, ModelReply
 from llmbus.services.completion.outbox import dumps
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver, RenderedPrompt
 from llmbus.shared import bus, subjects
 from llmbus.shared.batching import GroupCommit
+from llmbus.shared.catalog import UnknownModelError
 from llmbus.shared.contracts import (
     CompletionFailed,
     CompletionReceived,
@@ -63,7 +65,8 @@ class CompletionWorker:
         self.js = nc.jetstream()
         self.relay = relay
         self.prompts = PromptResolver(nc, redact=self.config.privacy == "metadata_only")
-        self.admission = Admission(settings, gateway, nc)
+        self.catalog = gateway.catalog
+        self.admission = Admission(settings, gateway.catalog, nc)
         self.tasks: set[asyncio.Task[None]] = set()
         # duplicates delivered to this process while the first copy is still at the model
         self.inflight: dict[str, asyncio.Future[bytes]] = {}
@@ -151,8 +154,8 @@ class CompletionWorker:
             )
         assert request.model is not None
         try:
-            self.gateway.resolve(request.model)
-        except ModelCallFailed as failed:
+            self.catalog.resolve(request.model)
+        except UnknownModelError as failed:
             raise Rejected(failed.error_type, failed.message, request.request_id) from None
         return request.model
 
@@ -244,7 +247,7 @@ class CompletionWorker:
         params = request.params.model_dump(exclude_none=True)
         if self.settings.admission_on:
             # the call is capped at the reply length the reservation paid for: a hard bound
-            params["max_tokens"] = self.gateway.reply_cap(model, request.params.max_tokens)
+            params["max_tokens"] = self.catalog.reply_cap(model, request.params.max_tokens)
             # a reservation may wait for room: keep JetStream from redelivering meanwhile
             admitting = self.admission.admit(request, model, messages, params["max_tokens"])
             refusal = await self._while_in_progress(msg, admitting)
