@@ -212,13 +212,13 @@ async def admission_step(
     ended, against the stack's usage service. With grant_requests > 0 a grant is asked for once
     and requests are admitted under it; with 0 each request reserves on llmbus.budget.reserve."""
     from llmbus.services.completion.admission import Admission
-    from llmbus.services.completion.models import ModelGateway
+    from llmbus.shared.catalog import ModelCatalog
     from llmbus.shared.contracts import CompletionRequested, UsageRecorded
     from llmbus.shared.settings import load_settings
 
     settings = load_settings({"LLMBUS_CONFIG": str(stack.config)})
     settings.completion.grant_requests = grant_requests
-    admission = Admission(settings, ModelGateway(settings), stack.admin)
+    admission = Admission(settings, ModelCatalog(settings), stack.admin)
     await admission.start()
     stop = asyncio.Event()
     returning = asyncio.create_task(admission.run(stop))

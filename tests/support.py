@@ -21,8 +21,8 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from llmbus.client import Client
-from llmbus.services.completion.models import ModelGateway
 from llmbus.shared import subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings
 
@@ -199,7 +199,7 @@ MAX_TOKENS = 30
 
 
 def worst_case(settings: Settings) -> Decimal:
-    return ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
+    return ModelCatalog(settings).worst_case_cost(MODEL, MESSAGES, MAX_TOKENS)
 
 
 def with_budgets(config_file: Path, *budgets: dict[str, Any], **completion: Any) -> Settings:

@@ -21,7 +21,7 @@ import yaml
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
+from llmbus.services.completion.parse import Rejected, parse_request, salvage_request_id
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
 from llmbus.shared.contracts import (
@@ -251,10 +251,13 @@ async def test_a_message_of_exactly_max_payload_is_dead_lettered_as_a_stub_and_t
     assert "max_payload" in failed["message"]
     assert [e["request_id"] for e in events.on(subjects.COMPLETION_RECEIVED)] == ["after-huge"]
     stubs = sorted((json.loads(m.data) for m in letters), key=lambda s: s["stream_seq"])
-    assert stubs == [
-        {"too_large": True, "bytes": nc.max_payload, "request_id": "huge-1", "stream_seq": 1},
-        {"too_large": True, "bytes": nc.max_payload, "request_id": None, "stream_seq": 2},
+    # parked as stubs that say what each was and why (shared.deadletter.park), never its bytes
+    subject = subjects.COMPLETION_REQUESTED
+    assert [{k: v for k, v in stub.items() if k != "reason"} for stub in stubs] == [
+        {"subject": subject, "bytes": nc.max_payload, "request_id": "huge-1", "stream_seq": 1},
+        {"subject": subject, "bytes": nc.max_payload, "request_id": None, "stream_seq": 2},
     ]
+    assert f"request is {nc.max_payload} bytes" in stubs[0]["reason"]
     for letter in letters:
         assert letter.headers[subjects.ERROR_TYPE_HEADER] in ("too_large", "malformed_json")  # type: ignore[index]
     assert "Traceback" not in worker.log and "maximum payload" not in worker.log.lower()

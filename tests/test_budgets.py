@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from llmbus.client import Client, CompletionError
-from llmbus.services.completion.models import ModelGateway
 from llmbus.services.completion.service import serve as serve_completion
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts.budget import settled_cost
 from llmbus.shared.settings import Settings
 from support import (
@@ -96,7 +96,7 @@ async def test_requests_that_fit_once_open_reservations_settle_wait_instead_of_b
     settings: Settings, config_file: Path
 ) -> None:
     loose = 2000  # max_tokens far above the real reply: each reservation is mostly released
-    worst = ModelGateway(settings).worst_case_cost(MODEL, MESSAGES, loose)
+    worst = ModelCatalog(settings).worst_case_cost(MODEL, MESSAGES, loose)
     settings = with_budgets(
         config_file,
         {"name": "team-c-daily", "scope": {"team": "team-c"}, "window": "daily",

@@ -17,7 +17,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from llmbus.client import Client
-from llmbus.services.completion.models import ModelGateway
 from llmbus.services.conversation.application import ConversationApplication, Fit, NewConversation
 from llmbus.services.conversation.application.turns import completion_request
 from llmbus.services.conversation.domain.conversation import Conversation
@@ -25,6 +24,7 @@ from llmbus.services.conversation.domain.history import trim_history
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionReceived
 from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestError
@@ -497,13 +497,13 @@ async def test_a_preview_prices_the_rendered_prompt_without_calling_a_model(
             "ask", {"question": "what is a ledger?"}, "llmbus-sim/small", params={"max_tokens": 40}
         )
         messages = [{"role": "user", "content": "Answer briefly: what is a ledger?"}]
-        gateway = ModelGateway(settings)
+        catalog = ModelCatalog(settings)
         assert [m.model_dump() for m in preview.messages] == messages
-        assert preview.prompt_tokens == gateway.estimate_prompt_tokens("llmbus-sim/small", messages)
+        assert preview.prompt_tokens == catalog.count_tokens("llmbus-sim/small", messages)
         assert preview.max_output_tokens == 40
         assert preview.input_cost_usd == pytest.approx(preview.prompt_tokens * 0.5e-6)
         assert preview.worst_case_cost_usd == pytest.approx(
-            float(gateway.worst_case_cost("llmbus-sim/small", messages, 40))
+            float(catalog.worst_case_cost("llmbus-sim/small", messages, 40))
         )
         unknown = await refusal(client.preview_prompt("ask", {"question": "x"}, "nope"))
         assert unknown.error_type == "invalid_request" and "nope" in unknown.message
@@ -532,8 +532,8 @@ async def test_the_oldest_turns_are_trimmed_to_fit_a_small_context_window(
     assert last[-1] == {"role": "user", "content": turns[-1]}
     assert last[1]["role"] == "user"  # never opens on an assistant turn
     assert len(last) == 1 + 2 * 4 - 1 - replies[-1].trimmed
-    gateway = ModelGateway(chat_settings)
-    assert gateway.estimate_prompt_tokens("tiny-window", last) <= 90 - 20
+    catalog = ModelCatalog(chat_settings)
+    assert catalog.count_tokens("tiny-window", last) <= 90 - 20
     trims = {t.request_id: t for t in stored.trims}
     assert set(trims) == {r.request_id for r in replies if r.trimmed}
     assert trims[replies[-1].request_id].dropped == replies[-1].trimmed

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from llmbus.services.completion.domain import AlreadyTerminalError, Completion
-from llmbus.services.completion.intake import Rejected, parse_request, salvage_request_id
+from llmbus.services.completion.parse import Rejected, parse_request, salvage_request_id
 from llmbus.shared.contracts import ErrorType
 from llmbus.shared.limits import Limits
 

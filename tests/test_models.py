@@ -7,8 +7,10 @@ import aiohttp
 import litellm
 import pytest
 
-from llmbus.services.completion.models import ModelCallFailed, ModelGateway
+from llmbus.services.completion.errors import ModelCallFailed
+from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
+from llmbus.shared.catalog import ModelCatalog, Route, UnknownModelError
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.secrets import scrub
 from llmbus.shared.settings import CompletionSettings, ModelEntry, Settings
@@ -43,7 +45,7 @@ def gateway(fake: FakeProvider, monkeypatch: pytest.MonkeyPatch) -> ModelGateway
         for name in FAKE_MODELS
     ]
     settings = Settings(completion=CompletionSettings(num_retries=NUM_RETRIES), models=entries)
-    return ModelGateway(settings)
+    return ModelGateway(settings, ModelCatalog(settings))
 
 
 def ask(text: str) -> list[dict[str, str]]:
@@ -135,14 +137,14 @@ async def test_unknown_model_is_refused_without_any_call(
 ) -> None:
     before = fake.stats()["total"]
 
-    with pytest.raises(ModelCallFailed) as resolved:
-        gateway.resolve("no-such-provider-model-xyz")
+    with pytest.raises(UnknownModelError) as resolved:
+        gateway.catalog.resolve("no-such-provider-model-xyz")
     with pytest.raises(ModelCallFailed) as completed:
         await gateway.complete("no-such-provider-model-xyz", ask("hi"), {})
 
+    assert completed.value.retryable is False
     for failed in (resolved.value, completed.value):
         assert failed.error_type is ErrorType.unknown_model
-        assert failed.retryable is False
         assert "no-such-provider-model-xyz" in failed.message
     assert fake.stats()["total"] == before
 
@@ -161,15 +163,19 @@ async def test_a_request_cannot_redirect_the_call(
 
 
 def test_resolve_maps_catalog_names_and_litellm_names(gateway: ModelGateway) -> None:
-    assert gateway.resolve("fake-gpt") == ("openai/fake-gpt", "openai")
-    assert gateway.resolve("llmbus-sim/small") == ("llmbus-sim/small", "llmbus-sim")
-    assert gateway.resolve("gpt-4o-mini") == ("gpt-4o-mini", "openai")
+    def resolved(model: str) -> tuple[str, str]:
+        route: Route = gateway.catalog.resolve(model)
+        return route.target, route.provider
+
+    assert resolved("fake-gpt") == ("openai/fake-gpt", "openai")
+    assert resolved("llmbus-sim/small") == ("llmbus-sim/small", "llmbus-sim")
+    assert resolved("gpt-4o-mini") == ("gpt-4o-mini", "openai")
 
 
 def test_prompt_estimate_uses_litellm_tokenizer(gateway: ModelGateway) -> None:
     messages = [{"role": "user", "content": "Count these tokens, please."}]
 
-    estimate = gateway.estimate_prompt_tokens("llmbus-sim/small", messages)
+    estimate = gateway.catalog.count_tokens("llmbus-sim/small", messages)
 
     assert estimate == litellm.token_counter(model="llmbus-sim/small", messages=messages)
     assert estimate > 0
@@ -286,7 +292,8 @@ async def test_a_slow_provider_times_out_as_retryable(
         api_key_env=KEY_ENV,
     )
     completion = CompletionSettings(num_retries=0, timeout_s=0.3)
-    gateway = ModelGateway(Settings(completion=completion, models=[entry]))
+    settings = Settings(completion=completion, models=[entry])
+    gateway = ModelGateway(settings, ModelCatalog(settings))
 
     with pytest.raises(ModelCallFailed) as failed:
         await gateway.complete("slow-5000", ask("take your time"), {})
@@ -301,6 +308,6 @@ def test_sim_provider_registers_once_and_knows_only_its_models(gateway: ModelGat
     register_sim_provider()
 
     assert [i["provider"] for i in litellm.custom_provider_map].count("llmbus-sim") == 1
-    with pytest.raises(ModelCallFailed) as failed:
-        gateway.resolve("llmbus-sim/medium")
+    with pytest.raises(UnknownModelError) as failed:
+        gateway.catalog.resolve("llmbus-sim/medium")
     assert failed.value.error_type is ErrorType.unknown_model

@@ -109,6 +109,54 @@ async def test_a_request_published_twice_is_completed_and_charged_once(
     store.close()
 
 
+async def test_a_request_id_re_sent_with_a_different_request_is_refused_and_the_first_stands(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    first = request("same-id-1", model="slow-200")
+    changed = request("same-id-1", model="slow-200", messages=[{"role": "user", "content": "bye"}])
+    async with pipeline(settings, with_usage=False) as (nc, events, _):
+        js = nc.jetstream()
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox)
+
+        async def send(data: bytes) -> None:
+            # no Nats-Msg-Id: JetStream keeps every copy, as after its duplicate window
+            await js.publish(subjects.COMPLETION_REQUESTED, data,
+                             headers={subjects.REPLY_TO_HEADER: inbox})  # fmt: skip
+
+        # the changed copy arrives while the first is at the model, and again once it has ended
+        for data in (first, changed):
+            await send(data)
+        answers = [json.loads((await replies.next_msg(timeout=30)).data) for _ in range(2)]
+        await events.wait_terminal(1)
+        for data in (changed, first):
+            await send(data)
+            answers.append(json.loads((await replies.next_msg(timeout=30)).data))
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER)
+            return info.ack_floor.stream_seq == 4 and info.num_pending == 0
+
+        await wait_for(all_acked, what="all four copies acked")
+
+    received = next(a for a in answers if "content" in a)
+    conflicts = [a for a in answers if a.get("error_type") == "request_conflict"]
+    assert len(conflicts) == 2 and all(not c["retryable"] for c in conflicts)
+    assert "same-id-1" in conflicts[0]["message"] and "new request_id" in conflicts[0]["message"]
+    # the unchanged re-send gets the first outcome; the refusals changed nothing
+    assert answers.count(received) == 2
+    [terminal] = events.terminal()
+    assert terminal["request_id"] == "same-id-1" and terminal["content"] == received["content"]
+    assert events.on(subjects.COMPLETION_FAILED) == []
+    assert fake_provider.stats()["calls"] == {"slow-200": 1}
+    store = open_store(CompletionApplication, settings, "completion")
+    completion = store.find("same-id-1")
+    assert completion is not None and completion.outcome == received
+    assert store.recorder.max_notification_id() == 3  # its claim, then Requested + Received
+    store.close()
+
+
 async def test_bad_messages_fail_clearly_go_to_dead_letters_and_the_worker_keeps_going(
     settings: Settings,
 ) -> None:

@@ -19,9 +19,9 @@ from nats.aio.msg import Msg
 
 from llmbus.client import CompletionError
 from llmbus.services.completion.application import CompletionApplication
-from llmbus.services.completion.models import ModelGateway
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import (
     CompletionReceived,
     CompletionRequested,
@@ -274,7 +274,7 @@ async def test_admission_reserves_the_worst_case_of_the_rendered_messages(
 
     [reservation] = reservations
     rendered = summarizer_messages(text=ARTICLE)
-    assert reservation.amount_usd == ModelGateway(admitting).worst_case_cost(
+    assert reservation.amount_usd == ModelCatalog(admitting).worst_case_cost(
         "fake-gpt", rendered, 50
     )
 

@@ -24,8 +24,8 @@ from nats.errors import NoRespondersError
 from pydantic import ValidationError
 
 from llmbus.services.completion.grants import Grant, GrantLedger, Key
-from llmbus.services.completion.models import ModelGateway
 from llmbus.shared import subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionRequested, ErrorReply, UsageRecorded
 from llmbus.shared.contracts.budget import (
     BudgetAdmission,
@@ -54,9 +54,9 @@ class AdmissionUnavailableError(Exception):
 
 
 class Admission:
-    def __init__(self, settings: Settings, gateway: ModelGateway, nc: NatsClient) -> None:
+    def __init__(self, settings: Settings, catalog: ModelCatalog, nc: NatsClient) -> None:
         self.settings = settings
-        self.gateway = gateway
+        self.catalog = catalog
         self.nc = nc
         self.grant_requests = settings.completion.grant_requests
         # once fewer than half of grant_requests worst cases fit (on top of the requests
@@ -82,7 +82,7 @@ class Admission:
         max_tokens: int,
     ) -> BudgetAdmission | None:
         """None when admitted; the refusal when a hard budget cannot cover the worst case."""
-        worst = self.gateway.worst_case_cost(model, messages, max_tokens)
+        worst = self.catalog.worst_case_cost(model, messages, max_tokens)
         attributes = {"user": request.user_id, "team": request.team_id,
                       "project": request.project_id, "model": model, "role": request.role}  # fmt: skip
         key: Key = tuple(attributes.values())

@@ -4,10 +4,11 @@ import asyncio
 import logging
 
 from llmbus.services.completion.application import CompletionApplication
-from llmbus.services.completion.models import ModelGateway
+from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared import bus
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.eventstore import open_store, sqlite_probe
 from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
@@ -18,8 +19,9 @@ log = logging.getLogger("llmbus.completion")
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = await asyncio.to_thread(open_store, CompletionApplication, settings, "completion")
-    gateway = ModelGateway(settings)
-    await asyncio.to_thread(gateway.warm_up)
+    catalog = ModelCatalog(settings)
+    gateway = ModelGateway(settings, catalog)
+    await asyncio.to_thread(catalog.warm_up)
     probe = sqlite_probe(settings, "completion")
     nc = await bus.connect(settings, "llmbus-completion")
     limits = Limits(settings.completion.max_request_bytes, nc.max_payload)

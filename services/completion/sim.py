@@ -16,33 +16,12 @@ from litellm import CustomLLM, ModelResponse, Usage
 from litellm.types.llms.openai import ChatCompletionUsageBlock
 from litellm.types.utils import GenericStreamingChunk
 
+from llmbus.shared.catalog import SIM_MODELS
+from llmbus.shared.catalog import SIM_PROVIDER as PROVIDER
+
 FinishReason = Literal["stop", "length"]
 
-PROVIDER = "llmbus-sim"
 LATENCY_ENV = "LLMBUS_SIM_LATENCY_MS"
-
-SIM_MODELS: dict[str, dict[str, Any]] = {
-    f"{PROVIDER}/small": {
-        "input_cost_per_token": 0.50e-6,
-        "output_cost_per_token": 1.50e-6,
-        "max_input_tokens": 32_768,
-        "max_output_tokens": 4_096,
-        "max_tokens": 4_096,
-        "cache_read_input_token_cost": 0.05e-6,
-        "litellm_provider": PROVIDER,
-        "mode": "chat",
-    },
-    f"{PROVIDER}/large": {
-        "input_cost_per_token": 3.00e-6,
-        "output_cost_per_token": 15.00e-6,
-        "max_input_tokens": 200_000,
-        "max_output_tokens": 8_192,
-        "max_tokens": 8_192,
-        "cache_read_input_token_cost": 0.30e-6,
-        "litellm_provider": PROVIDER,
-        "mode": "chat",
-    },
-}
 
 # How many sentences each size says after restating the question.
 SENTENCES = {"small": 2, "large": 6}

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import Notification
@@ -23,18 +22,9 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
-from llmbus.services.completion.models import (
-    ModelCallFailed,
-    ModelGateway,
-    Route,
-    list_price,
-    model_info,
-    positive_int,
-)
 from llmbus.services.conversation.application import (
     DOMAIN_AUTHOR,
     ConversationApplication,
-    Fit,
     Listings,
     Messages,
     NewConversation,
@@ -45,6 +35,7 @@ from llmbus.services.conversation.application import (
     prompt_view,
     turn_view,
 )
+from llmbus.services.conversation.context import ContextFitter
 from llmbus.services.conversation.domain.conversation import Conversation
 from llmbus.services.conversation.domain.errors import (
     ConversationError,
@@ -54,10 +45,10 @@ from llmbus.services.conversation.domain.errors import (
     PromptInactive,
     PromptNotFound,
 )
-from llmbus.services.conversation.domain.history import trim_history
 from llmbus.services.conversation.domain.prompt import ManagedPrompt
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
+from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
 from llmbus.shared.contracts.base import too_large
 from llmbus.shared.contracts.conversation import (
@@ -100,67 +91,8 @@ T = TypeVar("T")
 FETCH_BATCH = 100
 # a reply stored by another conversation service sharing the store wakes no waiter here
 RECHECK_S = 2.0
-TOKEN_CACHE_SIZE = 50_000
 ANNOUNCE_WAIT_S = 5.0
 Handler = Callable[[bytes], Awaitable[BaseModel]]
-
-
-class ContextFitter:
-    """Fits a chat history into a model's context window, less the reply's share of it.
-
-    Tokens are counted offline, as the completion worker counts them for budgets. Trimming
-    counts each message alone (a little more than together), so what is kept always fits.
-    """
-
-    def __init__(self, settings: Settings, gateway: ModelGateway) -> None:
-        self.settings = settings
-        self.gateway = gateway
-        self._tokens: dict[tuple[str, str, str], int] = {}
-
-    def __call__(self, model: str, messages: Messages, max_tokens: int | None) -> Fit:
-        try:
-            window = self.context_window(model)
-            if window is None:
-                return Fit(messages)
-            limit = max(window - self.gateway.reply_cap(model, max_tokens), 1)
-            if self.gateway.estimate_prompt_tokens(model, messages) <= limit:
-                return Fit(messages)
-        except ModelCallFailed as failed:
-            raise ConversationError(failed.message) from None
-        counts = {id(m): self._count(model, m) for m in messages}
-        kept, dropped = trim_history(messages, lambda ms: sum(counts[id(m)] for m in ms), limit)
-        return Fit(kept, dropped, window)
-
-    def context_window(self, model: str) -> int | None:
-        entry = self.settings.model(model)
-        if entry is not None and entry.max_input_tokens:
-            return entry.max_input_tokens
-        target, provider = self.gateway.resolve(model)
-        return positive_int(model_info(Route(model, target, provider)).get("max_input_tokens"))
-
-    def _count(self, model: str, message: dict[str, str]) -> int:
-        key = (model, message["role"], message["content"])
-        tokens = self._tokens.get(key)
-        if tokens is None:
-            tokens = self.gateway.estimate_prompt_tokens(model, [message])
-            if len(self._tokens) >= TOKEN_CACHE_SIZE:
-                self._tokens.clear()
-            self._tokens[key] = tokens
-        return tokens
-
-    def preview(
-        self, model: str, messages: Messages, max_tokens: int | None
-    ) -> tuple[int, int, Decimal, Decimal]:
-        """Prompt tokens, the reply cap, the input cost and the worst-case cost at list price."""
-        try:
-            target, provider = self.gateway.resolve(model)
-            prompt_tokens = self.gateway.estimate_prompt_tokens(model, messages)
-            cap = self.gateway.reply_cap(model, max_tokens)
-            worst = self.gateway.worst_case_cost(model, messages, max_tokens)
-        except ModelCallFailed as failed:
-            raise PromptError(failed.message) from None
-        price = list_price(Route(model, target, provider))
-        return prompt_tokens, cap, prompt_tokens * price.input_per_token, worst
 
 
 class ConversationRelay(OutboxRelay):
@@ -628,9 +560,9 @@ def describe(error: ValidationError) -> str:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = await asyncio.to_thread(open_store, ConversationApplication, settings, "conversation")
-    gateway = ModelGateway(settings)
-    await asyncio.to_thread(gateway.warm_up)
-    fitter = ContextFitter(settings, gateway)
+    catalog = ModelCatalog(settings)
+    await asyncio.to_thread(catalog.warm_up)
+    fitter = ContextFitter(catalog)
     nc = await bus.connect(settings, "llmbus-conversation")
     service = ConversationService(settings, app, nc, fitter)
     try:

@@ -71,6 +71,7 @@ class ErrorType(StrEnum):
     prompt_unavailable = "prompt_unavailable"
     too_large = "too_large"
     cancelled = "cancelled"
+    request_conflict = "request_conflict"
     internal = "internal"
 
 

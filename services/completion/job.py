@@ -1,0 +1,72 @@
+"""One request on its way down the worker's line: intake -> claim -> admit -> call -> record ->
+reply. Each step fills in what it found out and hands the job to the next."""
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from llmbus.services.completion.domain import CallClaim
+from llmbus.services.completion.prompts import RenderedPrompt
+from llmbus.shared.contracts import CompletionRequested
+
+# When a request was sent is not what it asks for: a re-send may differ there.
+NOT_COMPARED = frozenset({"requested_at"})
+
+
+@dataclass(eq=False)
+class Job:
+    msg: Msg
+    reply_to: str | None
+    request: CompletionRequested
+    model: str
+    # set by claim: this worker's claim to call the model
+    claim: CallClaim | None = None
+    # set by admit: the messages sent to the model, and the prompt they came from
+    messages: list[dict[str, str]] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+    prompt: RenderedPrompt | None = None
+    # the reply, for copies of this request delivered while it runs (see claim.py)
+    replied: "asyncio.Future[bytes] | None" = None
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @cached_property
+    def dumped(self) -> dict[str, Any]:
+        return self.request.model_dump(mode="json", exclude_none=True)
+
+    @cached_property
+    def digest(self) -> str:
+        """What the request asks for, as a hash: two sends of one request_id compare by it."""
+        asked = {k: v for k, v in self.dumped.items() if k not in NOT_COMPARED}
+        canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def ids(self) -> dict[str, Any]:
+        """The request's ids and prompt version, carried by every event it causes."""
+        request = self.request
+        return {
+            "user_id": request.user_id,
+            "team_id": request.team_id,
+            "project_id": request.project_id,
+            "conversation_id": request.conversation_id,
+            "prompt_key": request.prompt.key if request.prompt else None,
+            "prompt_version": self.prompt.version if self.prompt else None,
+        }
+
+    def stored_request(self, metadata_only: bool) -> dict[str, Any]:
+        """The request as the store keeps it: with its digest, and in metadata-only mode
+        without its contents (the digest stands in for them when a re-send is compared)."""
+        if not metadata_only:
+            return self.dumped | {"digest": self.digest}
+        exclude: Any = {"messages": True, "prompt": {"variables"}}
+        stored = self.request.model_dump(mode="json", exclude_none=True, exclude=exclude)
+        if self.request.messages is not None:
+            stored["message_count"] = len(self.request.messages)
+        return stored | {"digest": self.digest}

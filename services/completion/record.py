@@ -1,0 +1,142 @@
+"""How a request ended, stored once: the terminal event, and the provider call it paid for.
+
+Then the budget learns the true cost (settle), and the reply goes out.
+"""
+
+import logging
+from typing import Any
+
+from llmbus.services.completion.admission import Admission
+from llmbus.services.completion.application import Outcome
+from llmbus.services.completion.domain import Completion
+from llmbus.services.completion.errors import ModelCallFailed
+from llmbus.services.completion.gateway import ModelReply
+from llmbus.services.completion.job import Job
+from llmbus.services.completion.outbox import dumps
+from llmbus.services.completion.parse import Rejected
+from llmbus.services.completion.prompts import PromptFailed
+from llmbus.services.completion.reply import Reply, stored_reply
+from llmbus.services.completion.store import CompletionStore
+from llmbus.shared.contracts import (
+    CompletionFailed,
+    CompletionReceived,
+    ErrorType,
+    TokenUsage,
+    UsageRecorded,
+)
+from llmbus.shared.contracts.budget import BudgetAdmission
+from llmbus.shared.settings import CompletionSettings
+
+log = logging.getLogger("llmbus.completion")
+
+
+class Record:
+    def __init__(
+        self, config: CompletionSettings, store: CompletionStore, admission: Admission, reply: Reply
+    ) -> None:
+        self.metadata_only = config.privacy == "metadata_only"
+        self.store = store
+        self.admission = admission
+        self.reply = reply
+
+    async def received(self, job: Job, answer: ModelReply) -> None:
+        received = CompletionReceived(
+            request_id=job.request_id, model=job.model, provider=answer.provider,
+            content=answer.content, finish_reason=answer.finish_reason, usage=answer.usage,
+            cost_usd=answer.cost_usd, latency_ms=answer.latency_ms, **job.ids(),
+        )  # fmt: skip
+        usage = self._usage(job, answer.provider, answer.latency_ms, answer.usage, answer.cost_usd)
+        event = received.model_dump(mode="json")
+        payload = dumps(event)
+        if self.metadata_only:
+            event["content"] = None
+        outcome = Outcome(job.request_id, self._request(job), "received", event,
+                          usage.model_dump(mode="json"))  # fmt: skip
+        completion = await self.store.record(outcome)
+        if completion.outcome is not event:
+            await self.reply.send(job, stored_reply(completion))  # a racing copy stored first
+            return
+        await self.admission.settle(usage)
+        await self.reply.send(job, payload)
+
+    async def failed(self, job: Job, failed: ModelCallFailed) -> None:
+        event = CompletionFailed(
+            request_id=job.request_id, error_type=failed.error_type, message=failed.message,
+            retryable=failed.retryable, model=job.model, provider=failed.provider, **job.ids(),
+        )  # fmt: skip
+        usage = self._usage(job, failed.provider or "unknown", failed.latency_ms,
+                            error_type=failed.error_type.value)  # fmt: skip
+        outcome = Outcome(job.request_id, self._request(job), "failed",
+                          event.model_dump(mode="json"), usage.model_dump(mode="json"))  # fmt: skip
+        completion = await self.store.record(outcome)
+        await self.admission.settle(usage)
+        await self.reply.send(job, stored_reply(completion))
+
+    async def refused(self, job: Job, refusal: BudgetAdmission) -> None:
+        event = CompletionFailed(
+            request_id=job.request_id,
+            error_type=ErrorType.budget_exceeded,
+            message=refusal.message or f"refused by budget {refusal.refused_by}",
+            retryable=False,
+            model=job.model,
+            **job.ids(),
+        )
+        await self.reply.send(job, stored_reply(await self._store_failed_before_call(job, event)))
+
+    async def prompt_failed(self, job: Job, failed: PromptFailed) -> None:
+        """No messages to send: ended before any model call, like a rejected request."""
+        log.warning("request %s failed: %s", job.request_id, failed.error_type.value)
+        event = CompletionFailed(
+            request_id=job.request_id,
+            error_type=failed.error_type,
+            message=failed.message,
+            retryable=failed.retryable,
+            model=job.model,
+            **(job.ids() | {"prompt_version": failed.version}),
+        )
+        completion = await self._store_failed_before_call(job, event)
+        if failed.bad_request:
+            rejected = Rejected(failed.error_type, failed.message, job.request_id)
+            msg = job.msg
+            await self.reply.dead_letter(msg.data, msg.subject, msg.metadata.sequence.stream,
+                                         rejected)  # fmt: skip
+        await self.reply.send(job, stored_reply(completion))
+
+    async def _store_failed_before_call(self, job: Job, event: CompletionFailed) -> Completion:
+        """No provider call was made, so there is no UsageRecorded."""
+        outcome = Outcome(job.request_id, self._request(job), "failed",
+                          event.model_dump(mode="json"))  # fmt: skip
+        return await self.store.record(outcome)
+
+    def _request(self, job: Job) -> dict[str, Any]:
+        return job.stored_request(self.metadata_only)
+
+    def _usage(
+        self,
+        job: Job,
+        provider: str,
+        latency_ms: float,
+        usage: TokenUsage | None = None,
+        cost_usd: float = 0.0,
+        error_type: str | None = None,
+    ) -> UsageRecorded:
+        assert job.claim is not None
+        tokens = usage or TokenUsage()
+        return UsageRecorded(
+            usage_id=f"{job.request_id}:{job.claim.attempt}",
+            request_id=job.request_id,
+            provider=provider,
+            model=job.model,
+            prompt_tokens=tokens.prompt_tokens,
+            completion_tokens=tokens.completion_tokens,
+            cached_tokens=tokens.cached_tokens,
+            total_tokens=tokens.total_tokens,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            status="error" if error_type else "ok",
+            error_type=error_type,
+            role=job.request.role,
+            tags=job.request.tags,
+            grant_id=self.admission.grant_of(job.request_id),
+            **job.ids(),
+        )
