@@ -46,7 +46,7 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
 
         async def answering() -> bool:
             try:
-                await client.list_prompts()
+                await client.prompts.list()
             except LlmbusError:
                 return False
             return True
@@ -120,7 +120,7 @@ async def test_a_chat_turn_that_fails_says_why_and_the_chat_exits_1(settings: Se
 async def test_conversations_list_pages_with_a_cursor(settings: Settings) -> None:
     async with stack(settings) as client:
         for i in range(3):
-            await client.create_conversation("cy", f"conversation {i}")
+            await client.conversations.create("cy", f"conversation {i}")
         first = await ok("conversations", "list", "--user", "cy", "--limit", "2")
         cursor = re.search(r"next cursor: (\S+)", first)[1]  # type: ignore[index]
         page = json.loads(await ok("conversations", "list", "--user", "cy", "--limit", "2",
@@ -219,7 +219,7 @@ async def test_the_playground_prints_the_cost_preview_before_the_output(
             return await projected_requests(client) == 1
 
         await wait_for(projected, what="the playground call to be projected")
-        rows = (await client.usage(["prompt_version"])).rows
+        rows = (await client.usage.query(["prompt_version"])).rows
         assert [(r["prompt_version"], r["requests"]) for r in rows] == [("summarizer@1", 1)]
 
         assert "prompt" in await refused("prompts", "test", "no-such-prompt", "--set", "a=1")

@@ -25,7 +25,7 @@ def run_status(fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with Client(settings=settings) as client:
-            return await client.budget_status()
+            return await client.budgets.status()
 
     rows = run(go())
     if fmt == "json":
@@ -64,7 +64,7 @@ def run_remaining(attributes: list[str], fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with Client(settings=settings) as client:
-            rows = await client.budget_remaining(
+            rows = await client.budgets.remaining(
                 user_id=ids.get("user"), team_id=ids.get("team"), project_id=ids.get("project"),
                 model=ids.get("model"), role=ids.get("role"),
             )  # fmt: skip
@@ -105,7 +105,7 @@ def run_set(
 
     async def go() -> dict[str, Any]:
         async with Client(settings=settings) as client:
-            return await client.set_budget(definition)
+            return await client.budgets.set(definition)
 
     status = run(go())
     console.print(f"budget {status['name']} set: limit ${status['limit_usd']:.2f} "
@@ -119,7 +119,7 @@ def run_watch(budget: str | None) -> None:
     async def go() -> None:
         async with Client(settings=settings) as client:
             console.print("watching budget events (Ctrl-C stops)…", style="dim")
-            async for event in client.budget_events(budget=budget):
+            async for event in client.budgets.events(budget=budget):
                 print(event.model_dump_json(), flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -62,14 +62,14 @@ class Chat:
 
         async with Client(settings=self.settings) as client:
             if conversation_id:
-                view = await client.get_conversation(self.user, conversation_id)
+                view = await client.conversations.get(self.user, conversation_id)
                 print_header(view, "resuming conversation")
                 print_history(view)
             else:
                 title = title or f"Chat of {datetime.now().astimezone():%Y-%m-%d %H:%M}"
                 # like `llmbus complete`, a new chat works out of the box on the offline model
                 fallback = None if self.settings.conversation.default_model else DEFAULT_MODEL
-                view = await client.create_conversation(
+                view = await client.conversations.create(
                     self.user, title, model=self.model or fallback, system=system
                 )
                 print_header(view)
@@ -154,7 +154,7 @@ class Chat:
             err.print("/title needs the new title, e.g. /title Trip to Lisbon")
             return
         try:
-            view = await client.rename_conversation(self.user, conversation_id, title)
+            view = await client.conversations.rename(self.user, conversation_id, title)
         except LlmbusError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             return

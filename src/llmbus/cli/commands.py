@@ -146,7 +146,7 @@ def run_usage(
 
     async def go() -> Any:
         async with Client(settings=settings) as client:
-            return await client.usage(
+            return await client.usage.query(
                 by, parse_time(since, "--since"), parse_time(until, "--until"),
                 parse_filters(where), limit,
             )  # fmt: skip
