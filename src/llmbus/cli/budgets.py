@@ -2,18 +2,32 @@
 
 import contextlib
 import json
+import math
 from typing import Any
 
 from pydantic import ValidationError
 
 from llmbus.cli.commands import (
     console,
+    err,
     fail,
     parse_filters,
     print_rows,
     query_client_settings,
     run,
 )
+
+
+def usd(amount: float | str) -> str:
+    """Dollars with cents, and with three significant digits under a dollar: a $0.004 limit or
+    a $0.000021 spend must not print as $0.00."""
+    value = float(amount)
+    sign, value = ("-" if value < 0 else ""), abs(value)
+    if value == 0 or value >= 1:
+        return f"{sign}${value:,.2f}"
+    decimals = max(2, 2 - math.floor(math.log10(value)))
+    whole, _, cents = f"{value:.{decimals}f}".rstrip("0").partition(".")
+    return f"{sign}${whole}.{cents.ljust(2, '0')}"
 
 
 def run_status(fmt: str) -> None:
@@ -43,9 +57,8 @@ def run_status(fmt: str) -> None:
     for row in rows:
         scope = ",".join(f"{k}={v}" for k, v in row["scope"].items()) or "global"
         table.add_row(
-            row["name"], scope, row["window"], f"${row['spent_usd']:.6f}",
-            f"${row['reserved_usd']:.6f}", f"${row['limit_usd']:.2f}", f"{row['percent']:.1f}",
-            row["mode"],
+            row["name"], scope, row["window"], usd(row["spent_usd"]), usd(row["reserved_usd"]),
+            usd(row["limit_usd"]), f"{row['percent']:.1f}", row["mode"],
         )  # fmt: skip
     console.print(table)
 
@@ -81,8 +94,8 @@ def run_remaining(attributes: list[str], fmt: str) -> None:
     for column in ("budget", "mode", "remaining", "limit"):
         table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
     for row in rows:
-        table.add_row(row["budget"], row["mode"], f"${row['remaining_usd']:.6f}",
-                      f"${row['limit_usd']:.2f}")  # fmt: skip
+        table.add_row(row["budget"], row["mode"], usd(row["remaining_usd"]),
+                      usd(row["limit_usd"]))  # fmt: skip
     console.print(table)
 
 
@@ -108,19 +121,17 @@ def run_set(
             return await client.budgets.set(definition)
 
     status = run(go())
-    console.print(f"budget {status['name']} set: limit ${status['limit_usd']:.2f} "
-                  f"{status['window']}, {status['mode']}, spent ${status['spent_usd']:.6f}")  # fmt: skip
+    console.print(f"budget {status['name']} set: limit {usd(status['limit_usd'])} "
+                  f"{status['window']}, {status['mode']}, spent {usd(status['spent_usd'])}")  # fmt: skip
 
 
 def run_watch(budget: str | None) -> None:
     settings = query_client_settings()
-    from llmbus.client import Client
+    from llmbus.cli.watch import BudgetWatch
 
-    async def go() -> None:
-        async with Client(settings=settings) as client:
-            console.print("watching budget events (Ctrl-C stops)…", style="dim")
-            async for event in client.budgets.events(budget=budget):
-                print(event.model_dump_json(), flush=True)
-
+    watch = BudgetWatch(
+        settings, budget, out=lambda line: print(line, flush=True),
+        note=lambda text: err.print(text, style="dim", highlight=False),
+    )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
-        run(go())
+        run(watch.run())

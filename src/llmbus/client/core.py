@@ -83,9 +83,11 @@ class Client:
 
     async def close(self) -> None:
         if self._nc is not None:
-            await self._nc.drain()
-            self._nc = None
-            self._reply_prefix = None
+            nc, self._nc, self._reply_prefix = self._nc, None, None
+            if nc.is_connected:
+                await nc.drain()  # let what is queued go out and replies in flight land
+            else:
+                await nc.close()  # drain refuses a connection that is down: nothing to flush
 
     @property
     def nc(self) -> NatsClient:
