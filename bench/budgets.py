@@ -294,7 +294,7 @@ async def over_reservation(
     )
     true_cost = Decimal(str(probe.cost_usd))
     limit = (true_cost * k).quantize(Decimal("1e-10"))
-    await stack.client.set_budget(
+    await stack.client.budgets.set(
         {"name": user, "scope": {"user": user}, "window": "lifetime", "limit_usd": limit,
          "mode": "hard", "thresholds": [1.0]}
     )  # fmt: skip
@@ -330,7 +330,7 @@ async def over_reservation(
     row: dict[str, Any] = {}
     deadline = time.perf_counter() + 20
     while time.perf_counter() < deadline:  # until every reservation is settled
-        rows = await stack.client.budget_status()
+        rows = await stack.client.budgets.status()
         row = next(r for r in rows if r["name"] == user)
         if row["reserved_usd"] == 0:
             break

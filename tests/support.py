@@ -152,7 +152,7 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) ->
 async def projected_requests(client: Client) -> int:
     """How many calls the usage projection reflects; -1 while the usage service isn't answering."""
     try:
-        return int((await client.usage()).rows[0]["requests"])
+        return int((await client.usage.query()).rows[0]["requests"])
     except LlmbusError:
         return -1
 

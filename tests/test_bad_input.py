@@ -341,15 +341,15 @@ async def test_a_chat_turn_too_large_to_publish_is_refused_and_others_are_still_
         running(serve_conversation, settings),
     ):
         await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "the conversation service")
-        big = await client.create_conversation("zed", "Big", model=MODEL)
-        other = await client.create_conversation("amy", "Small", model=MODEL)
+        big = await client.conversations.create("zed", "Big", model=MODEL)
+        other = await client.conversations.create("amy", "Small", model=MODEL)
         # 400 KB as sent (UTF-8); the CompletionRequested the outbox would publish is 1.2 MB
         turn = {"user_id": "zed", "conversation_id": big.conversation_id,
                 "content": EMOJI * 100_000}  # fmt: skip
         data = json.dumps(turn, ensure_ascii=False).encode()
         reply = json.loads((await nc.request(subjects.CONVERSATION_SEND, data, timeout=10)).data)
         served = await client.chat("amy", other.conversation_id, "Still there?")
-        stored = await client.get_conversation("zed", big.conversation_id)
+        stored = await client.conversations.get("zed", big.conversation_id)
 
     assert 400_000 < len(data) < nc.max_payload
     assert reply["error_type"] == "too_large", reply

@@ -314,7 +314,7 @@ async def test_what_remains_in_each_budget_a_request_would_count_against(
             return status["spent_usd"] > 0 and status["reserved_usd"] == 0
 
         await wait_for(settled, 30, "the call settled and nothing held for team-r")
-        rows = await client.budget_remaining(team_id="team-r", model=MODEL)
+        rows = await client.budgets.remaining(team_id="team-r", model=MODEL)
         _, cli, _ = await llmbus_budgets("remaining", "--for", "team=team-r", "--for",
                                          f"model={MODEL}", "--format", "json")  # fmt: skip
         code, _, error = await llmbus_budgets("remaining", "--for", "colour=red")

@@ -46,7 +46,7 @@ async def stack(settings: Settings) -> AsyncIterator[Client]:
 
         async def answering() -> bool:
             try:
-                await client.list_prompts()
+                await client.prompts.list()
             except LlmbusError:
                 return False
             return True
@@ -128,16 +128,16 @@ async def test_a_first_turn_that_is_refused_leaves_no_conversation_behind(
                                "--title", "Doomed", stdin="hi\n")  # fmt: skip
         assert unknown.returncode == 1 and "unknown model 'no-such-model'" in unknown.stderr
         assert "resume with" not in unknown.stdout
-        assert (await client.list_conversations("eve")).items == []
+        assert (await client.conversations.list("eve")).items == []
 
         # a chat left before its first line stores nothing either
         await ok("chat", "--user", "eve", "--model", MODEL, stdin="")
-        assert (await client.list_conversations("eve")).items == []
+        assert (await client.conversations.list("eve")).items == []
 
         # the first line that is answered starts the conversation, with its title and system
         out = await ok("chat", "--user", "eve", "--model", MODEL, "--title", "Second try",
                        "--system", "Be brief.", stdin="hi again\n")  # fmt: skip
-        [listed] = (await client.list_conversations("eve")).items
+        [listed] = (await client.conversations.list("eve")).items
         assert (listed.title, listed.model, listed.message_count) == ("Second try", MODEL, 3)
         assert f"--conversation {listed.conversation_id}" in out
 
@@ -145,7 +145,7 @@ async def test_a_first_turn_that_is_refused_leaves_no_conversation_behind(
 async def test_conversations_list_pages_with_a_cursor(settings: Settings) -> None:
     async with stack(settings) as client:
         for i in range(3):
-            await client.create_conversation("cy", f"conversation {i}")
+            await client.conversations.create("cy", f"conversation {i}")
         first = await ok("conversations", "list", "--user", "cy", "--limit", "2")
         cursor = re.search(r"next cursor: (\S+)", first)[1]  # type: ignore[index]
         page = json.loads(await ok("conversations", "list", "--user", "cy", "--limit", "2",
@@ -244,7 +244,7 @@ async def test_the_playground_prints_the_cost_preview_before_the_output(
             return await projected_requests(client) == 1
 
         await wait_for(projected, what="the playground call to be projected")
-        rows = (await client.usage(["prompt_version"])).rows
+        rows = (await client.usage.query(["prompt_version"])).rows
         assert [(r["prompt_version"], r["requests"]) for r in rows] == [("summarizer@1", 1)]
 
         assert "prompt" in await refused("prompts", "test", "no-such-prompt", "--set", "a=1")

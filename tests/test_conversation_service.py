@@ -105,7 +105,7 @@ async def test_a_three_turn_chat_sends_the_history_with_each_turn(
         conversation_stack(chat_settings) as (nc, _, client),
         watching_requests(nc) as requests,
     ):
-        view = await client.create_conversation(
+        view = await client.conversations.create(
             "ann", "  Event stores  ", model=MODEL, system="Be brief.", metadata={"topic": "es"}
         )
         assert view.title == "Event stores" and view.metadata == {"topic": "es"}
@@ -142,7 +142,7 @@ async def test_a_three_turn_chat_sends_the_history_with_each_turn(
     ]
 
     async with conversation_stack(chat_settings) as (_, _, client):
-        stored = await client.get_conversation("ann", view.conversation_id)
+        stored = await client.conversations.get("ann", view.conversation_id)
     assert [m.role for m in stored.messages] == ["system"] + ["user", "assistant"] * 3
     assert [m.content for m in stored.messages if m.role == "assistant"] == answers_
     assert stored.pending == [] and stored.failures == [] and stored.trims == []
@@ -167,7 +167,7 @@ async def test_a_stored_turn_keeps_no_history_but_its_request_carries_all_of_it(
         conversation_stack(chat_settings) as (nc, _, client),
         watching_requests(nc) as requests,
     ):
-        view = await client.create_conversation("lee", "Growing", model=MODEL, system="Be brief.")
+        view = await client.conversations.create("lee", "Growing", model=MODEL, system="Be brief.")
         questions = [f"Question number {n:02d}: and then what happened?" for n in range(1, 7)]
         replies = [await client.chat("lee", view.conversation_id, q) for q in questions]
         assert all(r.status == "completed" and r.message for r in replies)
@@ -282,7 +282,7 @@ async def test_a_turn_stored_with_its_whole_request_is_still_published_and_answe
         assert published.headers == {subjects.MSG_ID_HEADER: "conversation:old-turn-1"}
 
         async def answered() -> bool:
-            stored = await client.get_conversation("mo", conversation_id)
+            stored = await client.conversations.get("mo", conversation_id)
             return stored.pending == []
 
         await wait_for(answered, what="the old turn's reply")
@@ -315,12 +315,12 @@ async def stored_contents(settings: Settings, conversation_id: str) -> list[str 
 
 async def test_another_users_conversation_reads_as_missing(settings: Settings) -> None:
     async with conversation_stack(settings) as (_, _, client):
-        ann = await client.create_conversation("ann", "Private", model=MODEL)
+        ann = await client.conversations.create("ann", "Private", model=MODEL)
         missing = "00000000-0000-4000-8000-000000000000"
         for call in (
-            lambda c: client.get_conversation("bob", c),
-            lambda c: client.rename_conversation("bob", c, "Mine now"),
-            lambda c: client.delete_conversation("bob", c),
+            lambda c: client.conversations.get("bob", c),
+            lambda c: client.conversations.rename("bob", c, "Mine now"),
+            lambda c: client.conversations.delete("bob", c),
             lambda c: client.chat("bob", c, "hello?"),
         ):
             theirs = await refusal(call(ann.conversation_id))
@@ -329,17 +329,17 @@ async def test_another_users_conversation_reads_as_missing(settings: Settings) -
             assert theirs.message.replace(ann.conversation_id, "<id>") == absent.message.replace(
                 missing, "<id>"
             )
-        assert (await client.list_conversations("bob")).items == []
+        assert (await client.conversations.list("bob")).items == []
         # nothing of bob's attempts reached ann's conversation
-        intact = await client.get_conversation("ann", ann.conversation_id)
+        intact = await client.conversations.get("ann", ann.conversation_id)
         assert intact.title == "Private" and intact.messages == []
 
-        deleted = await client.delete_conversation("ann", ann.conversation_id)
+        deleted = await client.conversations.delete("ann", ann.conversation_id)
         assert deleted.deleted and deleted.conversation_id == ann.conversation_id
-        gone = await refusal(client.get_conversation("ann", ann.conversation_id))
+        gone = await refusal(client.conversations.get("ann", ann.conversation_id))
         assert gone.error_type == "not_found"
-        assert (await client.list_conversations("ann")).items == []
-        garbage = await refusal(client.get_conversation("ann", "not a uuid"))
+        assert (await client.conversations.list("ann")).items == []
+        garbage = await refusal(client.conversations.get("ann", "not a uuid"))
         assert garbage.error_type == "not_found"
 
 
@@ -348,33 +348,33 @@ async def test_conversations_are_listed_by_last_activity_a_page_at_a_time(
 ) -> None:
     async with conversation_stack(chat_settings) as (_, _, client):
         made = [
-            (await client.create_conversation("cy", f"Chat {i}", model=MODEL)).conversation_id
+            (await client.conversations.create("cy", f"Chat {i}", model=MODEL)).conversation_id
             for i in range(5)
         ]
-        await client.create_conversation("dee", "Not cy's", model=MODEL)
+        await client.conversations.create("dee", "Not cy's", model=MODEL)
         await client.chat("cy", made[1], "bring me to the top")
-        await client.rename_conversation("cy", made[3], "Renamed")
+        await client.conversations.rename("cy", made[3], "Renamed")
 
         pages, cursor = [], None
         while True:
-            page = await client.list_conversations("cy", cursor=cursor, limit=2)
+            page = await client.conversations.list("cy", cursor=cursor, limit=2)
             pages.append([item.conversation_id for item in page.items])
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         assert pages == [[made[3], made[1]], [made[4], made[2]], [made[0]]]
-        first = (await client.list_conversations("cy", limit=1)).items[0]
+        first = (await client.conversations.list("cy", limit=1)).items[0]
         assert first.title == "Renamed" and first.message_count == 0
 
-        everything = (await client.list_conversations("cy", limit=100)).items
+        everything = (await client.conversations.list("cy", limit=100)).items
         stamps = [item.last_activity_at for item in everything]
         assert stamps == sorted(stamps, reverse=True) and len(everything) == 5
         chatted = next(item for item in everything if item.conversation_id == made[1])
         assert chatted.message_count == 2 and chatted.total_cost_usd > 0
 
-        bad = await refusal(client.list_conversations("cy", cursor="not-a-cursor"))
+        bad = await refusal(client.conversations.list("cy", cursor="not-a-cursor"))
         assert bad.error_type == "invalid_request" and "cursor" in bad.message
-        too_many = await refusal(client.list_conversations("cy", limit=101))
+        too_many = await refusal(client.conversations.list("cy", limit=101))
         assert too_many.error_type == "invalid_request" and "limit" in too_many.message
 
 
@@ -382,7 +382,7 @@ async def test_a_prompt_is_created_updated_labelled_rolled_back_and_rendered(
     chat_settings: Settings,
 ) -> None:
     async with conversation_stack(chat_settings) as (_, events, client):
-        created = await client.create_prompt(
+        created = await client.prompts.create(
             "summary", "Summary", TEMPLATE, variables=VARIABLES, labels=["production"],
             author="ann", description="Short summaries",
         )  # fmt: skip
@@ -392,32 +392,32 @@ async def test_a_prompt_is_created_updated_labelled_rolled_back_and_rendered(
             ("words", "integer", True),
         ]
 
-        updated = await client.update_prompt(
+        updated = await client.prompts.update(
             "summary", template="In {{ words }} words, summarise: {{ text }}", author="bob",
             note="text last",
         )  # fmt: skip
         assert updated.version == 2 and updated.author == "bob"
         assert updated.labels == {"latest": 2, "production": 1}
 
-        labelled = await client.label_prompt("summary", "production", 2, author="cy")
+        labelled = await client.prompts.label("summary", "production", 2, author="cy")
         assert labelled.version == 2 and labelled.labels["production"] == 2
-        rendered = await client.render_prompt("summary", {"text": "the news"})
+        rendered = await client.prompts.render("summary", {"text": "the news"})
         assert rendered.version == 2
         assert rendered.messages[0].content == "In 50 words, summarise: the news"
 
-        rolled = await client.rollback_prompt("summary", "production", 1, author="dee")
+        rolled = await client.prompts.rollback("summary", "production", 1, author="dee")
         assert rolled.version == 1 and rolled.labels == {"latest": 2, "production": 1}
-        rendered = await client.render_prompt("summary", {"text": "the news", "words": 10})
+        rendered = await client.prompts.render("summary", {"text": "the news", "words": 10})
         assert (rendered.version, rendered.messages[0].content) == (
             1,
             "Summarise the news in 10 words.",
         )
-        latest = await client.render_prompt("summary", {"text": "x"}, label="latest")
+        latest = await client.prompts.render("summary", {"text": "x"}, label="latest")
         assert latest.version == 2
-        first = await client.get_prompt("summary", version=1)
+        first = await client.prompts.get("summary", version=1)
         assert first.template == TEMPLATE and first.author == "ann"
 
-        history = await client.prompt_history("summary")
+        history = await client.prompts.history("summary")
         assert [(e.event, e.version, e.label, e.author) for e in history] == [
             ("PromptCreated", 1, None, "ann"),
             ("PromptVersionCreated", 2, None, "bob"),
@@ -426,12 +426,12 @@ async def test_a_prompt_is_created_updated_labelled_rolled_back_and_rendered(
         ]
         assert "template" in history[1].changes and history[1].note == "text last"
 
-        listed = {p.key: p for p in await client.list_prompts()}
+        listed = {p.key: p for p in await client.prompts.list()}
         assert listed["summary"].source == "managed" and listed["summary"].latest_version == 2
         assert {"json-extractor", "summarizer"} <= {
             k for k, p in listed.items() if p.source == "domain"
         }
-        assert [p.key for p in await client.list_prompts(include_domain=False)] == ["summary"]
+        assert [p.key for p in await client.prompts.list(include_domain=False)] == ["summary"]
 
         changes = "llmbus.prompt.events.summary"
         await wait_for(lambda: len(events.on(changes)) == 4, what="four PromptChanged")
@@ -447,37 +447,37 @@ async def test_duplicate_keys_missing_variables_and_deactivated_prompts_are_refu
     settings: Settings,
 ) -> None:
     async with conversation_stack(settings) as (nc, events, client):
-        await client.create_prompt("greeting", "Greeting", "Hello {{ name }}!")
-        again = await refusal(client.create_prompt("greeting", "Other", "Hi {{ who }}"))
+        await client.prompts.create("greeting", "Greeting", "Hello {{ name }}!")
+        again = await refusal(client.prompts.create("greeting", "Other", "Hi {{ who }}"))
         assert again.error_type == "duplicate_key" and "greeting" in again.message
-        domain = await refusal(client.create_prompt("json-extractor", "Mine", "{{ x }}"))
+        domain = await refusal(client.prompts.create("json-extractor", "Mine", "{{ x }}"))
         assert domain.error_type == "duplicate_key" and "json-extractor" in domain.message
-        assert (await client.get_prompt("greeting")).template == "Hello {{ name }}!"
+        assert (await client.prompts.get("greeting")).template == "Hello {{ name }}!"
 
-        missing = await refusal(client.render_prompt("greeting", {}))
+        missing = await refusal(client.prompts.render("greeting", {}))
         assert missing.error_type == "invalid_variables" and "'name'" in missing.message
-        await client.create_prompt("count", "Count", "Count to {{ n }}", variables=[
+        await client.prompts.create("count", "Count", "Count to {{ n }}", variables=[
             {"name": "n", "type": "integer"}
         ])  # fmt: skip
-        wrong = await refusal(client.render_prompt("count", {"n": "three"}))
+        wrong = await refusal(client.prompts.render("count", {"n": "three"}))
         assert wrong.error_type == "invalid_variables" and "'n'" in wrong.message
-        unknown = await refusal(client.render_prompt("greeting", {"name": "a", "nmae": "b"}))
+        unknown = await refusal(client.prompts.render("greeting", {"name": "a", "nmae": "b"}))
         assert unknown.error_type == "invalid_variables" and "nmae" in unknown.message
-        nowhere = await refusal(client.render_prompt("no-such-prompt", {}))
+        nowhere = await refusal(client.prompts.render("no-such-prompt", {}))
         assert nowhere.error_type == "not_found"
 
-        await client.deactivate_prompt("greeting", author="ann")
-        inactive = await refusal(client.render_prompt("greeting", {"name": "Ann"}))
+        await client.prompts.deactivate("greeting", author="ann")
+        inactive = await refusal(client.prompts.render("greeting", {"name": "Ann"}))
         assert inactive.error_type == "prompt_inactive"
         resolved = await nc.request(subjects.PROMPT_RESOLVE, b'{"key": "greeting"}', timeout=5)
         assert json.loads(resolved.data)["active"] is False
-        await client.activate_prompt("greeting", author="ann")
-        rendered = await client.render_prompt("greeting", {"name": "Ann"})
+        await client.prompts.activate("greeting", author="ann")
+        rendered = await client.prompts.render("greeting", {"name": "Ann"})
         assert rendered.messages[0].content == "Hello Ann!"
 
-        frozen = await refusal(client.update_prompt("json-extractor", name="Mine"))
+        frozen = await refusal(client.prompts.update("json-extractor", name="Mine"))
         assert frozen.error_type == "invalid_request" and "domain prompt" in frozen.message
-        domain_render = await client.render_prompt(
+        domain_render = await client.prompts.render(
             "summarizer", {"text": "Event sourcing stores facts."}
         )
         assert domain_render.version == 1 and any(
@@ -492,8 +492,8 @@ async def test_a_preview_prices_the_rendered_prompt_without_calling_a_model(
     settings: Settings,
 ) -> None:
     async with conversation_stack(settings) as (_, events, client):
-        await client.create_prompt("ask", "Ask", "Answer briefly: {{ question }}")
-        preview = await client.preview_prompt(
+        await client.prompts.create("ask", "Ask", "Answer briefly: {{ question }}")
+        preview = await client.prompts.preview(
             "ask", {"question": "what is a ledger?"}, "llmbus-sim/small", params={"max_tokens": 40}
         )
         messages = [{"role": "user", "content": "Answer briefly: what is a ledger?"}]
@@ -505,7 +505,7 @@ async def test_a_preview_prices_the_rendered_prompt_without_calling_a_model(
         assert preview.worst_case_cost_usd == pytest.approx(
             float(catalog.worst_case_cost("llmbus-sim/small", messages, 40))
         )
-        unknown = await refusal(client.preview_prompt("ask", {"question": "x"}, "nope"))
+        unknown = await refusal(client.prompts.preview("ask", {"question": "x"}, "nope"))
         assert unknown.error_type == "invalid_request" and "nope" in unknown.message
     assert events.terminal() == []  # nothing went to a model
 
@@ -517,14 +517,14 @@ async def test_the_oldest_turns_are_trimmed_to_fit_a_small_context_window(
         conversation_stack(chat_settings) as (nc, _, client),
         watching_requests(nc) as requests,
     ):
-        view = await client.create_conversation(
+        view = await client.conversations.create(
             "eve", "Long talk", model="tiny-window", system="Answer in one line."
         )
         turns = [f"Turn {i}: tell me one more thing about event sourcing please" for i in range(4)]
         replies = [await client.chat("eve", view.conversation_id, text) for text in turns]
         assert all(r.status == "completed" for r in replies)
         await wait_for(lambda: len(requests) == 4, what="four CompletionRequested")
-        stored = await client.get_conversation("eve", view.conversation_id)
+        stored = await client.conversations.get("eve", view.conversation_id)
 
     assert replies[0].trimmed == 0 and replies[-1].trimmed > 0
     last = json.loads(requests[-1].data)["messages"]
@@ -551,13 +551,13 @@ async def test_a_failed_completion_is_recorded_on_the_conversation_with_its_reas
     settings: Settings,
 ) -> None:
     async with conversation_stack(settings) as (_, _, client):
-        view = await client.create_conversation("fay", "Unlucky", model="fail-401")
+        view = await client.conversations.create("fay", "Unlucky", model="fail-401")
         failed = await client.chat("fay", view.conversation_id, "Hello?")
         assert failed.status == "failed" and failed.message is None
         assert failed.error_type == "authentication" and "fail-401" in (failed.error or "")
         assert "sk-test-fake-key" not in (failed.error or "")
 
-        stored = await client.get_conversation("fay", view.conversation_id)
+        stored = await client.conversations.get("fay", view.conversation_id)
         assert [(f.request_id, f.error_type) for f in stored.failures] == [
             (failed.request_id, "authentication")
         ]
@@ -592,20 +592,20 @@ async def test_a_first_turn_starts_its_conversation_and_a_refused_one_leaves_non
         ):
             error = await refusal(client.chat("ida", None, "Hi", model=model, params=params))
             assert error.error_type == "invalid_request" and words in error.message, error
-        assert (await client.list_conversations("ida")).items == []
+        assert (await client.conversations.list("ida")).items == []
 
         # answered: the conversation holds the turn, its model, and a title from its first line
         first = await client.chat("ida", None, "Plan a trip\nto Lisbon, please", model=MODEL,
                                   system="Be brief.", metadata={"channel": "sdk"})  # fmt: skip
         assert first.status == "completed"
-        view = await client.get_conversation("ida", first.conversation_id)
+        view = await client.conversations.get("ida", first.conversation_id)
         assert (view.title, view.model, view.metadata) == ("Plan a trip", MODEL, {"channel": "sdk"})
         assert [m.role for m in view.messages] == ["system", "user", "assistant"]
         # a re-send of the first turn finds the conversation it started
         again = await client.chat("ida", None, "Plan a trip\nto Lisbon, please",
                                   request_id=first.request_id, model=MODEL)  # fmt: skip
         assert (again.conversation_id, again.status) == (first.conversation_id, "completed")
-        [listed] = (await client.list_conversations("ida")).items
+        [listed] = (await client.conversations.list("ida")).items
         assert listed.conversation_id == first.conversation_id and listed.message_count == 3
         # later turns use the conversation's model
         assert (await client.chat("ida", first.conversation_id, "And Porto?")).status == (
@@ -618,7 +618,7 @@ async def test_a_first_turn_starts_its_conversation_and_a_refused_one_leaves_non
         # a first turn whose failure comes later keeps its conversation, showing the failure
         failed = await client.chat("ida", None, "Hello?", model="fail-401", title="Unlucky")
         assert (failed.status, failed.error_type) == ("failed", "authentication")
-        kept = await client.get_conversation("ida", failed.conversation_id)
+        kept = await client.conversations.get("ida", failed.conversation_id)
         assert [m.content for m in kept.messages] == ["Hello?"]
         assert [f.request_id for f in kept.failures] == [failed.request_id]
 
@@ -627,16 +627,16 @@ async def test_a_send_without_waiting_is_answered_later_on_the_conversation(
     settings: Settings,
 ) -> None:
     async with conversation_stack(settings) as (_, _, client):
-        view = await client.create_conversation("gus", "Fire and forget", model=MODEL)
+        view = await client.conversations.create("gus", "Fire and forget", model=MODEL)
         pending = await client.chat("gus", view.conversation_id, "Later is fine", wait=False)
         assert pending.status in ("pending", "completed")
 
         async def answered() -> bool:
-            stored = await client.get_conversation("gus", view.conversation_id)
+            stored = await client.conversations.get("gus", view.conversation_id)
             return [m.role for m in stored.messages] == ["user", "assistant"]
 
         await wait_for(answered, what="the reply to be recorded")
-        stored = await client.get_conversation("gus", view.conversation_id)
+        stored = await client.conversations.get("gus", view.conversation_id)
         assert stored.messages[1].request_id == pending.request_id and stored.pending == []
 
 
@@ -647,16 +647,16 @@ async def test_bad_requests_get_clear_errors_and_the_service_keeps_serving(
         malformed = await nc.request(subjects.CONVERSATION_CREATE, b"{not json", timeout=5)
         assert json.loads(malformed.data)["error_type"] == "invalid_request"
         for bad, words in (
-            (client.create_conversation("hal", "   "), "title"),
-            (client.create_conversation("hal", "x" * 201), "title"),
-            (client.create_conversation("", "No user"), "user_id"),
-            (client.create_prompt("Bad Key", "Name", "{{ x }}"), "key"),
-            (client.create_prompt("ok-key", "Name", "{{ x }}", variables=[{"name": "y"}]), "'y'"),
-            (client.create_prompt("ok-key", "Name", "  "), "empty"),
+            (client.conversations.create("hal", "   "), "title"),
+            (client.conversations.create("hal", "x" * 201), "title"),
+            (client.conversations.create("", "No user"), "user_id"),
+            (client.prompts.create("Bad Key", "Name", "{{ x }}"), "key"),
+            (client.prompts.create("ok-key", "Name", "{{ x }}", variables=[{"name": "y"}]), "'y'"),
+            (client.prompts.create("ok-key", "Name", "  "), "empty"),
         ):
             error = await refusal(bad)
             assert error.error_type == "invalid_request" and words in error.message, error
-        view = await client.create_conversation("hal", "Fine")
+        view = await client.conversations.create("hal", "Fine")
         empty = await refusal(client.chat("hal", view.conversation_id, "   "))
         assert empty.error_type == "invalid_request" and "empty" in empty.message
         no_model = await refusal(client.chat("hal", view.conversation_id, "Hi"))
@@ -668,7 +668,7 @@ async def test_bad_requests_get_clear_errors_and_the_service_keeps_serving(
         unknown = await refusal(client.chat("hal", view.conversation_id, "Hi", model="no-such"))
         assert unknown.error_type == "invalid_request" and "no-such" in unknown.message
         # nothing half-written: the refused turns left no trace
-        stored = await client.get_conversation("hal", view.conversation_id)
+        stored = await client.conversations.get("hal", view.conversation_id)
         assert stored.messages == [] and stored.pending == []
         assert (await client.chat("hal", view.conversation_id, "Hi", model=MODEL)).status == (
             "completed"
@@ -681,12 +681,12 @@ async def test_llmbus_serve_conversation_runs_as_its_own_process(
     async with pipeline(settings, with_usage=False) as (nc, _, client):
         async with running(serve_conversation, settings):
             await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "the in-process one")
-            before = await client.create_conversation("ivy", "Before the restart", model=MODEL)
+            before = await client.conversations.create("ivy", "Before the restart", model=MODEL)
         process = spawn_service("conversation", config_file)
         try:
             await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "serve conversation")
             # its listing is rebuilt from the store at start
-            page = await client.list_conversations("ivy")
+            page = await client.conversations.list("ivy")
             assert [item.conversation_id for item in page.items] == [before.conversation_id]
             reply = await client.chat("ivy", before.conversation_id, "Still there?")
             assert reply.status == "completed"
@@ -699,15 +699,15 @@ async def test_a_playground_run_previews_the_cost_then_calls_the_model_by_prompt
     settings: Settings,
 ) -> None:
     async with conversation_stack(settings) as (_, _, client):
-        await client.create_prompt("haiku", "Haiku", "Write a haiku about {{ topic }}.")
-        first = await client.playground("haiku", {"topic": "queues"}, MODEL, user_id="ann")
+        await client.prompts.create("haiku", "Haiku", "Write a haiku about {{ topic }}.")
+        first = await client.prompts.playground("haiku", {"topic": "queues"}, MODEL, user_id="ann")
         assert first.preview.version == 1 and first.preview.worst_case_cost_usd > 0
         assert first.reply.content and first.reply.cost_usd > 0
         assert (first.reply.prompt_key, first.reply.prompt_version) == ("haiku", 1)
 
         # an update is announced on llmbus.prompt.events.haiku: workers drop their cached copy
-        await client.update_prompt("haiku", template="Write a limerick about {{ topic }}.")
-        second = await client.playground("haiku", {"topic": "queues"}, MODEL)
+        await client.prompts.update("haiku", template="Write a limerick about {{ topic }}.")
+        second = await client.prompts.playground("haiku", {"topic": "queues"}, MODEL)
         assert (second.preview.version, second.reply.prompt_version) == (2, 2)
         assert second.preview.messages[0].content == "Write a limerick about queues."
 
@@ -721,14 +721,14 @@ async def test_in_metadata_only_mode_no_message_content_reaches_the_logs(
     )
     secret = "my-card-4111-1111-1111-1111"
     async with conversation_stack(private) as (_, _, client):
-        view = await client.create_conversation("kim", "Private", model=MODEL)
+        view = await client.conversations.create("kim", "Private", model=MODEL)
         reply = await client.chat("kim", view.conversation_id, f"remember {secret}")
         # the events carry no reply text in this mode, so the conversation keeps none
         assert reply.status == "completed" and reply.message and reply.message.content is None
         assert reply.completion_tokens > 0
         again = await client.chat("kim", view.conversation_id, "and now?")
         assert again.status == "completed"
-        stored = await client.get_conversation("kim", view.conversation_id)
+        stored = await client.conversations.get("kim", view.conversation_id)
     assert [(m.role, m.content is None) for m in stored.messages] == [
         ("user", False), ("assistant", True), ("user", False), ("assistant", True)
     ]  # fmt: skip

@@ -49,7 +49,7 @@ async def test_a_request_completes_and_its_cost_is_queryable(settings: Settings)
             return await projected_requests(client) == 1
 
         await wait_for(projected, what="the usage service to project the call")
-        by_team = await client.usage(["team"])
+        by_team = await client.usage.query(["team"])
         assert by_team.rows == [by_team.rows[0]]
         assert by_team.rows[0]["team"] == "team-a"
         assert by_team.rows[0]["cost_usd"] == pytest.approx(received.cost_usd)
@@ -221,7 +221,7 @@ async def test_the_pipeline_runs_on_postgresql_event_stores(
             return await projected_requests(client) == 20
 
         await wait_for(projected, what="the usage service to project all 20")
-        total = (await client.usage()).rows[0]["cost_usd"]
+        total = (await client.usage.query()).rows[0]["cost_usd"]
         assert total == pytest.approx(sum(r.cost_usd for r in replies), abs=1e-12)
     store = open_store(CompletionApplication, on_postgres, "completion")
     # a claim, then Requested + Received, for each request, in PostgreSQL

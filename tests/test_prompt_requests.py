@@ -133,12 +133,12 @@ async def test_a_domain_prompt_is_rendered_completed_and_costed_by_prompt_versio
             return await projected_requests(client) == 2
 
         await wait_for(projected, what="the usage service to project both calls")
-        by_version = (await client.usage(["prompt_version"])).rows
+        by_version = (await client.usage.query(["prompt_version"])).rows
         assert {r["prompt_version"]: r["requests"] for r in by_version} == {
             "summarizer@1": 1,
             None: 1,
         }
-        summarizer = await client.usage(filters={"prompt": "summarizer"})
+        summarizer = await client.usage.query(filters={"prompt": "summarizer"})
         assert summarizer.rows[0]["cost_usd"] == pytest.approx(received.cost_usd)
 
         rows = await llmbus_usage("--by", "prompt", "--by", "prompt_version")

@@ -26,24 +26,24 @@ async def test_requests_by_a_managed_prompt_key_are_costed_by_prompt_version(
         running(serve_conversation, settings),
     ):
         await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "the conversation service")
-        await client.create_prompt(
+        await client.prompts.create(
             "triage", "Ticket triage", "Classify this ticket: {{ ticket }}",
             labels=["production"], author="alice",
         )  # fmt: skip
         first = [await client.complete(by_key(f"triage-{i}")) for i in range(2)]
-        await client.update_prompt(
+        await client.prompts.update(
             "triage", template="Classify this ticket by urgency: {{ ticket }}", author="bob"
         )
         still_v1 = await client.complete(by_key("triage-2"))  # production still points at v1
-        await client.label_prompt("triage", "production", 2, author="bob")
+        await client.prompts.label("triage", "production", 2, author="bob")
         moved = await client.complete(by_key("triage-3"))
 
         async def projected() -> bool:
             return await projected_requests(client) == 4
 
         await wait_for(projected, 60, "the usage service to project the four calls")
-        rows = (await client.usage(["prompt_version"])).rows
-        costs = (await client.usage(["prompt"], filters={"prompt_version": "triage@2"})).rows
+        rows = (await client.usage.query(["prompt_version"])).rows
+        costs = (await client.usage.query(["prompt"], filters={"prompt_version": "triage@2"})).rows
 
     assert [r.prompt_version for r in first] == [1, 1] and still_v1.prompt_version == 1
     assert moved.prompt_version == 2

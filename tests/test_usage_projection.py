@@ -284,7 +284,7 @@ def test_another_process_cannot_open_a_held_projection(tmp_path: Path) -> None:
     opener = textwrap.dedent(
         f"""
         from llmbus.services.usage.projection import UsageProjection
-        UsageProjection({str(path)!r})
+        UsageProjection({str(path)!r}).close()
         """
     )
     with UsageProjection(path):

@@ -36,7 +36,7 @@ QUERIES: list[dict[str, Any]] = [
 
 
 async def answers(client: Client) -> list[list[dict[str, Any]]]:
-    return [(await client.usage(**q)).rows for q in QUERIES]
+    return [(await client.usage.query(**q)).rows for q in QUERIES]
 
 
 async def test_totals_equal_the_events_and_a_rebuild_answers_identically(
@@ -66,13 +66,13 @@ async def test_totals_equal_the_events_and_a_rebuild_answers_identically(
             await wait_for(projected, what="the usage service to project all 30")
             recorded = events.on(subjects.USAGE_RECORDED)
 
-            totals = (await client.usage()).rows[0]
+            totals = (await client.usage.query()).rows[0]
             assert totals["requests"] == 30 and totals["errors"] == 7
             assert totals["cost_usd"] == pytest.approx(
                 sum(e["cost_usd"] for e in recorded), abs=1e-12
             )
             assert totals["prompt_tokens"] == sum(e["prompt_tokens"] for e in recorded)
-            by_model = {r["model"]: r for r in (await client.usage(["model"])).rows}
+            by_model = {r["model"]: r for r in (await client.usage.query(["model"])).rows}
             assert by_model["fail-500"]["cost_usd"] == 0 and by_model["fail-500"]["errors"] == 7
             before = await answers(client)
 

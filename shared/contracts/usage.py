@@ -1,25 +1,11 @@
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from pydantic import Field
 
 from llmbus.shared.contracts.base import Contract, Identity, utcnow
-
-GroupField = Literal[
-    "model",
-    "provider",
-    "user",
-    "team",
-    "project",
-    "conversation",
-    "status",
-    "prompt",
-    "prompt_version",
-    "day",
-    "week",
-    "month",
-]
-GROUP_FIELDS: tuple[str, ...] = get_args(GroupField)
+from llmbus.shared.usage_groups import GROUP_FIELDS as GROUP_FIELDS
+from llmbus.shared.usage_groups import GroupField
 
 
 class UsageRecorded(Identity):

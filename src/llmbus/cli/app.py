@@ -2,9 +2,12 @@
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+# the contract's own list, from a module that does not import pydantic (kept off --help)
+from llmbus.shared.usage_groups import GROUP_FIELDS
 
 app = typer.Typer(
     name="llmbus",
@@ -99,8 +102,7 @@ def usage(
         list[str] | None,
         typer.Option(
             "--by",
-            help="Group by: model, provider, user, team, project, conversation, status, "
-            "day, week, month. Repeatable.",
+            help=f"Group by: {', '.join(GROUP_FIELDS)}. Repeatable.",
         ),
     ] = None,
     since: Annotated[str | None, typer.Option(help="From this ISO date/time (inclusive).")] = None,
@@ -485,4 +487,27 @@ def prompts_test(
 
 
 def main() -> None:
+    flags_without_pydantic()
     app()
+
+
+def flags_without_pydantic() -> None:
+    """typer (0.29) builds a pydantic TypeAdapter to coerce each flag that was not given, --help
+    and --install-completion among them: a quarter of a second of imports before `--help`
+    prints. A flag's value is a bool, or None when absent; neither needs coercing, so give bool
+    flags typer's pass-through. If typer's internals move, this does nothing (only slower)."""
+    try:
+        from typer._coercion import PassThroughRuntimeParam
+        from typer.core import TyperOption
+    except ImportError:
+        return
+    adapted = TyperOption.get_runtime_param
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is None and self.is_bool_flag:
+            self._runtime_param = PassThroughRuntimeParam(
+                parameter_info=self.type_descriptor.parameter_info, annotation=bool
+            )
+        return adapted(self)
+
+    TyperOption.get_runtime_param = get_runtime_param  # type: ignore[method-assign]

@@ -8,12 +8,14 @@ from pydantic import ValidationError
 
 from llmbus.cli.commands import (
     console,
+    err,
     fail,
     parse_filters,
     print_rows,
     query_client_settings,
     run,
 )
+from llmbus.shared.money import usd
 
 
 def run_status(fmt: str) -> None:
@@ -25,7 +27,7 @@ def run_status(fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with Client(settings=settings) as client:
-            return await client.budget_status()
+            return await client.budgets.status()
 
     rows = run(go())
     if fmt == "json":
@@ -43,9 +45,8 @@ def run_status(fmt: str) -> None:
     for row in rows:
         scope = ",".join(f"{k}={v}" for k, v in row["scope"].items()) or "global"
         table.add_row(
-            row["name"], scope, row["window"], f"${row['spent_usd']:.6f}",
-            f"${row['reserved_usd']:.6f}", f"${row['limit_usd']:.2f}", f"{row['percent']:.1f}",
-            row["mode"],
+            row["name"], scope, row["window"], usd(row["spent_usd"]), usd(row["reserved_usd"]),
+            usd(row["limit_usd"]), f"{row['percent']:.1f}", row["mode"],
         )  # fmt: skip
     console.print(table)
 
@@ -64,7 +65,7 @@ def run_remaining(attributes: list[str], fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with Client(settings=settings) as client:
-            rows = await client.budget_remaining(
+            rows = await client.budgets.remaining(
                 user_id=ids.get("user"), team_id=ids.get("team"), project_id=ids.get("project"),
                 model=ids.get("model"), role=ids.get("role"),
             )  # fmt: skip
@@ -81,8 +82,8 @@ def run_remaining(attributes: list[str], fmt: str) -> None:
     for column in ("budget", "mode", "remaining", "limit"):
         table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
     for row in rows:
-        table.add_row(row["budget"], row["mode"], f"${row['remaining_usd']:.6f}",
-                      f"${row['limit_usd']:.2f}")  # fmt: skip
+        table.add_row(row["budget"], row["mode"], usd(row["remaining_usd"]),
+                      usd(row["limit_usd"]))  # fmt: skip
     console.print(table)
 
 
@@ -105,22 +106,20 @@ def run_set(
 
     async def go() -> dict[str, Any]:
         async with Client(settings=settings) as client:
-            return await client.set_budget(definition)
+            return await client.budgets.set(definition)
 
     status = run(go())
-    console.print(f"budget {status['name']} set: limit ${status['limit_usd']:.2f} "
-                  f"{status['window']}, {status['mode']}, spent ${status['spent_usd']:.6f}")  # fmt: skip
+    console.print(f"budget {status['name']} set: limit {usd(status['limit_usd'])} "
+                  f"{status['window']}, {status['mode']}, spent {usd(status['spent_usd'])}")  # fmt: skip
 
 
 def run_watch(budget: str | None) -> None:
     settings = query_client_settings()
-    from llmbus.client import Client
+    from llmbus.cli.watch import BudgetWatch
 
-    async def go() -> None:
-        async with Client(settings=settings) as client:
-            console.print("watching budget events (Ctrl-C stops)…", style="dim")
-            async for event in client.budget_events(budget=budget):
-                print(event.model_dump_json(), flush=True)
-
+    watch = BudgetWatch(
+        settings, budget, out=lambda line: print(line, flush=True),
+        note=lambda text: err.print(text, style="dim", highlight=False),
+    )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
-        run(go())
+        run(watch.run())

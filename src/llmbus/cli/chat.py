@@ -66,7 +66,7 @@ class Chat:
 
         async with Client(settings=self.settings) as client:
             if conversation_id:
-                view = await client.get_conversation(self.user, conversation_id)
+                view = await client.conversations.get(self.user, conversation_id)
                 print_header(view, "resuming conversation")
                 print_history(view)
                 self.conversation_id = view.conversation_id
@@ -137,7 +137,7 @@ class Chat:
 
     async def announce(self, client: "Client", conversation_id: str) -> None:
         """The header of a conversation its first turn has just started."""
-        view = await client.get_conversation(self.user, conversation_id)
+        view = await client.conversations.get(self.user, conversation_id)
         print_header(view)
         for turn in view.messages:
             if turn.role == "system":
@@ -177,7 +177,7 @@ class Chat:
             console.print(f"[dim]title: {escape(title)}[/]", soft_wrap=True)
             return
         try:
-            view = await client.rename_conversation(self.user, self.conversation_id, title)
+            view = await client.conversations.rename(self.user, self.conversation_id, title)
         except LlmbusError as exc:
             err.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             return

@@ -1,6 +1,7 @@
 """The bodies of the CLI commands."""
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -146,7 +147,7 @@ def run_usage(
 
     async def go() -> Any:
         async with Client(settings=settings) as client:
-            return await client.usage(
+            return await client.usage.query(
                 by, parse_time(since, "--since"), parse_time(until, "--until"),
                 parse_filters(where), limit,
             )  # fmt: skip
@@ -213,19 +214,18 @@ def run_rebuild() -> None:
         projection = UsageProjection(settings.duckdb_path)
     except LlmbusError as exc:
         fail(str(exc))
-    app = open_store(UsageApplication, settings, "usage")
-    total = app.recorded_count()
     skipped: list[str] = []
-    with Progress(console=err) as progress:
-        task = progress.add_task("rebuilding usage projection", total=total)
-        applied = rebuild(
-            projection, app.all_recorded(), lambda n: progress.update(task, completed=n),
-            on_skip=lambda position, event: skipped.append(f"{event.usage_id}: {event.reason}"),
-        )  # fmt: skip
-        # the total counted every event of the store, budgets' too: end the bar where it ended
-        progress.update(task, total=applied, completed=applied)
-    projection.close()
-    app.close()
+    # closed however the rebuild ends: an open DuckDB connection at exit prints nanobind leaks
+    with projection, contextlib.closing(open_store(UsageApplication, settings, "usage")) as app:
+        total = app.recorded_count()
+        with Progress(console=err) as progress:
+            task = progress.add_task("rebuilding usage projection", total=total)
+            applied = rebuild(
+                projection, app.all_recorded(), lambda n: progress.update(task, completed=n),
+                on_skip=lambda position, event: skipped.append(f"{event.usage_id}: {event.reason}"),
+            )  # fmt: skip
+            # the total counted every event of the store, budgets' too: end the bar where it ended
+            progress.update(task, total=applied, completed=applied)
     console.print(f"rebuilt {settings.duckdb_path} from {applied} usage events")
     if skipped:
         # stored before their bounds were checked; the usage service parked them when it met them

@@ -59,7 +59,7 @@ def local_time(at: datetime | None) -> str:
 
 def run_list(user: str | None, limit: int, cursor: str | None, fmt: str) -> None:
     user = user or default_user()
-    page = ask(lambda client: client.list_conversations(user, cursor=cursor, limit=limit))
+    page = ask(lambda client: client.conversations.list(user, cursor=cursor, limit=limit))
     if fmt == "json":
         print(page.model_dump_json(indent=2))
         return
@@ -88,7 +88,7 @@ def run_list(user: str | None, limit: int, cursor: str | None, fmt: str) -> None
 
 def run_show(user: str | None, conversation_id: str, fmt: str) -> None:
     user = user or default_user()
-    view = ask(lambda client: client.get_conversation(user, conversation_id))
+    view = ask(lambda client: client.conversations.get(user, conversation_id))
     if fmt == "json":
         print(view.model_dump_json(indent=2))
         return
@@ -102,13 +102,13 @@ def run_show(user: str | None, conversation_id: str, fmt: str) -> None:
 
 def run_rename(user: str | None, conversation_id: str, title: str) -> None:
     user = user or default_user()
-    view = ask(lambda client: client.rename_conversation(user, conversation_id, title))
+    view = ask(lambda client: client.conversations.rename(user, conversation_id, title))
     console.print(f"renamed {view.conversation_id}: {escape(view.title)}", soft_wrap=True)
 
 
 def run_delete(user: str | None, conversation_id: str) -> None:
     user = user or default_user()
-    summary = ask(lambda client: client.delete_conversation(user, conversation_id))
+    summary = ask(lambda client: client.conversations.delete(user, conversation_id))
     console.print(
         f"deleted {summary.conversation_id} ({escape(summary.title)}); its events are kept",
         soft_wrap=True,

@@ -143,7 +143,7 @@ async def publish_batch(client: Client, requests: int) -> int:
 
 
 async def watch_budgets(client: Client, seen: list[Any]) -> None:
-    async for event in client.budget_events(replay=True):
+    async for event in client.budgets.events(replay=True):
         seen.append(event)
 
 
@@ -151,7 +151,7 @@ async def crossings(client: Client) -> int | None:
     """How many thresholds the budgets' settled spend has crossed, by the demo's definitions;
     None while reservations are still open."""
     thresholds = {b["name"]: b["thresholds"] for b in BUDGETS}
-    rows = await client.budget_status()
+    rows = await client.budgets.status()
     if any(row["reserved_usd"] for row in rows):
         return None
     return sum(
@@ -196,7 +196,7 @@ async def show_budgets(client: Client, seen: list[Any]) -> None:
     table = Table(title="llmbus budgets status", box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("budget", "mode", "spent", "reserved", "limit", "%"):
         table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
-    for row in await client.budget_status():
+    for row in await client.budgets.status():
         table.add_row(row["name"], row["mode"], f"${row['spent_usd']:.6f}",
                       f"${row['reserved_usd']:.6f}", f"${row['limit_usd']:.4f}",
                       f"{row['percent']:.0f}")  # fmt: skip
@@ -214,7 +214,7 @@ async def show_bad_request(client: Client) -> None:
 async def show_conversation(client: Client) -> int:
     """Three chat turns; each request carries the conversation so far. Returns the calls made."""
     console.rule("5 · a conversation (llmbus.conversation.*): every turn carries the history")
-    view = await client.create_conversation(
+    view = await client.conversations.create(
         CHAT_USER, "Naming the project", model=MODELS[0], system="You are a concise assistant."
     )
     console.print(f"conversation {view.conversation_id} of user {CHAT_USER}: “{view.title}”")
@@ -233,7 +233,7 @@ async def show_conversation(client: Client) -> int:
             f"[dim]{'':11}turn {turn}: {sent} messages sent · {reply.prompt_tokens} in / "
             f"{reply.completion_tokens} out · ${reply.cost_usd:.6f}[/]"
         )
-    view = await client.get_conversation(CHAT_USER, view.conversation_id)
+    view = await client.conversations.get(CHAT_USER, view.conversation_id)
     console.print(
         f"turn 2 asked about turn 1, and its request carried turn 1: {prompt_tokens[1]} prompt "
         f"tokens against {prompt_tokens[0]}. Stored: {view.message_count} messages, "
@@ -249,23 +249,23 @@ async def show_prompts(client: Client) -> int:
     console.rule("6 · prompts by key (llmbus.prompt.*): a managed prompt and a domain prompt")
     variables = [Variable(name="customer"), Variable(name="issue"),
                  Variable(name="tone", required=False, default="friendly")]  # fmt: skip
-    await client.create_prompt(
+    await client.prompts.create(
         PROMPT_KEY, "Support reply", "Reply to {{customer}}, who reports: {{issue}}. Tone: "
         "{{tone}}.", variables=variables, labels=["production"], author="alice",
         note="first draft",
     )  # fmt: skip
-    await client.update_prompt(
+    await client.prompts.update(
         PROMPT_KEY, template="You answer for the Kestrel support desk. Reply to {{customer}}, "
         "who reports: {{issue}}. Tone: {{tone}}. End with one concrete next step.",
         variables=variables, author="bob", note="adds a next step",
     )  # fmt: skip
-    for entry in await client.prompt_history(PROMPT_KEY):
+    for entry in await client.prompts.history(PROMPT_KEY):
         labels = entry.label or ", ".join(entry.labels)
         console.print(f"{entry.event:22} v{entry.version}  {labels:20} {entry.author:6} "
                       f"{entry.note}")  # fmt: skip
     values = {"customer": "Dana", "issue": "my invoice shows the wrong amount"}
     params = {"max_tokens": MAX_TOKENS}
-    preview = await client.preview_prompt(PROMPT_KEY, values, MODELS[0], params=params)
+    preview = await client.prompts.preview(PROMPT_KEY, values, MODELS[0], params=params)
     console.print(
         f"cost preview of {PROMPT_KEY} (production → v{preview.version}) before any call: "
         f"{preview.prompt_tokens} prompt tokens, ${preview.input_cost_usd:.6f} in, at most "
@@ -310,19 +310,19 @@ async def show_costs(client: Client, requests: int) -> None:
     with console.status("waiting for the usage service to project every UsageRecorded…"):
         await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"], ["prompt_version"]):
-        result = await client.usage(by)
+        result = await client.usage.query(by)
         wanted = {*by, "requests", "prompt_tokens", "completion_tokens", "cost_usd"}
         columns = [c for c in result.columns if c in wanted]
         rows = [row for row in result.rows if by != ["prompt_version"] or row["prompt_version"]]
         console.print(rows_table(columns, rows, title=f"cost by {', '.join(by)}"))
-    total = (await client.usage()).rows[0]
+    total = (await client.usage.query()).rows[0]
     console.print(f"total: {total['requests']} requests, ${total['cost_usd']:.6f}")
 
 
 async def wait_until_projected(client: Client, requests: int, timeout_s: float = 30.0) -> None:
     """UsageRecorded travels relay → JetStream → usage service; the answer lags a little."""
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while (await client.usage()).rows[0]["requests"] < requests:
+    while (await client.usage.query()).rows[0]["requests"] < requests:
         if asyncio.get_running_loop().time() > deadline:
             raise LlmbusError(f"usage service did not project {requests} events in {timeout_s}s")
         await asyncio.sleep(0.1)

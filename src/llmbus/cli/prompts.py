@@ -31,7 +31,7 @@ def run_create(
     declared = [parse_var(spec) for spec in variables]
 
     async def create(client: "Client") -> "PromptView":
-        return await client.create_prompt(
+        return await client.prompts.create(
             key, name or key, body, variables=declared, description=description,
             labels=labels, author=author, note=note,
         )  # fmt: skip
@@ -51,7 +51,7 @@ def run_update(
     declared = [parse_var(spec) for spec in variables] if variables else None
 
     async def update(client: "Client") -> "PromptView":
-        return await client.update_prompt(
+        return await client.prompts.update(
             key, template=body, variables=declared, name=name, description=description,
             labels=labels, author=author, note=note,
         )  # fmt: skip
@@ -63,7 +63,7 @@ def run_update(
 
 
 def run_list(include_domain: bool, fmt: str) -> None:
-    items = ask(lambda client: client.list_prompts(include_domain=include_domain))
+    items = ask(lambda client: client.prompts.list(include_domain=include_domain))
     if fmt == "json":
         print(json.dumps([i.model_dump(mode="json") for i in items], indent=2))
         return
@@ -80,7 +80,7 @@ def run_list(include_domain: bool, fmt: str) -> None:
 
 
 def run_show(key: str, label: str | None, version: int | None, fmt: str) -> None:
-    view = ask(lambda client: client.get_prompt(key, label=label, version=version))
+    view = ask(lambda client: client.prompts.get(key, label=label, version=version))
     if fmt == "json":
         print(view.model_dump_json(indent=2))
         return
@@ -111,7 +111,7 @@ def run_show(key: str, label: str | None, version: int | None, fmt: str) -> None
 
 
 def run_history(key: str, fmt: str) -> None:
-    entries = ask(lambda client: client.prompt_history(key))
+    entries = ask(lambda client: client.prompts.history(key))
     if fmt == "json":
         print(json.dumps([e.model_dump(mode="json") for e in entries], indent=2))
         return
@@ -131,8 +131,8 @@ def run_history(key: str, fmt: str) -> None:
 def run_move(action: str, key: str, label: str, version: int, author: str | None) -> None:
     async def move(client: "Client") -> "PromptView":
         if action == "rollback":
-            return await client.rollback_prompt(key, label, version, author=author)
-        return await client.label_prompt(key, label, version, author=author)
+            return await client.prompts.rollback(key, label, version, author=author)
+        return await client.prompts.label(key, label, version, author=author)
 
     view = ask(move)
     verb = "rolled back" if action == "rollback" else "moved"
@@ -144,7 +144,7 @@ def run_move(action: str, key: str, label: str, version: int, author: str | None
 
 def run_activation(key: str, active: bool, author: str | None) -> None:
     view = ask(
-        lambda client: (client.activate_prompt if active else client.deactivate_prompt)(
+        lambda client: (client.prompts.activate if active else client.prompts.deactivate)(
             key, author=author
         )
     )
@@ -157,7 +157,7 @@ def run_render(
 ) -> None:  # fmt: skip
     async def render(client: "Client") -> Any:
         values = await variable_values(client, key, label, version, sets, vars_json)
-        return await client.render_prompt(key, values, label=label, version=version)
+        return await client.prompts.render(key, values, label=label, version=version)
 
     rendered = ask(render)
     if fmt == "json":
@@ -180,7 +180,7 @@ def run_test(
 
     async def playground(client: "Client") -> Any:
         values = await variable_values(client, key, label, version, sets, vars_json)
-        preview = await client.preview_prompt(
+        preview = await client.prompts.preview(
             key, values, model, label=label, version=version, params=params
         )
         console.print(
@@ -281,7 +281,7 @@ async def variable_values(
         values = parse_vars_json(vars_json)
     if not sets:
         return values
-    view = await client.get_prompt(key, label=label, version=version)
+    view = await client.prompts.get(key, label=label, version=version)
     strings = {v.name for v in view.variables if v.type == "string"}
     for item in sets:
         name, sep, text = item.partition("=")

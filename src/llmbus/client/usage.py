@@ -1,0 +1,35 @@
+"""client.usage: llmbus.usage.query, answered by the usage service from its DuckDB projection."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from llmbus.client._transport import call
+from llmbus.shared import subjects
+from llmbus.shared.contracts import UsageQuery, UsageQueryResult
+
+if TYPE_CHECKING:
+    from llmbus.client.core import Client
+
+
+class Usage:
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    async def query(
+        self,
+        by: Sequence[str] = (),
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: dict[str, str] | None = None,
+        limit: int | None = None,
+        timeout_s: float = 30.0,
+    ) -> UsageQueryResult:
+        """Cost, tokens and requests, grouped `by` any of GROUP_FIELDS (none: one row of totals).
+        Raises pydantic's ValidationError for a group or filter field that does not exist."""
+        query = UsageQuery.model_validate(
+            {"group_by": list(by), "since": since, "until": until, "filters": filters or {},
+             "limit": limit}
+        )  # fmt: skip
+        return await call(self._client.nc, subjects.USAGE_QUERY, query, UsageQueryResult,
+                          service="usage", timeout_s=timeout_s)  # fmt: skip
