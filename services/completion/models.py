@@ -98,6 +98,8 @@ class ModelReply:
 
 
 class ModelCallFailed(LlmbusError):
+    error_type: ErrorType  # a completion's error type, not an ErrorReply's
+
     def __init__(
         self,
         error_type: ErrorType,

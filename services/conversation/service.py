@@ -59,7 +59,12 @@ from llmbus.services.conversation.prompt import (
     PromptNotFound,
 )
 from llmbus.shared import bus, deadletter, subjects
-from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
+from llmbus.shared.contracts import (
+    CompletionFailed,
+    CompletionReceived,
+    ErrorReply,
+    ReplyErrorType,
+)
 from llmbus.shared.contracts.base import too_large
 from llmbus.shared.contracts.conversation import (
     ChatReply,
@@ -265,13 +270,21 @@ class ConversationService:
             if error_type == "internal":
                 log.exception("%s failed", msg.subject)
                 message = f"{msg.subject} failed inside the conversation service; see its log"
-            payload = ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
+            payload = (
+                ErrorReply(error_type=ReplyErrorType(error_type), message=message)
+                .model_dump_json()
+                .encode()
+            )
         if len(payload) > self.nc.max_payload:
             message = (
                 f"the answer to {msg.subject} is {len(payload)} bytes, more than the NATS "
                 f"server's max_payload of {self.nc.max_payload} bytes"
             )
-            payload = ErrorReply(error_type="too_large", message=message).model_dump_json().encode()
+            payload = (
+                ErrorReply(error_type=ReplyErrorType.too_large, message=message)
+                .model_dump_json()
+                .encode()
+            )
         if msg.reply:
             await msg.respond(payload)
 

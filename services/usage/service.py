@@ -23,7 +23,7 @@ from llmbus.services.usage.projection import UsageProjection
 from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
 from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
-from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
+from llmbus.shared.contracts import ErrorReply, ReplyErrorType, UsageQuery, UsageRecorded
 from llmbus.shared.contracts.budget import (
     BudgetDefinition,
     BudgetGrantRequest,
@@ -295,7 +295,9 @@ class UsageService:
 
 
 def error_reply(error_type: str, message: str) -> bytes:
-    return ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
+    # every invalid request is invalid_request now (see ReplyErrorType)
+    known = error_type if error_type in set(ReplyErrorType) else ReplyErrorType.invalid_request
+    return ErrorReply(error_type=ReplyErrorType(known), message=message).model_dump_json().encode()
 
 
 def jsonable(row: dict[str, Any]) -> dict[str, Any]:
