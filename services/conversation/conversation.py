@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from eventsourcing.domain import Aggregate, event
 
+from llmbus.shared.errors import InvalidRequestError, NotFoundError
+
 Role = Literal["user", "assistant", "system"]
 ROLES: tuple[Role, ...] = ("user", "assistant", "system")
 MAX_TITLE = 200
@@ -24,11 +26,11 @@ MAX_USER_ID = 200
 REQUEST_FIELDS = ("model", "params", "dropped")
 
 
-class ConversationError(ValueError):
+class ConversationError(InvalidRequestError):
     """A conversation command with bad input; the message says what is wrong."""
 
 
-class ConversationNotFound(LookupError):
+class ConversationNotFound(NotFoundError):
     """Missing, deleted or someone else's: the same message, so ids cannot be probed.
 
     Takes the conversation id, or a whole message.

@@ -14,6 +14,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 from pydantic import ValidationError
 
+from llmbus.shared.errors import InvalidRequestError, NotFoundError, ReplyErrorType
 from llmbus.shared.prompts.library import domain_prompt
 from llmbus.shared.prompts.template import (
     Template,
@@ -39,15 +40,17 @@ MAX_AUTHOR = 200
 FIELDS = ("name", "description", "template", "variables")
 
 
-class PromptError(ValueError):
+class PromptError(InvalidRequestError):
     """A prompt command that cannot be carried out; the message says why."""
 
 
 class DuplicatePromptKey(PromptError):
     """The key is taken, by another managed prompt or by a domain prompt."""
 
+    error_type = ReplyErrorType.duplicate_key
 
-class PromptNotFound(LookupError):
+
+class PromptNotFound(NotFoundError):
     """No prompt has this key. Takes the key, or a whole message."""
 
     def __init__(self, key: str) -> None:
@@ -56,6 +59,8 @@ class PromptNotFound(LookupError):
 
 class PromptInactive(PromptError):
     """The prompt is deactivated: it cannot be rendered until activated again."""
+
+    error_type = ReplyErrorType.prompt_inactive
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, field_validator
 
 from llmbus.shared.contracts.base import Contract, RequestId, utcnow
 
@@ -199,3 +199,34 @@ class GrantHolder(Contract):
 
     holder: str
     grants: list[str] = Field(default_factory=list)
+
+
+class BudgetGrantReturned(Contract):
+    """The reply on llmbus.budget.grant.return."""
+
+    grant_id: str
+    budgets: list[str] = Field(description="The budgets the grant was held in.")
+
+
+class BudgetStatusQuery(Contract):
+    """The request on llmbus.budget.status: `{}` asks for every budget."""
+
+
+class BudgetStatus(Contract):
+    """A budget in its current window: the reply on llmbus.budget.set, and a row of the reply on
+    llmbus.budget.status."""
+
+    name: str
+    scope: dict[str, str]
+    window: Window
+    window_start: datetime
+    spent_usd: float
+    reserved_usd: float
+    limit_usd: float
+    percent: float = Field(description="spent_usd / limit_usd, in percent.")
+    mode: Mode
+
+
+class BudgetStatusList(RootModel[list[BudgetStatus]]):
+    """The reply on llmbus.budget.status: every budget, by name (a JSON array, as before replies
+    were typed)."""

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmbus.shared.errors import InvalidRequestError, ReplyErrorType
+
 VariableType = Literal["string", "number", "integer", "boolean", "json"]
 Role = Literal["system", "user", "assistant"]
 
@@ -41,16 +43,18 @@ class ChatTurn(BaseModel):
 Template = str | list[ChatTurn]
 
 
-class TemplateError(ValueError):
+class TemplateError(InvalidRequestError):
     """A template or its variable declarations cannot be used."""
 
 
-class RenderError(ValueError):
+class RenderError(InvalidRequestError):
     """The values given cannot fill the template; `variable` names the culprit.
 
     `redacted` says the same without anything the caller sent: it names only the template's own
     variables, for where request contents may not go (metadata-only privacy).
     """
+
+    error_type = ReplyErrorType.invalid_variables
 
     def __init__(self, variable: str, message: str, redacted: str | None = None) -> None:
         super().__init__(message)
