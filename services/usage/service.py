@@ -160,6 +160,7 @@ async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now)
         service.relay.poke()
         await relaying
     finally:
-        await service.broker.stop()  # answers the requests in hand, then drains the connection
+        await service.broker.stop()  # answers the requests in hand
+        await nc.drain()
         await service.close()
         app.close()

@@ -1,6 +1,7 @@
 """A FastStream broker on the process's one NATS connection, made by `bus.connect`."""
 
 import logging
+from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.aio.client import Client as NatsClient
@@ -15,7 +16,8 @@ class SharedConnectionBroker(NatsBroker):
 
     The service's JetStream consumers and outbox relay use that same nats-py client, so a
     process keeps one connection, with `bus.connect`'s reconnect policy and connection log.
-    `stop()` stops the subscribers (waiting for the requests in hand), then drains it.
+    `stop()` stops the subscribers, waiting for the requests in hand; the connection stays open
+    (the service's relay may still publish on it) and the service drains it.
     """
 
     def __init__(self, nc: NatsClient | None) -> None:
@@ -32,6 +34,10 @@ class SharedConnectionBroker(NatsBroker):
         await super().start()
         # the server knows of every subscription before the service says it is ready
         await self.connection.flush()
+
+    async def stop(self, *args: Any) -> None:
+        self._connection = None  # not this broker's to drain
+        await super().stop(*args)
 
     async def _connect(self) -> NatsClient:
         if self._nc is None:
