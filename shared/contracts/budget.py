@@ -193,6 +193,11 @@ class BudgetGrantReturn(Contract):
     admitted: int = Field(default=0, ge=0, description="How many requests it admitted.")
 
 
+class BudgetsChanged(Contract):
+    """Published to llmbus.budget.changed when a budget changes: every worker drops its grants
+    and answers with a GrantHolder."""
+
+
 class GrantHolder(Contract):
     """Published to llmbus.budget.holders by a worker holding grants (once a second), and the
     reply a worker gives on llmbus.budget.changed once it has dropped them."""
