@@ -18,6 +18,7 @@ class ReplyErrorType(StrEnum):
     prompt_inactive = "prompt_inactive"
     invalid_variables = "invalid_variables"
     store_busy = "store_busy"
+    unavailable = "unavailable"
     internal = "internal"
 
 
@@ -58,6 +59,12 @@ class StoreBusyError(LlmbusError):
     """Other processes kept saving the same aggregate first; the command may be tried again."""
 
     error_type = ReplyErrorType.store_busy
+
+
+class UnavailableError(LlmbusError, RuntimeError):
+    """The service cannot answer this now (it is stopping, say); ask again, or another replica."""
+
+    error_type = ReplyErrorType.unavailable
 
 
 class RequestError(LlmbusError):
