@@ -48,7 +48,7 @@ from llmbus.services.conversation.prompt import PromptError
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived
 from llmbus.shared.contracts.conversation import ChatReply, SendMessage
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.rpc import SharedConnectionBroker
@@ -243,6 +243,10 @@ class ConversationService:
         finally:
             stopping.cancel()
 
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.consume(stop)
+        await self.stop_serving()
+
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("conversation service ready")
         await bus.consume(
@@ -311,7 +315,7 @@ class ConversationService:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.relay.published_past(stored), ANNOUNCE_WAIT_S)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.store.shutdown()
 
 
@@ -342,24 +346,9 @@ def outcome_of(msg: Msg) -> Outcome:
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    app = await asyncio.to_thread(open_store, ConversationApplication, settings, "conversation")
-    gateway = ModelGateway(settings)
-    await asyncio.to_thread(gateway.warm_up)
-    fitter = ContextFitter(settings, gateway)
-    nc = await bus.connect(settings, "llmbus-conversation")
-    service = ConversationService(settings, app, nc, fitter)
-    try:
-        await bus.provision(nc.jetstream(), settings)
-        await service.start()
-        relay_stop = asyncio.Event()
-        relaying = asyncio.create_task(service.relay.run(relay_stop))
-        await service.consume(stop)
-        await service.stop_serving()
-        relay_stop.set()
-        service.relay.poke()
-        await relaying
-        log.info("conversation service stopped; %d messages published", service.relay.published)
-    finally:
-        await nc.drain()
-        service.close()
-        app.close()
+    async def build(app: ConversationApplication, nc: NatsClient) -> ConversationService:
+        gateway = ModelGateway(settings)
+        await asyncio.to_thread(gateway.warm_up)
+        return ConversationService(settings, app, nc, ContextFitter(settings, gateway))
+
+    await serve_service(settings, stop, "conversation", ConversationApplication, build)

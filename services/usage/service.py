@@ -20,7 +20,7 @@ from llmbus.services.usage.recordable import Unrecordable
 from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import UsageQuery, UsageQueryResult
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.rpc import SharedConnectionBroker
 from llmbus.shared.settings import Settings
@@ -75,6 +75,17 @@ class UsageService:
         # dropped before any change is answered: workers ask afresh
         await self.handlers.revoke_grants(wait=False)
         await self.broker.start()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.catch_up()
+        # the desk also releases what workers that died had reserved, once their leases run out
+        admitting = asyncio.create_task(self.desk.run(stop))
+        projecting = asyncio.create_task(self.project(stop))
+        await self.consume(stop)
+        await admitting
+        self.projecting.set()
+        await projecting
+        await self.broker.stop()  # answers the requests in hand
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("usage service ready")
@@ -140,27 +151,7 @@ class UsageService:
 
 
 async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now) -> None:
-    app = await asyncio.to_thread(open_store, UsageApplication, settings, "usage")
-    nc = await bus.connect(settings, "llmbus-usage")
-    service = UsageService(settings, app, nc, clock)
-    try:
-        await bus.provision(nc.jetstream(), settings)
-        await service.start()
-        await service.catch_up()
-        relay_stop = asyncio.Event()
-        relaying = asyncio.create_task(service.relay.run(relay_stop))
-        # the desk also releases what workers that died had reserved, once their leases run out
-        admitting = asyncio.create_task(service.desk.run(stop))
-        projecting = asyncio.create_task(service.project(stop))
-        await service.consume(stop)
-        await admitting
-        service.projecting.set()
-        await projecting
-        relay_stop.set()
-        service.relay.poke()
-        await relaying
-    finally:
-        await service.broker.stop()  # answers the requests in hand
-        await nc.drain()
-        await service.close()
-        app.close()
+    async def build(app: UsageApplication, nc: NatsClient) -> UsageService:
+        return UsageService(settings, app, nc, clock)
+
+    await serve_service(settings, stop, "usage", UsageApplication, build)
