@@ -39,8 +39,8 @@ def error_reply(exc: Exception, subject: str, service: str) -> ErrorReply:
 
 def too_large_reply(subject: str, size: int, max_payload: int) -> ErrorReply:
     message = (
-        f"the answer to {subject} is {size} bytes, more than the NATS server's max_payload of "
-        f"{max_payload} bytes"
+        f"the answer to {subject} is {size} bytes, more than fits the NATS server's "
+        f"max_payload of {max_payload} bytes with its headers"
     )
     return ErrorReply(error_type=ReplyErrorType.too_large, message=message)
 
@@ -75,9 +75,10 @@ class ReplyMiddleware(BaseMiddleware):
             # fire-and-forget: nobody to tell but the log
             log.warning("ignoring a message on %s: %s", subject, reply.message)
         payload = reply.model_dump_json().encode()
-        limit = self.max_payload() - HEADER_ROOM
-        if len(payload) > limit:
-            payload = too_large_reply(subject, len(payload), limit).model_dump_json().encode()
+        max_payload = self.max_payload()
+        if len(payload) > max_payload - HEADER_ROOM:
+            refused = too_large_reply(subject, len(payload), max_payload)
+            payload = refused.model_dump_json().encode()
         return NatsResponse(payload, correlation_id=correlation_id(msg.correlation_id))
 
 
