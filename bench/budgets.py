@@ -327,17 +327,17 @@ async def over_reservation(
     started = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(burst)))
     seconds = time.perf_counter() - started
-    row: dict[str, Any] = {}
+    spent = Decimal(0)
     deadline = time.perf_counter() + 20
     while time.perf_counter() < deadline:  # until every reservation is settled
         rows = await stack.client.budgets.status()
-        row = next(r for r in rows if r["name"] == user)
-        if row["reserved_usd"] == 0:
+        row = next(r for r in rows if r.name == user)
+        spent = Decimal(str(row.spent_usd))
+        if row.reserved_usd == 0:
             break
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.2)
     await sub.unsubscribe()
-    spent = Decimal(str(row["spent_usd"]))
     would_fit = min(refused, math.floor((limit - spent) / true_cost)) if true_cost else 0
     return {
         "label": label, "max_tokens": max_tokens, "true_cost": float(true_cost),

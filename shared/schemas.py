@@ -13,47 +13,57 @@ from pydantic import BaseModel
 from llmbus.shared import contracts, subjects
 from llmbus.shared.contracts import budget, conversation, prompt
 
-# subject -> (kind, message); the public contract of SPEC.md
+REQUEST_REPLY = "request/reply"
+EVENT = "JetStream event"
+BROADCAST = "core NATS, fire-and-forget"
+# subject -> (kind, message); the public contract of SPEC.md and every subject llmbus answers
 CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.COMPLETION_REQUESTED: ("JetStream work queue", contracts.CompletionRequested),
-    subjects.COMPLETION_RECEIVED: ("JetStream event", contracts.CompletionReceived),
-    subjects.COMPLETION_FAILED: ("JetStream event", contracts.CompletionFailed),
-    subjects.USAGE_RECORDED: ("JetStream event", contracts.UsageRecorded),
-    subjects.USAGE_QUERY: ("request/reply", contracts.UsageQuery),
-    subjects.BUDGET_THRESHOLD_REACHED: ("JetStream event", budget.BudgetThresholdReached),
-    subjects.BUDGET_EXCEEDED: ("JetStream event", budget.BudgetExceeded),
-    subjects.BUDGET_RESERVE: ("request/reply", budget.BudgetReservation),
-    subjects.BUDGET_SET: ("request/reply", budget.BudgetDefinition),
-    subjects.BUDGET_REMAINING: ("request/reply", budget.RequestAttributes),
-    subjects.BUDGET_GRANT: ("request/reply", budget.BudgetGrantRequest),
-    subjects.BUDGET_GRANT_RETURN: ("request/reply", budget.BudgetGrantReturn),
-    subjects.BUDGET_HOLDERS: ("core NATS broadcast", budget.GrantHolder),
-    subjects.CONVERSATION_CREATE: ("request/reply", conversation.CreateConversation),
-    subjects.CONVERSATION_GET: ("request/reply", conversation.GetConversation),
-    subjects.CONVERSATION_LIST: ("request/reply", conversation.ListConversations),
-    subjects.CONVERSATION_RENAME: ("request/reply", conversation.RenameConversation),
-    subjects.CONVERSATION_DELETE: ("request/reply", conversation.DeleteConversation),
-    subjects.CONVERSATION_SEND: ("request/reply", conversation.SendMessage),
-    subjects.PROMPT_CREATE: ("request/reply", prompt.CreatePrompt),
-    subjects.PROMPT_UPDATE: ("request/reply", prompt.UpdatePrompt),
-    subjects.PROMPT_GET: ("request/reply", prompt.GetPrompt),
-    subjects.PROMPT_LIST: ("request/reply", prompt.ListPrompts),
-    subjects.PROMPT_HISTORY: ("request/reply", prompt.PromptHistoryQuery),
-    subjects.PROMPT_LABEL: ("request/reply", prompt.MoveLabel),
-    subjects.PROMPT_ROLLBACK: ("request/reply", prompt.MoveLabel),
-    subjects.PROMPT_ACTIVATE: ("request/reply", prompt.SetPromptActive),
-    subjects.PROMPT_DEACTIVATE: ("request/reply", prompt.SetPromptActive),
-    subjects.PROMPT_RENDER: ("request/reply", prompt.RenderPrompt),
-    subjects.PROMPT_PREVIEW: ("request/reply", prompt.PreviewPrompt),
-    subjects.PROMPT_RESOLVE: ("request/reply", prompt.ResolvePrompt),
-    subjects.PROMPT_EVENTS: ("JetStream event", prompt.PromptChanged),
+    subjects.COMPLETION_RECEIVED: (EVENT, contracts.CompletionReceived),
+    subjects.COMPLETION_FAILED: (EVENT, contracts.CompletionFailed),
+    subjects.USAGE_RECORDED: (EVENT, contracts.UsageRecorded),
+    subjects.USAGE_QUERY: (REQUEST_REPLY, contracts.UsageQuery),
+    subjects.BUDGET_THRESHOLD_REACHED: (EVENT, budget.BudgetThresholdReached),
+    subjects.BUDGET_EXCEEDED: (EVENT, budget.BudgetExceeded),
+    subjects.BUDGET_RESERVE: (REQUEST_REPLY, budget.BudgetReservation),
+    subjects.BUDGET_SETTLE: (BROADCAST, contracts.UsageRecorded),
+    subjects.BUDGET_STATUS: (REQUEST_REPLY, budget.BudgetStatusQuery),
+    subjects.BUDGET_SET: (REQUEST_REPLY, budget.BudgetDefinition),
+    subjects.BUDGET_REMAINING: (REQUEST_REPLY, budget.RequestAttributes),
+    subjects.BUDGET_GRANT: (REQUEST_REPLY, budget.BudgetGrantRequest),
+    subjects.BUDGET_GRANT_RETURN: (REQUEST_REPLY, budget.BudgetGrantReturn),
+    subjects.BUDGET_CHANGED: ("core NATS, answered by every worker", budget.BudgetsChanged),
+    subjects.BUDGET_HOLDERS: (BROADCAST, budget.GrantHolder),
+    subjects.CONVERSATION_CREATE: (REQUEST_REPLY, conversation.CreateConversation),
+    subjects.CONVERSATION_GET: (REQUEST_REPLY, conversation.GetConversation),
+    subjects.CONVERSATION_LIST: (REQUEST_REPLY, conversation.ListConversations),
+    subjects.CONVERSATION_RENAME: (REQUEST_REPLY, conversation.RenameConversation),
+    subjects.CONVERSATION_DELETE: (REQUEST_REPLY, conversation.DeleteConversation),
+    subjects.CONVERSATION_SEND: (REQUEST_REPLY, conversation.SendMessage),
+    subjects.PROMPT_CREATE: (REQUEST_REPLY, prompt.CreatePrompt),
+    subjects.PROMPT_UPDATE: (REQUEST_REPLY, prompt.UpdatePrompt),
+    subjects.PROMPT_GET: (REQUEST_REPLY, prompt.GetPrompt),
+    subjects.PROMPT_LIST: (REQUEST_REPLY, prompt.ListPrompts),
+    subjects.PROMPT_HISTORY: (REQUEST_REPLY, prompt.PromptHistoryQuery),
+    subjects.PROMPT_LABEL: (REQUEST_REPLY, prompt.MoveLabel),
+    subjects.PROMPT_ROLLBACK: (REQUEST_REPLY, prompt.MoveLabel),
+    subjects.PROMPT_ACTIVATE: (REQUEST_REPLY, prompt.SetPromptActive),
+    subjects.PROMPT_DEACTIVATE: (REQUEST_REPLY, prompt.SetPromptActive),
+    subjects.PROMPT_RENDER: (REQUEST_REPLY, prompt.RenderPrompt),
+    subjects.PROMPT_PREVIEW: (REQUEST_REPLY, prompt.PreviewPrompt),
+    subjects.PROMPT_RESOLVE: (REQUEST_REPLY, prompt.ResolvePrompt),
+    subjects.PROMPT_EVENTS: (EVENT, prompt.PromptChanged),
 }
-# what each request/reply subject answers with (besides ErrorReply)
+# what each subject is answered with; a request/reply subject may also answer an ErrorReply
 REPLIES: dict[str, type[BaseModel]] = {
     subjects.USAGE_QUERY: contracts.UsageQueryResult,
     subjects.BUDGET_RESERVE: budget.BudgetAdmission,
+    subjects.BUDGET_STATUS: budget.BudgetStatusList,
+    subjects.BUDGET_SET: budget.BudgetStatus,
     subjects.BUDGET_REMAINING: budget.BudgetRemainingList,
     subjects.BUDGET_GRANT: budget.BudgetGrant,
+    subjects.BUDGET_GRANT_RETURN: budget.BudgetGrantReturned,
+    subjects.BUDGET_CHANGED: budget.GrantHolder,
     subjects.CONVERSATION_CREATE: conversation.ConversationView,
     subjects.CONVERSATION_GET: conversation.ConversationView,
     subjects.CONVERSATION_LIST: conversation.ConversationPage,
@@ -73,6 +83,25 @@ REPLIES: dict[str, type[BaseModel]] = {
     subjects.PROMPT_PREVIEW: prompt.PromptPreview,
     subjects.PROMPT_RESOLVE: prompt.ResolvedPrompt,
 }
+# llmbus.deadletter.<service>: what a service could not publish or apply, as it was (or a stub
+# saying what it was, when it is too large), with headers that say why (see shared/deadletter.py)
+DEAD_LETTER_MESSAGE: dict[str, Any] = {
+    "name": "DeadLetter",
+    "payload": {"description": "The parked message's own bytes, or a JSON stub if too large."},
+    "headers": {
+        "type": "object",
+        "properties": {
+            subjects.ERROR_TYPE_HEADER: {
+                "type": "string",
+                "description": "too_large, unpublishable, unroutable, invalid_event or "
+                "unrecordable",
+            },
+            subjects.ERROR_HEADER: {"type": "string", "description": "Why, in one line."},
+            subjects.ORIGINAL_SUBJECT_HEADER: {"type": "string"},
+            subjects.MSG_ID_HEADER: {"type": "string", "description": "Stable: parked once."},
+        },
+    },
+}
 MODELS: list[type[BaseModel]] = [
     contracts.CompletionRequested,
     contracts.CompletionReceived,
@@ -91,6 +120,11 @@ MODELS: list[type[BaseModel]] = [
     budget.BudgetGrantRequest,
     budget.BudgetGrant,
     budget.BudgetGrantReturn,
+    budget.BudgetGrantReturned,
+    budget.BudgetStatusQuery,
+    budget.BudgetStatus,
+    budget.BudgetStatusList,
+    budget.BudgetsChanged,
     budget.GrantHolder,
     conversation.CreateConversation,
     conversation.GetConversation,
@@ -130,34 +164,60 @@ def asyncapi() -> dict[str, Any]:
     channels: dict[str, dict[str, Any]] = {}
     operations: dict[str, dict[str, Any]] = {}
     for subject, (kind, model) in CHANNELS.items():
-        key = subject.replace(".", "_").replace("{", "").replace("}", "")
-        channels[key] = {
-            "address": subject,
-            "description": kind,
-            "messages": {model.__name__: {"$ref": f"#/components/messages/{model.__name__}"}},
-        }
-        if "{key}" in subject:
-            channels[key]["parameters"] = {"key": {"description": "The prompt's key."}}
+        key = channel_key(subject)
+        channels[key] = channel(subject, kind, [model.__name__])
         operations[key] = {
-            "action": "receive" if kind == "JetStream event" else "send",
+            "action": "receive" if kind == EVENT else "send",
             "channel": {"$ref": f"#/channels/{key}"},
         }
         if subject in REPLIES:
-            reply = REPLIES[subject].__name__
-            channels[key]["messages"][reply] = {"$ref": f"#/components/messages/{reply}"}
+            replies = [REPLIES[subject].__name__]
+            if kind == REQUEST_REPLY:
+                replies.append(contracts.ErrorReply.__name__)
+            channels[key]["messages"] |= message_refs(replies)
             operations[key]["reply"] = {
                 "channel": {"$ref": f"#/channels/{key}"},
-                "messages": [{"$ref": f"#/channels/{key}/messages/{reply}"}],
+                "messages": [{"$ref": f"#/channels/{key}/messages/{name}"} for name in replies],
             }
+    key = channel_key(subjects.DEAD_LETTER)
+    channels[key] = channel(subjects.DEAD_LETTER, "JetStream, dead letters", ["DeadLetter"])
+    operations[key] = {"action": "receive", "channel": {"$ref": f"#/channels/{key}"}}
+    messages = {m.__name__: {"payload": {"$ref": f"./{m.__name__}.json"}} for m in MODELS}
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "llmbus", "version": "1", "description": "llmbus NATS contract"},
         "channels": channels,
         "operations": operations,
-        "components": {
-            "messages": {m.__name__: {"payload": {"$ref": f"./{m.__name__}.json"}} for m in MODELS}
-        },
+        "components": {"messages": messages | {"DeadLetter": DEAD_LETTER_MESSAGE}},
     }
+
+
+PARAMETERS = {
+    "key": "The prompt's key.",
+    "service": "The service that parked it: completion, conversation or usage.",
+    "request_id": "The request's id.",
+}
+
+
+def channel_key(subject: str) -> str:
+    return subject.replace(".", "_").replace("{", "").replace("}", "")
+
+
+def channel(subject: str, kind: str, messages: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "address": subject,
+        "description": kind,
+        "messages": message_refs(messages),
+    }
+    parameters = {name: {"description": text} for name, text in PARAMETERS.items()}
+    used = {name: p for name, p in parameters.items() if f"{{{name}}}" in subject}
+    if used:
+        found["parameters"] = used
+    return found
+
+
+def message_refs(names: list[str]) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/messages/{name}"} for name in names}
 
 
 def rendered() -> dict[str, str]:

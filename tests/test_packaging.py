@@ -22,7 +22,8 @@ def test_schemas_folder_matches_the_contracts() -> None:
 def test_every_contract_schema_is_valid_json_schema() -> None:
     for name, text in rendered().items():
         doc = json.loads(text)
-        assert doc.get("type") == "object" or name == "asyncapi.json", name
+        # budget.status has always answered a JSON array of rows: its contract says so
+        assert doc.get("type") == "object" or name in ("asyncapi.json", "BudgetStatusList.json")
 
 
 def test_the_wheel_installs_only_the_llmbus_package(tmp_path: Path) -> None:

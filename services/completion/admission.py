@@ -36,6 +36,7 @@ from llmbus.shared.contracts.budget import (
     GrantHolder,
     settled_cost,
 )
+from llmbus.shared.errors import UnavailableError
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.completion.admission")
@@ -49,8 +50,9 @@ TICK_S = 0.2  # how often finished grants are returned
 ANNOUNCE_S = 1.0  # how often a worker holding grants says so (usage's HOLDER_TTL_S is 3)
 
 
-class AdmissionUnavailableError(Exception):
-    """Budgets are on and the usage service did not answer."""
+class AdmissionUnavailableError(UnavailableError):
+    """Budgets are on and the usage service did not answer: the request waits and is tried
+    again."""
 
 
 class Admission:

@@ -5,12 +5,14 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from llmbus.shared.errors import LlmbusError
+
 COMPLETION_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:completion")
 CLAIM_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:call-claim")
 DUPLICATE_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:duplicate-call")
 
 
-class AlreadyTerminalError(Exception):
+class AlreadyTerminalError(LlmbusError):
     """A completion that already ended cannot end again."""
 
 

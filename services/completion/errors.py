@@ -23,6 +23,8 @@ LITELLM_RETRIED = re.compile(r"\s*LiteLLM Retried: \d+ times?.*$", re.DOTALL)
 
 
 class ModelCallFailed(LlmbusError):
+    error_type: ErrorType  # a completion's error type, not an ErrorReply's
+
     def __init__(
         self,
         error_type: ErrorType,

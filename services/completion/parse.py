@@ -14,6 +14,7 @@ from pydantic_core import from_json
 
 from llmbus.shared.contracts import CompletionRequested, ErrorType
 from llmbus.shared.contracts.base import MAX_JSON_DEPTH, too_large
+from llmbus.shared.errors import LlmbusError
 from llmbus.shared.limits import Limits, encoded_size
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9_\-:]{1,128}")
@@ -28,7 +29,9 @@ CLOSER = {"[": "]", "{": "}"}
 
 
 @dataclass
-class Rejected(Exception):
+class Rejected(LlmbusError):
+    """A message that cannot be served as a request; the sender hears why."""
+
     error_type: ErrorType
     message: str
     request_id: str | None

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from llmbus.shared import subjects
 from llmbus.shared.contracts import ErrorReply, ErrorType, PromptRef
 from llmbus.shared.contracts.prompt import Label, ResolvedPrompt, ResolvePrompt
+from llmbus.shared.errors import LlmbusError
 from llmbus.shared.prompts.library import DomainPrompt, domain_prompt
 from llmbus.shared.prompts.template import (
     RenderError,
@@ -50,8 +51,10 @@ REPLY_ERRORS = {
 }
 
 
-class PromptFailed(Exception):
+class PromptFailed(LlmbusError):
     """The request's prompt cannot be turned into messages; no model is called."""
+
+    error_type: ErrorType  # a completion's error type, not an ErrorReply's
 
     def __init__(self, error_type: ErrorType, message: str, version: int | None = None) -> None:
         super().__init__(message)

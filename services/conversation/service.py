@@ -1,5 +1,5 @@
-"""The conversation service process: llmbus.conversation.* and llmbus.prompt.* requests, and the
-outcomes of chat turns recorded on their conversations.
+"""The conversation service process: it serves llmbus.conversation.* and llmbus.prompt.* (see
+handlers.py), and records the outcomes of chat turns on their conversations.
 
 The store is written on one thread, so commands of this process never race each other; a save
 that races another process is read back and retried by the application. Message contents are
@@ -10,80 +10,39 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import Notification
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from llmbus.services.conversation.application import (
-    DOMAIN_AUTHOR,
     ConversationApplication,
     Listings,
-    Messages,
     NewConversation,
     Outcome,
-    check_domain_selector,
-    conversation_summary,
-    conversation_view,
-    prompt_view,
     turn_view,
 )
 from llmbus.services.conversation.context import ContextFitter
 from llmbus.services.conversation.domain.conversation import Conversation
-from llmbus.services.conversation.domain.errors import (
-    ConversationError,
-    ConversationNotFound,
-    DuplicatePromptKey,
-    PromptError,
-    PromptInactive,
-    PromptNotFound,
+from llmbus.services.conversation.handlers import (
+    ConversationHandlers,
+    PromptHandlers,
+    conversation_router,
 )
-from llmbus.services.conversation.domain.prompt import ManagedPrompt
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.catalog import ModelCatalog
-from llmbus.shared.contracts import CompletionFailed, CompletionReceived, ErrorReply
-from llmbus.shared.contracts.base import too_large
-from llmbus.shared.contracts.conversation import (
-    ChatReply,
-    CreateConversation,
-    DeleteConversation,
-    GetConversation,
-    ListConversations,
-    RenameConversation,
-    SendMessage,
-)
-from llmbus.shared.contracts.prompt import (
-    CreatePrompt,
-    GetPrompt,
-    ListPrompts,
-    MoveLabel,
-    PreviewPrompt,
-    PromptHistory,
-    PromptHistoryEntry,
-    PromptHistoryQuery,
-    PromptList,
-    PromptPreview,
-    RenderedPrompt,
-    RenderPrompt,
-    ResolvedPrompt,
-    ResolvePrompt,
-    SetPromptActive,
-    UpdatePrompt,
-)
-from llmbus.shared.errors import TooLargeError
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.contracts import CompletionFailed, CompletionReceived
+from llmbus.shared.contracts.conversation import ChatReply, SendMessage
+from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
-from llmbus.shared.prompts.library import DomainPrompt
-from llmbus.shared.prompts.template import RenderError, TemplateError, render
+from llmbus.shared.rpc import SharedConnectionBroker
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.conversation")
@@ -92,7 +51,6 @@ FETCH_BATCH = 100
 # a reply stored by another conversation service sharing the store wakes no waiter here
 RECHECK_S = 2.0
 ANNOUNCE_WAIT_S = 5.0
-Handler = Callable[[bytes], Awaitable[BaseModel]]
 
 
 class ConversationRelay(OutboxRelay):
@@ -143,102 +101,22 @@ class ConversationService:
         self.listings = Listings(app)
         self.relay = ConversationRelay(app, self.js)
         self.waiting: dict[str, list[asyncio.Future[Conversation]]] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.subscriptions: list[Subscription] = []
         self.stopping = asyncio.Event()
+        # requests are served on this process's one connection
+        self.broker = SharedConnectionBroker(nc)
+        router = conversation_router(
+            ConversationHandlers(self), PromptHandlers(self), lambda: nc.max_payload
+        )
+        self.broker.include_router(router)
 
     async def on_store(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.store, fn, *args)
 
     async def start(self) -> None:
         await self.on_store(self.listings.catch_up)
-        handlers: dict[str, Handler] = {
-            subjects.CONVERSATION_CREATE: self.create_conversation,
-            subjects.CONVERSATION_GET: self.get_conversation,
-            subjects.CONVERSATION_LIST: self.list_conversations,
-            subjects.CONVERSATION_RENAME: self.rename_conversation,
-            subjects.CONVERSATION_DELETE: self.delete_conversation,
-            subjects.CONVERSATION_SEND: self.send,
-            subjects.PROMPT_CREATE: self.create_prompt,
-            subjects.PROMPT_UPDATE: self.update_prompt,
-            subjects.PROMPT_GET: self.get_prompt,
-            subjects.PROMPT_LIST: self.list_prompts,
-            subjects.PROMPT_HISTORY: self.prompt_history,
-            subjects.PROMPT_LABEL: self.label_prompt,
-            subjects.PROMPT_ROLLBACK: self.rollback_prompt,
-            subjects.PROMPT_ACTIVATE: self.activate_prompt,
-            subjects.PROMPT_DEACTIVATE: self.deactivate_prompt,
-            subjects.PROMPT_RENDER: self.render_prompt,
-            subjects.PROMPT_PREVIEW: self.preview_prompt,
-            subjects.PROMPT_RESOLVE: self.resolve_prompt,
-        }
-        for subject, handler in handlers.items():
-            sub = await self.nc.subscribe(
-                subject, queue=subjects.CONVERSATION_QUEUE, cb=self._dispatch(handler)
-            )
-            self.subscriptions.append(sub)
+        await self.broker.start()
 
-    def _dispatch(self, handler: Handler) -> Callable[[Msg], Awaitable[None]]:
-        async def on_request(msg: Msg) -> None:
-            # a send may wait for its reply: each request gets a task, so none holds up the next
-            task = asyncio.create_task(self.reply(msg, handler))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-        return on_request
-
-    async def reply(self, msg: Msg, handler: Handler) -> None:
-        try:
-            answer = await handler(msg.data)
-            payload = answer.model_dump_json().encode()
-        except Exception as exc:
-            error_type, message = error_of(exc)
-            if error_type == "internal":
-                log.exception("%s failed", msg.subject)
-                message = f"{msg.subject} failed inside the conversation service; see its log"
-            payload = ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
-        if len(payload) > self.nc.max_payload:
-            message = (
-                f"the answer to {msg.subject} is {len(payload)} bytes, more than the NATS "
-                f"server's max_payload of {self.nc.max_payload} bytes"
-            )
-            payload = ErrorReply(error_type="too_large", message=message).model_dump_json().encode()
-        if msg.reply:
-            await msg.respond(payload)
-
-    # Conversations
-
-    async def create_conversation(self, data: bytes) -> BaseModel:
-        req = CreateConversation.model_validate_json(data)
-        conversation = await self.on_store(
-            self.app.start, req.user_id, req.title, req.metadata, req.model, req.system
-        )
-        return conversation_view(conversation)
-
-    async def get_conversation(self, data: bytes) -> BaseModel:
-        req = GetConversation.model_validate_json(data)
-        conversation = await self.on_store(self.app.conversation, req.user_id, req.conversation_id)
-        return conversation_view(conversation)
-
-    async def list_conversations(self, data: bytes) -> BaseModel:
-        req = ListConversations.model_validate_json(data)
-        return await self.on_store(self.listings.page, req.user_id, req.cursor, req.limit)
-
-    async def rename_conversation(self, data: bytes) -> BaseModel:
-        req = RenameConversation.model_validate_json(data)
-        conversation = await self.on_store(
-            self.app.rename, req.user_id, req.conversation_id, req.title
-        )
-        return conversation_view(conversation)
-
-    async def delete_conversation(self, data: bytes) -> BaseModel:
-        req = DeleteConversation.model_validate_json(data)
-        conversation = await self.on_store(self.app.delete, req.user_id, req.conversation_id)
-        return conversation_summary(conversation)
-
-    async def send(self, data: bytes) -> BaseModel:
-        req = SendMessage.model_validate_json(data)
-        request_id = req.request_id or uuid.uuid4().hex
+    async def send(self, req: SendMessage, request_id: str) -> ChatReply:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
         waiter = self._wait(request_id) if req.wait else None
         try:
@@ -301,6 +179,10 @@ class ConversationService:
         finally:
             stopping.cancel()
 
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.consume(stop)
+        await self.stop_serving()
+
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("conversation service ready")
         await bus.consume(
@@ -356,13 +238,9 @@ class ConversationService:
         )
 
     async def stop_serving(self) -> None:
-        """Take no new requests, answer waiting sends (pending), and finish those in flight."""
-        for sub in self.subscriptions:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        """Answer waiting sends (pending), finish the requests in flight, and take no more."""
         self.stopping.set()
-        if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.broker.stop()
 
     async def announce(self) -> None:
         """Return once the outbox has published what is stored, so a completion worker has
@@ -373,134 +251,7 @@ class ConversationService:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.relay.published_past(stored), ANNOUNCE_WAIT_S)
 
-    # Prompts
-
-    async def create_prompt(self, data: bytes) -> BaseModel:
-        req = CreatePrompt.model_validate_json(data)
-
-        def new_prompt() -> ManagedPrompt:
-            return ManagedPrompt.create(
-                req.key, req.name, req.template, req.variables, req.description,
-                req.author or "", req.labels, req.note,
-            )  # fmt: skip
-
-        prompt = await self.on_store(self.app.create_prompt, new_prompt)
-        log.info("prompt %s created", prompt.key)
-        await self.announce()
-        return prompt_view(prompt)
-
-    async def update_prompt(self, data: bytes) -> BaseModel:
-        req = UpdatePrompt.model_validate_json(data)
-
-        def update(prompt: ManagedPrompt) -> None:
-            prompt.update(
-                req.author or "", req.template, req.variables, req.name, req.description,
-                req.note, req.labels,
-            )  # fmt: skip
-
-        prompt = await self.change_prompt(req.key, update)
-        log.info("prompt %s updated to version %d", prompt.key, prompt.latest.number)
-        return prompt_view(prompt, version=prompt.latest.number)
-
-    async def change_prompt(
-        self, key: str, change: Callable[[ManagedPrompt], Any]
-    ) -> ManagedPrompt:
-        """Change a stored prompt; answer once workers have heard of the change."""
-        prompt = await self.on_store(self.app.change_prompt, key, change)
-        await self.announce()
-        return prompt
-
-    async def get_prompt(self, data: bytes) -> BaseModel:
-        req = GetPrompt.model_validate_json(data)
-        prompt = await self.on_store(self.app.find_prompt, req.key)
-        return prompt_view(prompt, req.label, req.version)
-
-    async def list_prompts(self, data: bytes) -> BaseModel:
-        req = ListPrompts.model_validate_json(data or b"{}")
-        return PromptList(items=await self.on_store(self.listings.prompt_list, req.include_domain))
-
-    async def prompt_history(self, data: bytes) -> BaseModel:
-        req = PromptHistoryQuery.model_validate_json(data)
-        prompt = await self.on_store(self.app.find_prompt, req.key)
-        if isinstance(prompt, DomainPrompt):
-            entries = [
-                PromptHistoryEntry(
-                    event="PromptCreated",
-                    version=prompt.version,
-                    labels=["latest"],
-                    author=DOMAIN_AUTHOR,
-                    note="defined in code",
-                    changes=["name", "description", "template", "variables"],
-                )
-            ]
-        else:
-            entries = [PromptHistoryEntry.model_validate(e) for e in prompt.history()]
-        return PromptHistory(key=req.key, entries=entries)
-
-    async def label_prompt(self, data: bytes) -> BaseModel:
-        req = MoveLabel.model_validate_json(data)
-        prompt = await self.change_prompt(
-            req.key, lambda p: p.label(req.label, req.version, req.author or "", req.note)
-        )
-        return prompt_view(prompt, label=req.label)
-
-    async def rollback_prompt(self, data: bytes) -> BaseModel:
-        req = MoveLabel.model_validate_json(data)
-        prompt = await self.change_prompt(
-            req.key, lambda p: p.rollback(req.label, req.version, req.author or "", req.note)
-        )
-        return prompt_view(prompt, label=req.label)
-
-    async def activate_prompt(self, data: bytes) -> BaseModel:
-        req = SetPromptActive.model_validate_json(data)
-        prompt = await self.change_prompt(req.key, lambda p: p.activate(req.author or ""))
-        return prompt_view(prompt)
-
-    async def deactivate_prompt(self, data: bytes) -> BaseModel:
-        req = SetPromptActive.model_validate_json(data)
-        prompt = await self.change_prompt(req.key, lambda p: p.deactivate(req.author or ""))
-        return prompt_view(prompt)
-
-    async def render_prompt(self, data: bytes) -> BaseModel:
-        req = RenderPrompt.model_validate_json(data)
-        version, messages = await self.on_store(self.rendered, req)
-        return RenderedPrompt.model_validate(
-            {"key": req.key, "version": version, "messages": messages}
-        )
-
-    def rendered(self, req: RenderPrompt) -> tuple[int, Messages]:
-        prompt = self.app.find_prompt(req.key)
-        if isinstance(prompt, DomainPrompt):
-            check_domain_selector(prompt, req.label, req.version)
-            return prompt.version, render(prompt.template, prompt.variables, req.variables)
-        chosen, messages = prompt.render(req.variables, req.label, req.version)
-        return chosen.number, messages
-
-    async def preview_prompt(self, data: bytes) -> BaseModel:
-        req = PreviewPrompt.model_validate_json(data)
-        return await self.on_store(self.previewed, req)
-
-    def previewed(self, req: PreviewPrompt) -> PromptPreview:
-        version, messages = self.rendered(req)
-        tokens, cap, input_cost, worst = self.fitter.preview(
-            req.model, messages, req.params.max_tokens
-        )
-        return PromptPreview.model_validate(
-            {"key": req.key, "version": version, "model": req.model, "messages": messages,
-             "prompt_tokens": tokens, "max_output_tokens": cap,
-             "input_cost_usd": float(input_cost), "worst_case_cost_usd": float(worst)}
-        )  # fmt: skip
-
-    async def resolve_prompt(self, data: bytes) -> BaseModel:
-        req = ResolvePrompt.model_validate_json(data)
-        prompt = await self.on_store(self.app.find_prompt, req.key)
-        view = prompt_view(prompt, req.label, req.version)
-        return ResolvedPrompt(
-            key=view.key, version=view.version, name=view.name, template=view.template,
-            variables=view.variables, active=view.active, source=view.source,
-        )  # fmt: skip
-
-    def close(self) -> None:
+    async def close(self) -> None:
         self.store.shutdown()
 
 
@@ -530,53 +281,10 @@ def outcome_of(msg: Msg) -> Outcome:
     return CompletionReceived.model_validate_json(msg.data)
 
 
-def error_of(exc: Exception) -> tuple[str, str]:
-    """The error type and message an ErrorReply carries for a failed request."""
-    if isinstance(exc, TooLargeError):
-        return "too_large", str(exc)
-    if isinstance(exc, ValidationError):
-        return "too_large" if too_large(exc) else "invalid_request", describe(exc)
-    if isinstance(exc, DuplicatePromptKey):
-        return "duplicate_key", str(exc)
-    if isinstance(exc, PromptInactive):
-        return "prompt_inactive", str(exc)
-    if isinstance(exc, RenderError):
-        return "invalid_variables", str(exc)
-    if isinstance(exc, ConversationNotFound | PromptNotFound):
-        return "not_found", str(exc)
-    if isinstance(exc, ConversationError | PromptError | TemplateError):
-        return "invalid_request", str(exc)
-    return "internal", str(exc)
-
-
-def describe(error: ValidationError) -> str:
-    """A pydantic error in one line: where, and what is wrong (never the input value)."""
-    parts = []
-    for problem in error.errors(include_url=False, include_input=False):
-        where = ".".join(str(part) for part in problem["loc"]) or "request"
-        parts.append(f"{where}: {problem['msg']}")
-    return "invalid request: " + "; ".join(parts)
-
-
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
-    app = await asyncio.to_thread(open_store, ConversationApplication, settings, "conversation")
-    catalog = ModelCatalog(settings)
-    await asyncio.to_thread(catalog.warm_up)
-    fitter = ContextFitter(catalog)
-    nc = await bus.connect(settings, "llmbus-conversation")
-    service = ConversationService(settings, app, nc, fitter)
-    try:
-        await bus.provision(nc.jetstream(), settings)
-        await service.start()
-        relay_stop = asyncio.Event()
-        relaying = asyncio.create_task(service.relay.run(relay_stop))
-        await service.consume(stop)
-        await service.stop_serving()
-        relay_stop.set()
-        service.relay.poke()
-        await relaying
-        log.info("conversation service stopped; %d messages published", service.relay.published)
-    finally:
-        await nc.drain()
-        service.close()
-        app.close()
+    async def build(app: ConversationApplication, nc: NatsClient) -> ConversationService:
+        catalog = ModelCatalog(settings)
+        await asyncio.to_thread(catalog.warm_up)
+        return ConversationService(settings, app, nc, ContextFitter(catalog))
+
+    await serve_service(settings, stop, "conversation", ConversationApplication, build)

@@ -4,6 +4,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmbus.shared.contracts.usage import UsageQuery
+from llmbus.shared.errors import InvalidRequestError
 
 COLUMNS = {
     "model": "model",
@@ -83,7 +84,7 @@ def _where(q: UsageQuery) -> tuple[str, list[Any]]:
         params.append(_utc(q.until))
     for field, value in q.filters.items():
         if field not in COLUMNS:
-            raise ValueError(
+            raise InvalidRequestError(
                 f"cannot filter on {field!r}: filters take {', '.join(COLUMNS)}; "
                 "use since/until for time"
             )

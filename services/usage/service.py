@@ -2,18 +2,13 @@
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from llmbus.services.usage.application import (
     AdmissionDesk,
@@ -22,33 +17,21 @@ from llmbus.services.usage.application import (
     UsageApplication,
     utc_now,
 )
+from llmbus.services.usage.handlers import UsageHandlers, usage_router
 from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.projection import UsageProjection
-from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
+from llmbus.services.usage.recordable import Unrecordable
 from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
-from llmbus.shared.contracts import ErrorReply, UsageQuery, UsageRecorded
-from llmbus.shared.contracts.budget import (
-    BudgetDefinition,
-    BudgetGrantRequest,
-    BudgetGrantReturn,
-    BudgetRemainingList,
-    BudgetReservation,
-    GrantHolder,
-    RequestAttributes,
-)
-from llmbus.shared.eventstore import open_store
+from llmbus.shared.contracts import UsageQuery, UsageQueryResult
+from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.outbox import OutboxRelay
+from llmbus.shared.rpc import SharedConnectionBroker
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
 PROJECT_EVERY_S = 0.25
-# a worker holding grants says so every second (see GrantHolder); one not heard from for this
-# long holds none, or is gone and its grants lapse with their lease
-HOLDER_TTL_S = 3.0
-# how long a budget change waits for the workers holding grants to drop them
-REVOKE_TIMEOUT_S = 2.0
 T = TypeVar("T")
 
 
@@ -69,18 +52,20 @@ class UsageService:
             app, self.js, route, service="usage", name="usage-outbox", topics=TOPICS,
             on_loop=settings.event_store == "sqlite",
         )  # fmt: skip
-        self.desk = AdmissionDesk(self.book, self._on_store, on_refused=self.relay.poke)
-        self.recording = UsageRecording(app, self.book, self.js, self._on_store)
+        self.desk = AdmissionDesk(self.book, self.on_store, on_refused=self.relay.poke)
+        self.recording = UsageRecording(app, self.book, self.js, self.on_store)
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
-        self.answering: set[asyncio.Task[None]] = set()
         self.projecting = asyncio.Event()  # stored usage not projected yet
-        self.holders: dict[str, float] = {}  # worker -> when it last said it holds grants
+        self.handlers = UsageHandlers(self)
+        # requests are served on this process's one connection
+        self.broker = SharedConnectionBroker(nc)
+        self.broker.include_router(usage_router(self.handlers, lambda: nc.max_payload))
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
 
-    async def _on_store(self, fn: Callable[..., T], *args: Any) -> T:
+    async def on_store(self, fn: Callable[..., T], *args: Any) -> T:
         if self.settings.event_store == "sqlite":
             # local SQLite commits take ~0.3 ms: on the loop they cost less than a thread hop,
             # and the loop is then the one thread that changes budgets
@@ -89,147 +74,22 @@ class UsageService:
 
     async def start(self) -> None:
         self.projection = await self._on_duck(UsageProjection, self.settings.duckdb_path)
-        await self._on_store(self.book.load, self.settings.budgets)
-        await self.nc.subscribe(subjects.USAGE_QUERY, queue="usage", cb=self.answer)
-        await self.nc.subscribe(subjects.BUDGET_RESERVE, queue="usage", cb=self.admit)
-        await self.nc.subscribe(subjects.BUDGET_STATUS, queue="usage", cb=self.budget_status)
-        await self.nc.subscribe(subjects.BUDGET_REMAINING, queue="usage", cb=self.remaining)
-        await self.nc.subscribe(subjects.BUDGET_SETTLE, queue="usage", cb=self.settle)
-        await self.nc.subscribe(subjects.BUDGET_GRANT, queue="usage", cb=self.grant)
-        await self.nc.subscribe(subjects.BUDGET_GRANT_RETURN, queue="usage", cb=self.take_back)
-        await self.nc.subscribe(subjects.BUDGET_HOLDERS, cb=self.heard_holder)  # every replica
+        await self.on_store(self.book.load, self.settings.budgets)
         # grants from before this start (or from a replica that changed budgets meanwhile) are
         # dropped before any change is answered: workers ask afresh
-        await self._revoke_grants(wait=False)
-        await self.nc.subscribe(subjects.BUDGET_SET, queue="usage", cb=self.define)
+        await self.handlers.revoke_grants(wait=False)
+        await self.broker.start()
 
-    async def reply(
-        self, msg: Msg, serve: Callable[[bytes], Awaitable[bytes]], invalid: str
-    ) -> None:
-        """Answer a request: the reply, or an ErrorReply saying what was wrong with it."""
-        try:
-            answer = await serve(msg.data)
-        except (ValidationError, ValueError) as exc:
-            await msg.respond(error_reply(invalid, str(exc)))
-        except Exception as exc:
-            log.exception("%s failed", msg.subject)
-            await msg.respond(error_reply("internal", f"{msg.subject} failed: {exc}"))
-        else:
-            await msg.respond(answer)
-
-    async def admit(self, msg: Msg) -> None:
-        # a subscription runs its callback one message at a time: answer in a task of its own,
-        # so that the reservations arriving together reach the desk together
-        task = asyncio.create_task(self.reply(msg, self._admit, "invalid_reservation"))
-        self.answering.add(task)
-        task.add_done_callback(self.answering.discard)
-
-    async def _admit(self, data: bytes) -> bytes:
-        reservation = BudgetReservation.model_validate_json(data)
-        admission = await self.desk.reserve(reservation)
-        return admission.model_dump_json().encode()
-
-    async def settle(self, msg: Msg) -> None:
-        try:
-            usage = UsageRecorded.model_validate_json(msg.data)
-        except ValidationError:
-            # the UsageRecorded on its way through JetStream settles it all the same
-            log.warning("ignoring an invalid early settlement on %s", msg.subject)
-            return
-        if out_of_bounds(usage) is not None:
-            log.warning("ignoring an early settlement beyond bounds on %s", msg.subject)
-            return  # its UsageRecorded is parked
-        if usage.grant_id is not None:
-            return  # a grant's calls settle once, from the UsageRecorded stream
-        self.desk.settle(usage)
-        self.relay.poke()  # settlements may cross thresholds
-
-    async def grant(self, msg: Msg) -> None:
-        await self.reply(msg, self._grant, "invalid_grant")
-
-    async def _grant(self, data: bytes) -> bytes:
-        request = BudgetGrantRequest.model_validate_json(data)
-        self.holders[request.holder] = time.monotonic()
-        # while reservations wait for room, what frees up goes to them, not to new grants
-        grant = await self._on_store(self.book.grant, request, bool(self.desk.waiting))
-        return grant.model_dump_json().encode()
-
-    async def take_back(self, msg: Msg) -> None:
-        await self.reply(msg, self._take_back, "invalid_grant_return")
-
-    async def _take_back(self, data: bytes) -> bytes:
-        returned = BudgetGrantReturn.model_validate_json(data)
-        budgets = await self._on_store(self.book.return_grant, returned)
-        self.desk.room_freed()
-        return json.dumps({"grant_id": returned.grant_id, "budgets": budgets}).encode()
-
-    async def heard_holder(self, msg: Msg) -> None:
-        try:
-            holder = GrantHolder.model_validate_json(msg.data)
-        except ValidationError:
-            log.warning("ignoring an invalid message on %s", msg.subject)
-            return
-        if holder.grants:
-            self.holders[holder.holder] = time.monotonic()
-        else:
-            self.holders.pop(holder.holder, None)
-
-    async def _revoke_grants(self, wait: bool = True) -> None:
-        """Every worker drops its grants; wait until those known to hold some have said so, so
-        that a changed budget applies to the next request (a worker that does not answer is
-        gone or cut off: its grants lapse with their lease, and it admits nothing meanwhile)."""
-        now = time.monotonic()
-        waiting_for = {h for h, seen in self.holders.items() if now - seen < HOLDER_TTL_S}
-        if not wait or not waiting_for:
-            await self.nc.publish(subjects.BUDGET_CHANGED, b"{}")
-            await self.nc.flush()
-            return
-        inbox = self.nc.new_inbox()
-        acked: asyncio.Queue[bytes] = asyncio.Queue()
-
-        async def ack(msg: Msg) -> None:
-            acked.put_nowait(msg.data)
-
-        sub = await self.nc.subscribe(inbox, cb=ack)
-        try:
-            await self.nc.publish(subjects.BUDGET_CHANGED, b"{}", reply=inbox)
-            async with asyncio.timeout(REVOKE_TIMEOUT_S):
-                while waiting_for:
-                    with contextlib.suppress(ValidationError):
-                        holder = GrantHolder.model_validate_json(await acked.get())
-                        waiting_for.discard(holder.holder)
-                        self.holders.pop(holder.holder, None)
-        except TimeoutError:
-            log.warning(
-                "workers %s did not drop their budget grants within %.0f s; those lapse with "
-                "their lease", sorted(waiting_for), REVOKE_TIMEOUT_S,
-            )  # fmt: skip
-        finally:
-            await sub.unsubscribe()
-
-    async def define(self, msg: Msg) -> None:
-        await self.reply(msg, self._define, "invalid_budget")
-
-    async def _define(self, data: bytes) -> bytes:
-        definition = BudgetDefinition.model_validate_json(data)
-        budget = await self._on_store(self.book.define, definition)
-        log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
-        await self._revoke_grants()
-        self.relay.poke()
-        self.desk.room_freed()  # a higher limit may admit what waits
-        return json.dumps(jsonable(budget.status(self.book.clock()))).encode()
-
-    async def budget_status(self, msg: Msg) -> None:
-        rows = await self._on_store(self.book.status)
-        await msg.respond(json.dumps([jsonable(row) for row in rows]).encode())
-
-    async def remaining(self, msg: Msg) -> None:
-        await self.reply(msg, self._remaining, "invalid_request")
-
-    async def _remaining(self, data: bytes) -> bytes:
-        attributes = RequestAttributes.model_validate_json(data or b"{}").attributes()
-        rows = await self._on_store(self.book.remaining_for, attributes)
-        return BudgetRemainingList(budgets=rows).model_dump_json().encode()
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.catch_up()
+        # the desk also releases what workers that died had reserved, once their leases run out
+        admitting = asyncio.create_task(self.desk.run(stop))
+        projecting = asyncio.create_task(self.project(stop))
+        await self.consume(stop)
+        await admitting
+        self.projecting.set()
+        await projecting
+        await self.broker.stop()  # answers the requests in hand
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("usage service ready")
@@ -281,15 +141,11 @@ class UsageService:
                     await self.recording.park_stored(at, event)
                 skipped.clear()
 
-    async def answer(self, msg: Msg) -> None:
-        await self.reply(msg, self._answer, "invalid_query")
-
-    async def _answer(self, data: bytes) -> bytes:
-        query = UsageQuery.model_validate_json(data)
+    async def query(self, query: UsageQuery) -> UsageQueryResult:
         await self.catch_up()
         assert self.projection is not None
-        result = await self._on_duck(self.projection.query, query)
-        return result.model_dump_json().encode()
+        result: UsageQueryResult = await self._on_duck(self.projection.query, query)
+        return result
 
     async def close(self) -> None:
         if self.projection is not None:
@@ -298,37 +154,8 @@ class UsageService:
         self.store.shutdown()
 
 
-def error_reply(error_type: str, message: str) -> bytes:
-    return ErrorReply(error_type=error_type, message=message).model_dump_json().encode()
-
-
-def jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: float(v) if isinstance(v, Decimal) else v for k, v in row.items()} | {
-        k: v.isoformat() for k, v in row.items() if isinstance(v, datetime)
-    }
-
-
 async def serve(settings: Settings, stop: asyncio.Event, clock: Clock = utc_now) -> None:
-    app = await asyncio.to_thread(open_store, UsageApplication, settings, "usage")
-    nc = await bus.connect(settings, "llmbus-usage")
-    service = UsageService(settings, app, nc, clock)
-    try:
-        await bus.provision(nc.jetstream(), settings)
-        await service.start()
-        await service.catch_up()
-        relay_stop = asyncio.Event()
-        relaying = asyncio.create_task(service.relay.run(relay_stop))
-        # the desk also releases what workers that died had reserved, once their leases run out
-        admitting = asyncio.create_task(service.desk.run(stop))
-        projecting = asyncio.create_task(service.project(stop))
-        await service.consume(stop)
-        await admitting
-        service.projecting.set()
-        await projecting
-        relay_stop.set()
-        service.relay.poke()
-        await relaying
-    finally:
-        await nc.drain()
-        await service.close()
-        app.close()
+    async def build(app: UsageApplication, nc: NatsClient) -> UsageService:
+        return UsageService(settings, app, nc, clock)
+
+    await serve_service(settings, stop, "usage", UsageApplication, build)

@@ -3,7 +3,7 @@
 Fields may be added over time; none is removed or renamed. Consumers ignore unknown fields.
 """
 
-from llmbus.shared.contracts.base import ErrorReply
+from llmbus.shared.contracts.base import ErrorReply, ReplyErrorType
 from llmbus.shared.contracts.completion import (
     CompletionFailed,
     CompletionParams,
@@ -31,6 +31,7 @@ __all__ = [
     "ErrorType",
     "Message",
     "PromptRef",
+    "ReplyErrorType",
     "TokenUsage",
     "UsageQuery",
     "UsageQueryResult",

@@ -13,6 +13,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from llmbus.shared.errors import ReplyErrorType
+
 # request ids become a NATS subject token (llmbus.completion.chunk.<request_id>), so no dots.
 RequestId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-:]+$")
@@ -74,6 +76,16 @@ def too_large(exc: ValidationError) -> bool:
     return any(err["type"] in SIZE_ERRORS for err in exc.errors(include_input=False))
 
 
+def describe(exc: ValidationError, what: str = "invalid request") -> str:
+    """A pydantic error in one line: where, and what is wrong. Built from locations and
+    messages only: pydantic's own text would echo the input."""
+    problems = [
+        f"{'.'.join(str(part) for part in err['loc']) or 'request'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    return f"{what}: " + "; ".join(problems[:10])
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -96,6 +108,6 @@ class Identity(Contract):
 class ErrorReply(Contract):
     """The reply to a request/reply subject when the request could not be served."""
 
-    error_type: str
+    error_type: ReplyErrorType
     message: str
     occurred_at: datetime = Field(default_factory=utcnow)

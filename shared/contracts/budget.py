@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, field_validator
 
 from llmbus.shared.contracts.base import Contract, RequestId, utcnow
 
@@ -193,9 +193,45 @@ class BudgetGrantReturn(Contract):
     admitted: int = Field(default=0, ge=0, description="How many requests it admitted.")
 
 
+class BudgetsChanged(Contract):
+    """Published to llmbus.budget.changed when a budget changes: every worker drops its grants
+    and answers with a GrantHolder."""
+
+
 class GrantHolder(Contract):
     """Published to llmbus.budget.holders by a worker holding grants (once a second), and the
     reply a worker gives on llmbus.budget.changed once it has dropped them."""
 
     holder: str
     grants: list[str] = Field(default_factory=list)
+
+
+class BudgetGrantReturned(Contract):
+    """The reply on llmbus.budget.grant.return."""
+
+    grant_id: str
+    budgets: list[str] = Field(description="The budgets the grant was held in.")
+
+
+class BudgetStatusQuery(Contract):
+    """The request on llmbus.budget.status: `{}` asks for every budget."""
+
+
+class BudgetStatus(Contract):
+    """A budget in its current window: the reply on llmbus.budget.set, and a row of the reply on
+    llmbus.budget.status."""
+
+    name: str
+    scope: dict[str, str]
+    window: Window
+    window_start: datetime
+    spent_usd: float
+    reserved_usd: float
+    limit_usd: float
+    percent: float = Field(description="spent_usd / limit_usd, in percent.")
+    mode: Mode
+
+
+class BudgetStatusList(RootModel[list[BudgetStatus]]):
+    """The reply on llmbus.budget.status: every budget, by name (a JSON array, as before replies
+    were typed)."""

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from llmbus.shared.errors import LlmbusError
+from llmbus.shared.errors import InvalidRequestError, ReplyErrorType
 
 VariableType = Literal["string", "number", "integer", "boolean", "json"]
 Role = Literal["system", "user", "assistant"]
@@ -43,20 +43,18 @@ class ChatTurn(BaseModel):
 Template = str | list[ChatTurn]
 
 
-class TemplateError(LlmbusError, ValueError):
+class TemplateError(InvalidRequestError):
     """A template or its variable declarations cannot be used."""
 
-    error_type = "invalid_request"
 
-
-class RenderError(LlmbusError, ValueError):
+class RenderError(InvalidRequestError):
     """The values given cannot fill the template; `variable` names the culprit.
 
     `redacted` says the same without anything the caller sent: it names only the template's own
     variables, for where request contents may not go (metadata-only privacy).
     """
 
-    error_type = "invalid_variables"
+    error_type = ReplyErrorType.invalid_variables
 
     def __init__(self, variable: str, message: str, redacted: str | None = None) -> None:
         super().__init__(message)

@@ -1,47 +1,40 @@
 """What goes wrong in conversations and managed prompts, each with the error type its reply carries.
 
-The classes keep their builtin bases (ValueError, LookupError): the dead-letter code and the
-listings tell a message's own fault from the store's by them.
+The shared bases keep their builtin ones (InvalidRequestError is a ValueError, NotFoundError a
+LookupError): the dead-letter code and the listings tell a message's own fault from the store's
+by them.
 """
 
-from llmbus.shared.errors import LlmbusError
+from llmbus.shared.errors import InvalidRequestError, NotFoundError, ReplyErrorType
 
 
-class ConversationError(LlmbusError, ValueError):
+class ConversationError(InvalidRequestError):
     """A conversation command with bad input; the message says what is wrong."""
 
-    error_type = "invalid_request"
 
-
-class ConversationNotFound(LlmbusError, LookupError):
+class ConversationNotFound(NotFoundError):
     """Missing, deleted or someone else's: the same message, so ids cannot be probed.
 
     Takes the conversation id, or a whole message.
     """
-
-    error_type = "not_found"
 
     def __init__(self, conversation_id: object) -> None:
         text = str(conversation_id)
         super().__init__(text if " " in text else f"conversation {text} not found")
 
 
-class PromptError(LlmbusError, ValueError):
+class PromptError(InvalidRequestError):
     """A prompt command that cannot be carried out; the message says why."""
-
-    error_type = "invalid_request"
 
 
 class DuplicatePromptKey(PromptError):
     """The key is taken, by another managed prompt or by a domain prompt."""
 
-    error_type = "duplicate_key"
+    error_type = ReplyErrorType.duplicate_key
 
 
-class PromptNotFound(LlmbusError, LookupError):
+class PromptNotFound(NotFoundError):
     """No prompt has this key. Takes the key, or a whole message."""
-
-    error_type = "not_found"
 
     def __init__(self, key: str) -> None:
         super().__init__(key if " " in key else f"prompt {key!r} not found")
@@ -50,4 +43,4 @@ class PromptNotFound(LlmbusError, LookupError):
 class PromptInactive(PromptError):
     """The prompt is deactivated: it cannot be rendered until activated again."""
 
-    error_type = "prompt_inactive"
+    error_type = ReplyErrorType.prompt_inactive

@@ -16,6 +16,7 @@ from llmbus.services.usage.application.batch import Batch, BatchResult, Waiting
 from llmbus.services.usage.application.budget_book import BudgetBook
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import BudgetAdmission, BudgetReservation
+from llmbus.shared.errors import UnavailableError
 
 log = logging.getLogger("llmbus.usage.admission")
 RunOnStore = Callable[..., Awaitable[Any]]
@@ -44,7 +45,7 @@ class AdmissionDesk:
     async def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
         if self.stopped:
             # not a refusal: the worker's request is redelivered and asks again
-            raise RuntimeError("the usage service is stopping")
+            raise UnavailableError("the usage service is stopping")
         loop = asyncio.get_running_loop()
         waiting = Waiting(reservation, deadline=loop.time() + reservation.wait_s)
         answer = loop.create_future()
@@ -81,7 +82,7 @@ class AdmissionDesk:
         self.stopped = True
         for waiting in self.new + self.waiting:
             # not a refusal: the worker's request is redelivered and asks again
-            self._fail(waiting, RuntimeError("the usage service is stopping"))
+            self._fail(waiting, UnavailableError("the usage service is stopping"))
 
     async def _once(self, now: float, expire: bool) -> None:
         due = any(w.deadline <= now for w in self.waiting)

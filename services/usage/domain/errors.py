@@ -2,7 +2,7 @@
 
 from decimal import Decimal
 
-from llmbus.shared.errors import LlmbusError
+from llmbus.shared.errors import InvalidRequestError, LlmbusError, NotFoundError
 from llmbus.shared.money import usd
 
 
@@ -30,9 +30,9 @@ class BudgetExceededError(BudgetError):
         self.requested_usd = requested_usd
 
 
-class UnknownReservationError(BudgetError):
+class UnknownReservationError(BudgetError, NotFoundError):
     """No open reservation has this request id."""
 
 
-class BudgetRenamedError(BudgetError):
+class BudgetRenamedError(BudgetError, InvalidRequestError):
     """A budget's name is its identity; a new name is a new budget."""

@@ -2,7 +2,7 @@
 
 import contextlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -17,6 +17,9 @@ from llmbus.cli.commands import (
 )
 from llmbus.shared.money import usd
 
+if TYPE_CHECKING:
+    from llmbus.shared.contracts.budget import BudgetStatus
+
 
 def run_status(fmt: str) -> None:
     settings = query_client_settings()
@@ -27,7 +30,7 @@ def run_status(fmt: str) -> None:
 
     async def go() -> list[dict[str, Any]]:
         async with Client(settings=settings) as client:
-            return await client.budgets.status()
+            return [row.model_dump(mode="json") for row in await client.budgets.status()]
 
     rows = run(go())
     if fmt == "json":
@@ -104,13 +107,13 @@ def run_set(
         fail("invalid budget: " + "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))  # fmt: skip
 
-    async def go() -> dict[str, Any]:
+    async def go() -> "BudgetStatus":
         async with Client(settings=settings) as client:
             return await client.budgets.set(definition)
 
     status = run(go())
-    console.print(f"budget {status['name']} set: limit {usd(status['limit_usd'])} "
-                  f"{status['window']}, {status['mode']}, spent {usd(status['spent_usd'])}")  # fmt: skip
+    console.print(f"budget {status.name} set: limit {usd(status.limit_usd)} {status.window}, "
+                  f"{status.mode}, spent {usd(status.spent_usd)}")  # fmt: skip
 
 
 def run_watch(budget: str | None) -> None:

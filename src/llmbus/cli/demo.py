@@ -24,6 +24,7 @@ from llmbus.shared.contracts import (
 )
 from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReached
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.money import usd
 from llmbus.shared.prompts.template import Variable
 from llmbus.shared.settings import Settings, config_path
 from llmbus.stack import Stack
@@ -44,7 +45,7 @@ SHOWN = 8
 
 
 # team-a's budget only warns; team-b's refuses what it cannot cover
-BUDGETS = [
+BUDGETS: list[dict[str, Any]] = [
     {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily", "limit_usd": "0.006",
      "mode": "soft", "thresholds": [0.5, 0.8, 1.0]},
     {"name": "team-b-daily", "scope": {"team": "team-b"}, "window": "daily", "limit_usd": "0.006",
@@ -150,15 +151,12 @@ async def watch_budgets(client: Client, seen: list[Any]) -> None:
 async def crossings(client: Client) -> int | None:
     """How many thresholds the budgets' settled spend has crossed, by the demo's definitions;
     None while reservations are still open."""
-    thresholds = {b["name"]: b["thresholds"] for b in BUDGETS}
+    thresholds: dict[str, list[float]] = {b["name"]: b["thresholds"] for b in BUDGETS}
     rows = await client.budgets.status()
-    if any(row["reserved_usd"] for row in rows):
+    if any(row.reserved_usd for row in rows):
         return None
     return sum(
-        1
-        for row in rows
-        for t in thresholds[row["name"]]
-        if row["spent_usd"] >= t * row["limit_usd"]
+        1 for row in rows for t in thresholds[row.name] if row.spent_usd >= t * row.limit_usd
     )
 
 
@@ -197,9 +195,8 @@ async def show_budgets(client: Client, seen: list[Any]) -> None:
     for column in ("budget", "mode", "spent", "reserved", "limit", "%"):
         table.add_column(column, justify="left" if column in {"budget", "mode"} else "right")
     for row in await client.budgets.status():
-        table.add_row(row["name"], row["mode"], f"${row['spent_usd']:.6f}",
-                      f"${row['reserved_usd']:.6f}", f"${row['limit_usd']:.4f}",
-                      f"{row['percent']:.0f}")  # fmt: skip
+        table.add_row(row.name, row.mode, usd(row.spent_usd), usd(row.reserved_usd),
+                      usd(row.limit_usd), f"{row.percent:.0f}")  # fmt: skip
     console.print(table)
 
 

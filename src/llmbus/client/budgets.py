@@ -4,7 +4,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import RootModel, model_validator
 
 from llmbus.client._transport import call
 from llmbus.shared import subjects
@@ -13,6 +12,8 @@ from llmbus.shared.contracts.budget import (
     BudgetExceeded,
     BudgetRemaining,
     BudgetRemainingList,
+    BudgetStatus,
+    BudgetStatusList,
     BudgetThresholdReached,
     RequestAttributes,
 )
@@ -23,28 +24,13 @@ if TYPE_CHECKING:
 BudgetEvent = BudgetThresholdReached | BudgetExceeded
 
 
-class BudgetStatusRows(RootModel[list[dict[str, Any]]]):
-    """The budget.status reply; untyped until the shared contracts give it a model."""
-
-
-class BudgetState(RootModel[dict[str, Any]]):
-    """The budget.set reply; untyped until the shared contracts give it a model."""
-
-    @model_validator(mode="after")
-    def not_an_error(self) -> "BudgetState":
-        # any dict would do, an ErrorReply's too: let the transport read that one as the error
-        if "error_type" in self.root:
-            raise ValueError("an error reply")
-        return self
-
-
 class Budgets:
     def __init__(self, client: "Client") -> None:
         self._client = client
 
-    async def status(self, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    async def status(self, timeout_s: float = 10.0) -> list[BudgetStatus]:
         """Spent, reserved and limit of every budget in its current window."""
-        rows = await call(self._client.nc, subjects.BUDGET_STATUS, {}, BudgetStatusRows,
+        rows = await call(self._client.nc, subjects.BUDGET_STATUS, {}, BudgetStatusList,
                           service="usage", timeout_s=timeout_s)  # fmt: skip
         return rows.root
 
@@ -114,12 +100,11 @@ class Budgets:
     # last: below this line `set` would name the method, not the builtin
     async def set(
         self, definition: BudgetDefinition | dict[str, Any], timeout_s: float = 10.0
-    ) -> dict[str, Any]:
+    ) -> BudgetStatus:
         """Create or change a budget at run time; the change is stored as an event."""
         budget = BudgetDefinition.model_validate(definition)
-        state = await call(self._client.nc, subjects.BUDGET_SET, budget, BudgetState,
-                           service="usage", timeout_s=timeout_s)  # fmt: skip
-        return state.root
+        return await call(self._client.nc, subjects.BUDGET_SET, budget, BudgetStatus,
+                          service="usage", timeout_s=timeout_s)  # fmt: skip
 
 
 def read_event(subject: str, data: bytes) -> BudgetEvent:

@@ -1,0 +1,87 @@
+"""Replies: a handler's reply model as bytes, or the one ErrorReply, whatever went wrong."""
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from faststream import BaseMiddleware
+from faststream._internal.context.repository import ContextRepo
+from faststream.message import StreamMessage
+from faststream.nats import NatsResponse
+from pydantic import BaseModel, ValidationError
+
+from llmbus.shared.contracts.base import ErrorReply, describe, too_large
+from llmbus.shared.errors import LlmbusError, ReplyErrorType
+
+log = logging.getLogger("llmbus.rpc")
+# the reply's headers (FastStream's content-type and correlation_id) count against the server's
+# max_payload too: one over it makes the server close the connection
+HEADER_ROOM = 256
+MAX_CORRELATION_ID = 64
+# what is wrong with the request, and said so; anything else is `internal`, said in the log only
+REQUEST_ERRORS = frozenset(ReplyErrorType) - {ReplyErrorType.internal}
+
+
+def error_reply(exc: Exception, subject: str, service: str) -> ErrorReply:
+    """What a request that raised `exc` is answered with. Never echoes the input; an
+    unexpected error is logged with its traceback and its text stays in the log."""
+    if isinstance(exc, ValidationError):
+        invalid = ReplyErrorType.too_large if too_large(exc) else ReplyErrorType.invalid_request
+        return ErrorReply(error_type=invalid, message=describe(exc))
+    said = exc.error_type if isinstance(exc, LlmbusError) else None
+    if said not in REQUEST_ERRORS:
+        log.error("%s failed", subject, exc_info=exc)
+        message = f"{subject} failed inside the {service} service; see its log"
+        return ErrorReply(error_type=ReplyErrorType.internal, message=message)
+    return ErrorReply(error_type=ReplyErrorType(said), message=str(exc))
+
+
+def too_large_reply(subject: str, size: int, max_payload: int) -> ErrorReply:
+    message = (
+        f"the answer to {subject} is {size} bytes, more than fits the NATS server's "
+        f"max_payload of {max_payload} bytes with its headers"
+    )
+    return ErrorReply(error_type=ReplyErrorType.too_large, message=message)
+
+
+class ReplyMiddleware(BaseMiddleware):
+    """The one place a request/reply handler's outcome becomes the bytes sent back."""
+
+    def __init__(
+        self,
+        msg: Any,
+        /,
+        *,
+        context: ContextRepo,
+        service: str,
+        max_payload: Callable[[], int],
+    ) -> None:
+        super().__init__(msg, context=context)
+        self.service = service
+        self.max_payload = max_payload
+
+    async def consume_scope(
+        self, call_next: Callable[..., Any], msg: StreamMessage[Any]
+    ) -> NatsResponse | None:
+        subject = msg.raw_message.subject
+        try:
+            reply: BaseModel | None = await call_next(msg)
+        except Exception as exc:
+            reply = error_reply(exc, subject, self.service)
+        if reply is None:
+            return None  # a subscription answers nothing
+        if isinstance(reply, ErrorReply) and not msg.reply_to:
+            # fire-and-forget: nobody to tell but the log
+            log.warning("ignoring a message on %s: %s", subject, reply.message)
+        payload = reply.model_dump_json().encode()
+        max_payload = self.max_payload()
+        if len(payload) > max_payload - HEADER_ROOM:
+            refused = too_large_reply(subject, len(payload), max_payload)
+            payload = refused.model_dump_json().encode()
+        return NatsResponse(payload, correlation_id=correlation_id(msg.correlation_id))
+
+
+def correlation_id(asked: str) -> str:
+    # echoed in a header: a caller's huge one must not push the reply over max_payload
+    return asked if 0 < len(asked) <= MAX_CORRELATION_ID else uuid.uuid4().hex
