@@ -6,7 +6,6 @@ its size, its nesting, its types, and what it carries into every event made from
 
 import json
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,13 +27,16 @@ NESTING = re.compile(r'"(?:[^"\\]|\\.)*+"|[\[\]{}]')
 CLOSER = {"[": "]", "{": "}"}
 
 
-@dataclass
 class Rejected(LlmbusError):
     """A message that cannot be served as a request; the sender hears why."""
 
-    error_type: ErrorType
-    message: str
-    request_id: str | None
+    error_type: ErrorType  # a completion's error type, not an ErrorReply's
+
+    def __init__(self, error_type: ErrorType, message: str, request_id: str | None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.request_id = request_id
 
 
 def salvage_request_id(data: bytes) -> str | None:
