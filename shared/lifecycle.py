@@ -54,9 +54,12 @@ async def serve_service(
             await run_with_relay(service, stop)
             log.info("%s service stopped; %d published", name, service.relay.published)
         finally:
-            await nc.drain()  # after a failure too: no request reaches a closed service
-            if service is not None:
-                await service.close()
+            try:
+                await nc.drain()  # after a failure too: no request reaches a closed service
+            finally:
+                # a drain that fails (NATS down) must not leave DuckDB or a probe open
+                if service is not None:
+                    await service.close()
     finally:
         app.close()
 
