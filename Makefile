@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install demo test lint typecheck pytest schemas docs bench clean
+.PHONY: install demo test lint typecheck pytest unit schemas docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ typecheck: install
 
 pytest: install
 	$(VENV)/bin/pytest -q
+
+unit: install
+	$(VENV)/bin/pytest -q tests/unit
 
 test: lint typecheck pytest
 

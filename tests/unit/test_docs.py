@@ -13,7 +13,7 @@ from llmbus.shared.contracts import ErrorType
 from llmbus.shared.contracts.budget import BudgetDefinition
 from llmbus.shared.settings import ENV_KEYS, ModelEntry, Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").rglob("*.md"))
 PAGES = [README, *DOCS]

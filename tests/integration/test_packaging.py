@@ -8,7 +8,7 @@ from pathlib import Path
 
 from llmbus.shared.schemas import rendered
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_schemas_folder_matches_the_contracts() -> None:
