@@ -148,7 +148,7 @@ class UsageHandlers:
 def usage_router(handlers: UsageHandlers, max_payload: Callable[[], int]) -> RpcRouter:
     router = RpcRouter("usage", QUEUE, max_payload)
     router.answer(subjects.USAGE_QUERY, handlers.query)
-    router.answer(subjects.BUDGET_RESERVE, handlers.reserve)
+    router.answer(subjects.BUDGET_RESERVE, handlers.reserve, hot=True)  # every request's path
     router.answer(subjects.BUDGET_STATUS, handlers.status)
     router.answer(subjects.BUDGET_REMAINING, handlers.remaining)
     router.answer(subjects.BUDGET_SET, handlers.define)

@@ -71,15 +71,20 @@ class ReplyMiddleware(BaseMiddleware):
             reply = error_reply(exc, subject, self.service)
         if reply is None:
             return None  # a subscription answers nothing
-        if isinstance(reply, ErrorReply) and not msg.reply_to:
-            # fire-and-forget: nobody to tell but the log
-            log.warning("ignoring a message on %s: %s", subject, reply.message)
-        payload = reply.model_dump_json().encode()
-        max_payload = self.max_payload()
-        if len(payload) > max_payload - HEADER_ROOM:
-            refused = too_large_reply(subject, len(payload), max_payload)
-            payload = refused.model_dump_json().encode()
+        payload = reply_bytes(reply, subject, bool(msg.reply_to), self.max_payload())
         return NatsResponse(payload, correlation_id=correlation_id(msg.correlation_id))
+
+
+def reply_bytes(reply: BaseModel, subject: str, asked: bool, max_payload: int) -> bytes:
+    """The reply as sent: too_large in its place when it would not fit the server."""
+    if isinstance(reply, ErrorReply) and not asked:
+        # fire-and-forget: nobody to tell but the log
+        log.warning("ignoring a message on %s: %s", subject, reply.message)
+    payload = reply.model_dump_json().encode()
+    if len(payload) > max_payload - HEADER_ROOM:
+        refused = too_large_reply(subject, len(payload), max_payload)
+        payload = refused.model_dump_json().encode()
+    return payload
 
 
 def correlation_id(asked: str) -> str:

@@ -155,7 +155,53 @@ def garden_router(handlers: Garden, max_payload: int = MAX_PAYLOAD) -> RpcRouter
     router.answer("garden.greet", handlers.greet)
     router.answer("garden.wait", handlers.wait)
     router.listen("garden.hear", handlers.hear)
+    router.answer("garden.hot.greet", handlers.greet, hot=True)
+    router.answer("garden.hot.wait", handlers.wait, hot=True)
     return router
+
+
+def as_compared(data: bytes) -> dict[str, Any]:
+    """An answer without what differs by subject and time: the subject a message names, and
+    when an ErrorReply was made."""
+    answer: dict[str, Any] = json.loads(data.replace(b"garden.hot.", b"garden."))
+    answer.pop("occurred_at", None)
+    return answer
+
+
+ASKED = [b"{not json", b"[1, 2]", b'{"times": 2}', b'{"name": "ada", "times": "often"}',
+         b'{"name": "xxxxxxxxxxxxxxxxxxxxxxxxx"}', b'{"name": "nobody"}', b'{"name": "rude"}',
+         b'{"name": "busy"}', b'{"name": "bug"}', b'{"name": "ada", "times": 1000}',
+         b'{"name": "ada", "times": 2}']  # fmt: skip
+
+
+async def test_on_real_nats_a_hot_subject_answers_exactly_as_the_others_do(
+    nats_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    handlers = Garden()
+    nc, client = await nats.connect(nats_url), await nats.connect(nats_url)
+    broker = SharedConnectionBroker(nc)
+    broker.include_router(garden_router(handlers))  # a 4096-byte max_payload for replies
+    await broker.start()
+    try:
+        await until_greeted(client)
+        for payload in ASKED:
+            with caplog.at_level(logging.ERROR, logger="llmbus.rpc"):
+                usual = await client.request("garden.greet", payload, timeout=5)
+                hot = await client.request("garden.hot.greet", payload, timeout=5)
+            assert as_compared(hot.data) == as_compared(usual.data), payload
+        first = asyncio.create_task(client.request("garden.hot.wait", b'{"name": "a"}', timeout=10))
+        second = asyncio.create_task(
+            client.request("garden.hot.wait", b'{"name": "b"}', timeout=10)
+        )
+        await asyncio.wait_for(handlers.both_waiting.wait(), 5)  # each in a task of its own
+        stopping = asyncio.create_task(broker.stop())  # waits for the hot requests in hand too
+        handlers.gate.set()
+        replies = [json.loads((await first).data), json.loads((await second).data)]
+        assert replies == [{"text": "a"}, {"text": "b"}]
+        await stopping
+    finally:
+        await client.close()
+        await nc.close()
 
 
 async def test_on_real_nats_a_waiting_request_holds_up_no_other_and_stopping_answers_it(
