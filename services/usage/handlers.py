@@ -154,6 +154,6 @@ def usage_router(handlers: UsageHandlers, max_payload: Callable[[], int]) -> Rpc
     router.answer(subjects.BUDGET_SET, handlers.define)
     router.answer(subjects.BUDGET_GRANT, handlers.grant)
     router.answer(subjects.BUDGET_GRANT_RETURN, handlers.take_back)
-    router.listen(subjects.BUDGET_SETTLE, handlers.settle)
+    router.listen(subjects.BUDGET_SETTLE, handlers.settle, hot=True)  # after every call
     router.listen(subjects.BUDGET_HOLDERS, handlers.heard_holder, queue="")  # every replica
     return router

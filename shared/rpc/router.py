@@ -33,14 +33,24 @@ class RpcRouter(NatsRouter):
         """Serve `subject` with `handler`: its request model is read from its signature, and
         what it returns is the reply. Each request is answered in a task of its own.
 
-        `hot`: a subject on every request's path (budget.reserve). On a live connection its
-        requests skip FastStream's per-message machinery (context scopes, logging and
-        acknowledgement middlewares, response publisher) for the same decode, handler, error
-        mapping and reply: that machinery doubled the reserve round trip at concurrency 64
-        (docs/decisions/0002). It is declared, documented and unit-tested like any other."""
+        `hot`: a subject on every request's path (budget.reserve, budget.settle). On a live
+        connection its messages skip FastStream's per-message machinery (context scopes,
+        logging and acknowledgement middlewares, response publisher) for the same decode,
+        handler, error mapping and reply: that machinery cost the usage service a quarter of
+        its CPU under load (docs/decisions/0002). It is declared, documented and unit-tested
+        like any other subject."""
         subscriber = self._subscribe(subject, handler, queue)
-        lean = self._lean(subject, handler) if hot else None
-        answer_each_in_a_task(subscriber, lean)
+        dispatch(subscriber, self._lean(subject, handler) if hot else None, concurrent=True)
+
+    def listen(
+        self, subject: str, handler: Handler[Any], *, queue: str | None = None, hot: bool = False
+    ) -> None:
+        """Take fire-and-forget messages on `subject`, one at a time, in arrival order; one that
+        is invalid is logged and dropped. `queue=""`: every replica hears every message.
+        `hot`: as for `answer`."""
+        subscriber = self._subscribe(subject, handler, queue)
+        if hot:
+            dispatch(subscriber, self._lean(subject, handler), concurrent=False)
 
     def _lean(self, subject: str, handler: Handler[Any]) -> Callable[[Msg], Awaitable[None]]:
         model = request_model(handler)
@@ -52,15 +62,13 @@ class RpcRouter(NatsRouter):
                 )
             except Exception as exc:
                 reply = error_reply(exc, subject, self.service)
-            if reply is not None and msg.reply:
-                await msg.respond(reply_bytes(reply, subject, True, self.max_payload()))
+            if reply is None:
+                return  # a subscription answers nothing
+            payload = reply_bytes(reply, subject, bool(msg.reply), self.max_payload())
+            if msg.reply:
+                await msg.respond(payload)
 
         return answer
-
-    def listen(self, subject: str, handler: Handler[Any], *, queue: str | None = None) -> None:
-        """Take fire-and-forget messages on `subject`, one at a time, in arrival order; one that
-        is invalid is logged and dropped. `queue=""`: every replica hears every message."""
-        self._subscribe(subject, handler, queue)
 
     def _subscribe(self, subject: str, handler: Handler[Any], queue: str | None) -> CoreSubscriber:
         subscriber = self.subscriber(
@@ -74,27 +82,35 @@ class RpcRouter(NatsRouter):
         return subscriber
 
 
-def answer_each_in_a_task(
-    subscriber: CoreSubscriber, lean: Callable[[Msg], Awaitable[None]] | None = None
+def dispatch(
+    subscriber: CoreSubscriber,
+    lean: Callable[[Msg], Awaitable[None]] | None,
+    *,
+    concurrent: bool,
 ) -> None:
-    """Answer each request in a task of its own, as soon as it arrives: a slow one (a chat turn
-    waiting for its outcome) holds up no other, and reservations arriving together reach the
-    admission desk together and share its batch.
+    """How a subscriber's messages are handled: through FastStream (`lean` None) or the lean
+    path; each in a task of its own (`concurrent`), or one after another in arrival order.
 
+    Concurrent: a slow request (a chat turn waiting for its outcome) holds up no other, and
+    reservations arriving together reach the admission desk together and share its batch.
     FastStream's `max_workers` does the same through a memory stream, a semaphore and a task
-    group: measured here, 0.2 ms more per round trip, on every reserve. Stopping still waits
-    for the requests in hand (FastStream counts them in `process_message`).
+    group: measured here, 0.2 ms more per round trip. Stopping waits for the messages in hand
+    either way (FastStream counts them in `process_message`; the lean path under the same lock).
     """
     in_flight: set[asyncio.Task[Any]] = set()
 
-    async def answer_lean(msg: Msg) -> None:
-        assert lean is not None
-        if subscriber.running:
-            with subscriber.lock:  # stopping waits for it, as for any request in hand
+    async def handle(msg: Msg) -> None:
+        if lean is None:
+            await subscriber.consume(msg)
+        elif subscriber.running:
+            with subscriber.lock:
                 await lean(msg)
 
     async def on_message(msg: Msg) -> None:
-        task = asyncio.create_task(answer_lean(msg) if lean else subscriber.consume(msg))
+        if not concurrent:
+            await handle(msg)  # nats-py calls back one message at a time
+            return
+        task = asyncio.create_task(handle(msg))
         in_flight.add(task)
         task.add_done_callback(in_flight.discard)
 

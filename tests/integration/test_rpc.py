@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from llmbus.shared.contracts import ErrorReply, ReplyErrorType
 from llmbus.shared.errors import InvalidRequestError, NotFoundError, StoreBusyError
 from llmbus.shared.rpc import RpcRouter, SharedConnectionBroker
+from support import wait_for
 
 MAX_PAYLOAD = 4096
 
@@ -157,6 +158,7 @@ def garden_router(handlers: Garden, max_payload: int = MAX_PAYLOAD) -> RpcRouter
     router.listen("garden.hear", handlers.hear)
     router.answer("garden.hot.greet", handlers.greet, hot=True)
     router.answer("garden.hot.wait", handlers.wait, hot=True)
+    router.listen("garden.hot.hear", handlers.hear, hot=True)
     return router
 
 
@@ -189,6 +191,13 @@ async def test_on_real_nats_a_hot_subject_answers_exactly_as_the_others_do(
                 usual = await client.request("garden.greet", payload, timeout=5)
                 hot = await client.request("garden.hot.greet", payload, timeout=5)
             assert as_compared(hot.data) == as_compared(usual.data), payload
+        with caplog.at_level(logging.WARNING, logger="llmbus.rpc"):
+            for name in (b'"bo"', b"oops", b'"cy"', b'"di"'):
+                await client.publish("garden.hot.hear", b'{"name": ' + name + b"}")
+            await client.flush()
+            await wait_for(lambda: len(handlers.heard) == 3, 5, "three names heard")
+        assert handlers.heard == ["bo", "cy", "di"]  # in order; the bad one only logged
+        assert any("ignoring a message on garden.hot.hear" in r.message for r in caplog.records)
         first = asyncio.create_task(client.request("garden.hot.wait", b'{"name": "a"}', timeout=10))
         second = asyncio.create_task(
             client.request("garden.hot.wait", b'{"name": "b"}', timeout=10)
