@@ -64,7 +64,7 @@ class ConversationRoute:
             key = (UUID(str(notification.originator_id)), notification.originator_version)
             try:
                 event = self.app.mapper.to_domain_event(notification)
-                if getattr(event, "request", None) is not None:
+                if isinstance(event, MESSAGE_ADDED) and event.request is not None:
                     prepared[key] = self.completion_requested(event)
             except Exception as exc:
                 if not caused_by_entry(exc):
@@ -72,9 +72,10 @@ class ConversationRoute:
                 prepared[key] = exc
         self.prepared = prepared
 
-    def completion_requested(self, event: DomainEventProtocol[Any]) -> dict[str, Any]:
+    def completion_requested(self, event: Conversation.MessageAdded) -> dict[str, Any]:
         """The CompletionRequested a MessageAdded starts, with the history it sends."""
-        stored: dict[str, Any] = getattr(event, "request")  # noqa: B009 (made by @event)
+        stored = event.request
+        assert stored is not None  # only a turn that starts a request is routed here
         if "messages" in stored:
             return stored  # stored whole, before turns were stored compactly
         prepared = self.prepared.get((event.originator_id, event.originator_version))
@@ -85,7 +86,8 @@ class ConversationRoute:
         conversation: Conversation = self.app.repository.get(
             event.originator_id, version=event.originator_version
         )
-        return sent_request(conversation, getattr(event, "request_id"), stored)  # noqa: B009
+        assert event.request_id is not None
+        return sent_request(conversation, event.request_id, stored)
 
     def prompt_changed(self, event: DomainEventProtocol[Any]) -> Outbound:
         key = self.key_of(event)
