@@ -54,3 +54,40 @@ class GroupCommit(Generic[T, R]):
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+
+
+class TickBatch(Generic[T, R]):
+    """Writes asked for in the same turn of the event loop go in one transaction, on the loop.
+
+    For a local store whose writes cost less than a thread hop (SQLite): the requests of one
+    fetch reach this together, and share one BEGIN and COMMIT. A lone write waits for nothing
+    but the callbacks already queued."""
+
+    def __init__(self, write_batch: Callable[[list[T]], list[R]]) -> None:
+        self._write_batch = write_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self.batches = 0
+        self.items = 0
+
+    async def write(self, item: T) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((item, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            results = self._write_batch([item for item, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self.batches += 1
+        self.items += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(result)

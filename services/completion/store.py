@@ -1,8 +1,9 @@
 """The worker's way into the completion store: cheapest path for each read and write.
 
 Local SQLite answers on the event loop (a write takes ~0.15 ms, cheaper than any thread hop; a
-read-only probe answers "no events yet" without one). A network store writes concurrent claims
-and outcomes together, on a thread of their own (group commit).
+read-only probe answers "no events yet" without one), and the claims of one fetch share a
+transaction. A network store writes concurrent claims and outcomes together, on a thread of
+their own (group commit).
 """
 
 import asyncio
@@ -10,7 +11,7 @@ from typing import Any
 
 from llmbus.services.completion.application import ClaimAnswer, CompletionApplication, Outcome
 from llmbus.services.completion.domain import CallClaim, Completion
-from llmbus.shared.batching import GroupCommit
+from llmbus.shared.batching import GroupCommit, TickBatch
 from llmbus.shared.eventstore import SQLiteProbe
 
 ClaimAsk = tuple[str, str, float, float]  # request_id, holder, now, lease_s
@@ -21,10 +22,14 @@ class CompletionStore:
         self.app = app
         self.probe = probe
         self.writes: GroupCommit[Outcome, Completion] | None = None
-        self.claiming: GroupCommit[ClaimAsk, ClaimAnswer] | None = None
+        self.claiming: GroupCommit[ClaimAsk, ClaimAnswer] | TickBatch[ClaimAsk, ClaimAnswer]
         if probe is None:
             self.writes = GroupCommit(app.record_many, "completion-store")
             self.claiming = GroupCommit(app.claim_many, "completion-claims")
+        else:
+            # the claims of one fetch share a transaction; an outcome is saved alone, at once,
+            # so that its reply does not wait behind litellm's logging tasks
+            self.claiming = TickBatch(app.claim_many)
 
     async def find(self, request_id: str) -> Completion | None:
         if self.probe is not None and not self.probe.has_events(Completion.create_id(request_id)):
@@ -32,12 +37,10 @@ class CompletionStore:
         return await asyncio.to_thread(self.app.find, request_id)
 
     async def claim(self, ask: ClaimAsk) -> ClaimAnswer:
-        if self.claiming is None:
-            return self.app.claim(*ask)
         return await self.claiming.write(ask)
 
     async def renew(self, claims: list[CallClaim], now: float, lease_s: float) -> None:
-        if self.claiming is None:
+        if self.probe is not None:
             self.app.renew(claims, now, lease_s)
         else:
             await asyncio.to_thread(self.app.renew, claims, now, lease_s)
@@ -55,5 +58,5 @@ class CompletionStore:
 
     def close(self) -> None:
         for commits in (self.writes, self.claiming):
-            if commits is not None:
+            if isinstance(commits, GroupCommit):
                 commits.close()
