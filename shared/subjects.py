@@ -77,3 +77,14 @@ MAX_SUBJECT_CHARS = 512
 
 def is_publish_subject(subject: str) -> bool:
     return len(subject) <= MAX_SUBJECT_CHARS and PUBLISH_SUBJECT.fullmatch(subject) is not None
+
+
+def is_reply_subject(subject: str) -> bool:
+    """Where a worker may send a caller its outcome: an inbox, never a system subject
+    ($JS.API.STREAM.DELETE.…, $SYS.…), where the reply would be a command run with the worker's
+    rights, nor one of llmbus's own subjects, where it would be a forged message."""
+    return (
+        is_publish_subject(subject)
+        and not subject.startswith("$")
+        and subject.split(".", 1)[0] != "llmbus"
+    )

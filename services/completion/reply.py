@@ -38,7 +38,7 @@ def reply_subject(headers: dict[str, str] | None) -> str | None:
     reply_to = (headers or {}).get(subjects.REPLY_TO_HEADER)
     if not reply_to:
         return None
-    if not subjects.is_publish_subject(reply_to):
+    if not subjects.is_reply_subject(reply_to):
         log.warning("%s is not a subject a reply can go to: no reply", subjects.REPLY_TO_HEADER)
         return None
     return reply_to

@@ -300,6 +300,37 @@ async def test_a_reply_to_that_is_not_a_subject_gets_no_reply_and_the_request_is
     assert "Traceback" not in worker.log, worker.log
 
 
+async def test_a_reply_to_naming_a_system_or_llmbus_subject_gets_no_reply(
+    settings: Settings, config_file: Path
+) -> None:
+    """A reply there would be a JetStream API command run with the worker's rights (deleting
+    the events stream), or a forged llmbus message."""
+    targets = {
+        "reply-js-api": f"$JS.API.STREAM.DELETE.{subjects.EVENTS_STREAM}",
+        "reply-sys": "$SYS.REQ.SERVER.PING",
+        "reply-usage": subjects.USAGE_RECORDED,
+        "reply-requested": subjects.COMPLETION_REQUESTED,
+    }
+    async with worker_process(settings, config_file) as (nc, events, worker):
+        js = nc.jetstream()
+        for request_id, target in targets.items():
+            headers = {subjects.REPLY_TO_HEADER: target}
+            await js.publish(subjects.COMPLETION_REQUESTED, request(request_id), headers=headers)
+        await events.wait_terminal(len(targets))
+        await wait_for(lambda: all_handled(nc), what="every message acked")
+        stream = await js.stream_info(subjects.EVENTS_STREAM)  # not deleted
+        requests = await js.stream_info(subjects.REQUESTS_STREAM)
+
+    assert stream.config.name == subjects.EVENTS_STREAM
+    assert requests.state.messages == 0  # no reply was queued as a request
+    assert sorted(e["request_id"] for e in events.on(subjects.COMPLETION_RECEIVED)) == sorted(
+        targets
+    )
+    # one real UsageRecorded per request; no reply landed on the subject as a forged one
+    assert len(events.on(subjects.USAGE_RECORDED)) == len(targets)
+    assert worker.log.count("Llmbus-Reply-To is not a subject a reply can go to") == 4
+
+
 async def test_an_id_nested_in_another_message_is_never_taken_for_its_own(
     settings: Settings, config_file: Path
 ) -> None:
