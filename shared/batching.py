@@ -40,15 +40,11 @@ class GroupCommit(Generic[T, R]):
                 try:
                     results = await loop.run_in_executor(self._writer, self._write_batch, items)
                 except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    answer(batch, exc)
                     continue
                 self.batches += 1
                 self.items += len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():  # its caller may have been cancelled meanwhile
-                        future.set_result(result)
+                answer(batch, results)
         finally:
             self._flushing = None
 
@@ -82,12 +78,21 @@ class TickBatch(Generic[T, R]):
         try:
             results = self._write_batch([item for item, _ in batch])
         except Exception as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            answer(batch, exc)
             return
         self.batches += 1
         self.items += len(batch)
-        for (_, future), result in zip(batch, results, strict=True):
-            if not future.done():  # its caller may have been cancelled meanwhile
-                future.set_result(result)
+        answer(batch, results)
+
+
+def answer(batch: list[tuple[T, "asyncio.Future[R]"]], outcome: list[R] | Exception) -> None:
+    """Each writer of a batch gets its own result, or the batch's error."""
+    if not isinstance(outcome, Exception) and len(outcome) != len(batch):
+        outcome = RuntimeError(f"a batch of {len(batch)} writes gave {len(outcome)} results")
+    for i, (_, future) in enumerate(batch):
+        if future.done():
+            continue  # its caller was cancelled meanwhile
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome[i])

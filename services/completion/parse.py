@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json
 
 from llmbus.shared.contracts import CompletionRequested, ErrorType
-from llmbus.shared.contracts.base import MAX_JSON_DEPTH, too_large
+from llmbus.shared.contracts.base import MAX_JSON_DEPTH, describe, too_large
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.limits import Limits, encoded_size
 
@@ -107,15 +107,6 @@ def value_end(text: str, start: int) -> int | None:
     return None
 
 
-def describe(exc: ValidationError) -> str:
-    # built from locations and messages only: pydantic's str() would echo the input values
-    problems = [
-        f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}"
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
-    return "schema-invalid request: " + "; ".join(problems[:10])
-
-
 def parse_request(data: bytes, limits: Limits) -> CompletionRequested:
     if len(data) > limits.request_bytes:
         raise Rejected(
@@ -138,7 +129,7 @@ def rejection(exc: ValidationError, data: bytes) -> Rejected:
     if errors[0]["type"] == "model_type":
         return Rejected(ErrorType.invalid_request, "request must be a JSON object", None)
     error_type = ErrorType.too_large if too_large(exc) else ErrorType.invalid_request
-    return Rejected(error_type, describe(exc), salvage_request_id(data))
+    return Rejected(error_type, describe(exc, "schema-invalid request"), salvage_request_id(data))
 
 
 def unreadable(detail: str) -> tuple[ErrorType, str]:

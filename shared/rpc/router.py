@@ -57,9 +57,7 @@ class RpcRouter(NatsRouter):
 
         async def answer(msg: Msg) -> None:
             try:
-                reply: BaseModel | None = await handler(
-                    model.model_validate_json(msg.data or b"{}")
-                )
+                reply: BaseModel | None = await handler(read_request(model, msg.data))
             except Exception as exc:
                 reply = error_reply(exc, subject, self.service)
             if reply is None:
@@ -139,6 +137,10 @@ def request_decoder(model: type[BaseModel]) -> Callable[[NatsMessage], Awaitable
     # pydantic parses the bytes itself: faster than json.loads and a second pass, bounded in
     # depth, and its errors say where the JSON broke
     async def decode(msg: NatsMessage) -> BaseModel:
-        return model.model_validate_json(msg.body or b"{}")
+        return read_request(model, msg.body)
 
     return decode
+
+
+def read_request(model: type[BaseModel], body: bytes) -> BaseModel:
+    return model.model_validate_json(body or b"{}")  # an empty body asks with every default

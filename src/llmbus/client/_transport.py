@@ -3,7 +3,7 @@ RequestError."""
 
 import json
 import uuid
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -11,6 +11,9 @@ from pydantic import BaseModel, ValidationError
 
 from llmbus.shared.contracts import ErrorReply
 from llmbus.shared.errors import LlmbusError, RequestError
+
+if TYPE_CHECKING:
+    from llmbus.client.core import Client
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
 DEFAULT_TIMEOUT_S = 10.0
@@ -57,6 +60,25 @@ async def call(
             late or f"no answer on {subject} within {timeout_s}s: is the {service} service running?"
         ) from None
     return decode(msg.data, reply_type)
+
+
+class SubClient:
+    """A group of a Client's calls, all answered by one service."""
+
+    service: ClassVar[str]
+
+    def __init__(self, client: "Client") -> None:
+        self._client = client
+
+    async def _call(
+        self,
+        subject: str,
+        request: BaseModel | dict[str, Any],
+        reply_type: type[ReplyT],
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> ReplyT:
+        return await call(self._client.nc, subject, request, reply_type, service=self.service,
+                          timeout_s=timeout_s)  # fmt: skip
 
 
 def decode(data: bytes, reply_type: type[ReplyT]) -> ReplyT:

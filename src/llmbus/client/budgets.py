@@ -1,11 +1,11 @@
 """client.budgets: llmbus.budget.*, answered by the usage service, and the budget events."""
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from llmbus.client._transport import call
+from llmbus.client._transport import SubClient
 from llmbus.shared import subjects
 from llmbus.shared.contracts.budget import (
     BudgetDefinition,
@@ -18,20 +18,15 @@ from llmbus.shared.contracts.budget import (
     RequestAttributes,
 )
 
-if TYPE_CHECKING:
-    from llmbus.client.core import Client
-
 BudgetEvent = BudgetThresholdReached | BudgetExceeded
 
 
-class Budgets:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+class Budgets(SubClient):
+    service = "usage"
 
     async def status(self, timeout_s: float = 10.0) -> list[BudgetStatus]:
         """Spent, reserved and limit of every budget in its current window."""
-        rows = await call(self._client.nc, subjects.BUDGET_STATUS, {}, BudgetStatusList,
-                          service="usage", timeout_s=timeout_s)  # fmt: skip
+        rows = await self._call(subjects.BUDGET_STATUS, {}, BudgetStatusList, timeout_s)
         return rows.root
 
     async def remaining(
@@ -48,8 +43,7 @@ class Budgets:
         model and role would be admitted against: for routing to a model that can still pay."""
         query = RequestAttributes(user=user_id, team=team_id, project=project_id, model=model,
                                   role=role)  # fmt: skip
-        answer = await call(self._client.nc, subjects.BUDGET_REMAINING, query,
-                            BudgetRemainingList, service="usage", timeout_s=timeout_s)  # fmt: skip
+        answer = await self._call(subjects.BUDGET_REMAINING, query, BudgetRemainingList, timeout_s)
         return answer.budgets
 
     async def events(
@@ -103,8 +97,7 @@ class Budgets:
     ) -> BudgetStatus:
         """Create or change a budget at run time; the change is stored as an event."""
         budget = BudgetDefinition.model_validate(definition)
-        return await call(self._client.nc, subjects.BUDGET_SET, budget, BudgetStatus,
-                          service="usage", timeout_s=timeout_s)  # fmt: skip
+        return await self._call(subjects.BUDGET_SET, budget, BudgetStatus, timeout_s)
 
 
 def read_event(subject: str, data: bytes) -> BudgetEvent:

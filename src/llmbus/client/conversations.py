@@ -2,9 +2,9 @@
 
 Sending a turn is client.chat(); this sub-client manages the conversations themselves."""
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmbus.client._transport import ReplyT, call
+from llmbus.client._transport import SubClient
 from llmbus.shared import subjects
 from llmbus.shared.contracts.conversation import (
     ConversationPage,
@@ -12,18 +12,9 @@ from llmbus.shared.contracts.conversation import (
     ConversationView,
 )
 
-if TYPE_CHECKING:
-    from llmbus.client.core import Client
 
-
-class Conversations:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
-
-    async def _call(
-        self, subject: str, request: dict[str, Any], reply_type: type[ReplyT]
-    ) -> ReplyT:
-        return await call(self._client.nc, subject, request, reply_type, service="conversation")
+class Conversations(SubClient):
+    service = "conversation"
 
     async def create(
         self,

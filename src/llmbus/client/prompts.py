@@ -1,9 +1,9 @@
 """client.prompts: managed prompts (llmbus.prompt.*, served by the conversation service)."""
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from llmbus.client._transport import ReplyT, call, dumpable, new_request_id
+from llmbus.client._transport import SubClient, dumpable, new_request_id
 from llmbus.shared import subjects
 from llmbus.shared.contracts.completion import CompletionRequested, PromptRef
 from llmbus.shared.contracts.prompt import (
@@ -17,18 +17,9 @@ from llmbus.shared.contracts.prompt import (
     RenderedPrompt,
 )
 
-if TYPE_CHECKING:
-    from llmbus.client.core import Client
 
-
-class Prompts:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
-
-    async def _call(
-        self, subject: str, request: dict[str, Any], reply_type: type[ReplyT]
-    ) -> ReplyT:
-        return await call(self._client.nc, subject, request, reply_type, service="conversation")
+class Prompts(SubClient):
+    service = "conversation"
 
     async def create(
         self,

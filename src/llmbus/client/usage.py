@@ -2,19 +2,14 @@
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from llmbus.client._transport import call
+from llmbus.client._transport import SubClient
 from llmbus.shared import subjects
 from llmbus.shared.contracts import UsageQuery, UsageQueryResult
 
-if TYPE_CHECKING:
-    from llmbus.client.core import Client
 
-
-class Usage:
-    def __init__(self, client: "Client") -> None:
-        self._client = client
+class Usage(SubClient):
+    service = "usage"
 
     async def query(
         self,
@@ -31,5 +26,4 @@ class Usage:
             {"group_by": list(by), "since": since, "until": until, "filters": filters or {},
              "limit": limit}
         )  # fmt: skip
-        return await call(self._client.nc, subjects.USAGE_QUERY, query, UsageQueryResult,
-                          service="usage", timeout_s=timeout_s)  # fmt: skip
+        return await self._call(subjects.USAGE_QUERY, query, UsageQueryResult, timeout_s)
