@@ -72,13 +72,10 @@ class Stack:
     ) -> None:  # fmt: skip
         import yaml
 
-        from llmbus.shared.natsserver import EmbeddedNats
-
         self.name = name
         self.folder = folder
         folder.mkdir()
-        self.server = EmbeddedNats(folder / "nats")
-        self.server.start()
+        self.server, self.creds = P.secured_server(folder)
         self.config = P.write_config(folder, self.server.url, api_base, conc)
         raw = yaml.safe_load(self.config.read_text())
         raw["budgets"] = budgets()
@@ -92,19 +89,15 @@ class Stack:
         self.client: Any = None
 
     async def start(self) -> None:
-        import nats
-
-        from llmbus.shared import bus
         from llmbus.shared.settings import Settings
 
         settings = Settings(nats_url=self.server.url, state_dir=self.folder / "state")
-        self.admin = await nats.connect(self.server.url)
-        await bus.provision(self.admin.jetstream(), settings)
+        self.admin = await P.provision(settings)
         self.worker = P.spawn("completion", self.config, self.folder / "completion.log")
         self.usage = P.spawn("usage", self.config, self.folder / "usage.log")
         from llmbus.client import Client
 
-        self.client = Client(self.server.url, settings=settings, timeout_s=60.0)
+        self.client = Client(self.server.url, creds=self.creds, settings=settings, timeout_s=60.0)
         await self.client.connect()
 
     async def ready(self) -> float:

@@ -263,6 +263,35 @@ def create_schema(pg: dict[str, str]) -> None:
     atexit.register(run, f"DROP SCHEMA IF EXISTS {pg['schema_name']} CASCADE")
 
 
+def secured_server(folder: Path) -> tuple[Any, Path]:
+    """nats-server as `llmbus up` runs it (authentication on), and credentials for a client,
+    as an application holds them: llmbus is measured the way it ships."""
+    from llmbus.shared.auth.clients import issue_client
+    from llmbus.shared.auth.config import ensure_auth
+    from llmbus.shared.auth.files import AuthFiles
+    from llmbus.shared.natsserver import secured_nats
+
+    state = folder / "state"
+    _, creds = issue_client(ensure_auth(AuthFiles.of(state)), "bench", "bench-user")
+    server = secured_nats(state)
+    server.start()
+    return server, creds
+
+
+async def provision(settings: Any) -> Any:
+    """The operator's connection, with the streams provisioned and the client published."""
+    from llmbus.shared import bus
+    from llmbus.shared.auth.directory import publish_clients
+    from llmbus.shared.auth.files import AuthFiles
+    from llmbus.shared.auth.registry import load_clients
+
+    admin = await bus.connect(settings, "bench-admin")
+    await bus.provision(admin.jetstream(), settings)
+    registry = AuthFiles.of(settings.state_dir).registry
+    await publish_clients(admin.jetstream(), load_clients(registry))
+    return admin
+
+
 def spawn(service: str, config: Path, log: Path, profile: Path | None = None) -> subprocess.Popen:
     python = [sys.executable]
     if profile is not None:
@@ -270,9 +299,10 @@ def spawn(service: str, config: Path, log: Path, profile: Path | None = None) ->
         renderer = RENDERERS.get(profile.suffix, "text")
         python += ["-m", "pyinstrument", "-r", renderer, "-o", str(profile)]
         python += ["--show-all"] if renderer in ("text", "html") else []
+    seed = config.parent / "state" / "auth" / "services" / f"{service}.nk"  # secured_server's
     return subprocess.Popen(
         [*python, "-m", "llmbus", "serve", service],
-        env=os.environ | {"LLMBUS_CONFIG": str(config), KEY_ENV: API_KEY},
+        env=os.environ | {"LLMBUS_CONFIG": str(config), KEY_ENV: API_KEY, "NATS_CREDS": str(seed)},
         stdin=subprocess.DEVNULL,
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
@@ -378,24 +408,18 @@ async def measured(side: Side, run: Callable[[dict[str, Any]], Awaitable[dict[st
 
 async def run_all(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespace,
                   notes: list[str]) -> tuple[Side, Side]:  # fmt: skip
-    import nats
-
     from llmbus.client import Client
-    from llmbus.shared import bus
-    from llmbus.shared.natsserver import EmbeddedNats
     from llmbus.shared.settings import Settings
 
     bare_client = BareClient(api_base)
     bare_start = asyncio.create_task(bare_client.start())  # imports litellm meanwhile
-    server = EmbeddedNats(folder / "nats")
-    server.start()
+    server, creds = secured_server(folder)
     worker = usage = admin = client = None
     try:
         config = write_config(folder, server.url, api_base, args.concurrency, args.event_store)
         notes.append(f"completion event store: {args.event_store}")
         settings = Settings(nats_url=server.url, state_dir=folder / "state")
-        admin = await nats.connect(server.url)
-        await bus.provision(admin.jetstream(), settings)
+        admin = await provision(settings)
         worker_log = folder / "completion.log"
         worker = spawn("completion", config, worker_log, args.profile)
         if args.with_usage:
@@ -403,7 +427,7 @@ async def run_all(folder: Path, api_base: str, fake_pid: int, args: argparse.Nam
         ready_s = await wait_ready(admin, worker, worker_log)
         notes.append(f"completion worker ready {ready_s:.1f} s after spawn")
         await bare_start
-        client = Client(server.url, settings=settings, timeout_s=60.0)
+        client = Client(server.url, creds=creds, settings=settings, timeout_s=60.0)
         await client.connect()
 
         async def llmbus_call() -> Any:

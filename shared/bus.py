@@ -3,9 +3,11 @@
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -23,7 +25,9 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 
 from llmbus.shared import subjects
-from llmbus.shared.errors import NotReachableError
+from llmbus.shared.auth.directory import provision_bucket
+from llmbus.shared.auth.files import AuthFiles
+from llmbus.shared.errors import ConfigError, ForbiddenError, NotReachableError
 from llmbus.shared.failover import Backoff, ConnectionLog, describe, is_transient
 from llmbus.shared.settings import Settings
 
@@ -39,7 +43,11 @@ def stream_configs(replicas: int = 1) -> list[StreamConfig]:
     return [
         StreamConfig(
             name=subjects.REQUESTS_STREAM,
-            subjects=[subjects.COMPLETION_REQUESTED],
+            # a client's requests arrive under its name (shared.auth.config)
+            subjects=[
+                subjects.COMPLETION_REQUESTED,
+                subjects.from_client(subjects.COMPLETION_REQUESTED),
+            ],
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=120.0,
@@ -89,7 +97,6 @@ def consumer_configs(settings: Settings) -> list[tuple[str, ConsumerConfig]]:
         ack_wait=settings.completion.ack_wait_s,
         max_deliver=settings.completion.max_deliver,
         max_ack_pending=20_000,
-        filter_subject=subjects.COMPLETION_REQUESTED,
     )
     gave_up = ConsumerConfig(
         durable_name=subjects.GAVE_UP_CONSUMER,
@@ -136,13 +143,41 @@ def resolve_nats_url(settings: Settings) -> str:
     return url
 
 
-async def connect(settings: Settings, name: str, url: str | None = None) -> NatsClient:
-    """A connection that reconnects for ever, to any node listed in the (comma-separated) url."""
+def resolve_creds(settings: Settings) -> Path | None:
+    """NATS_CREDS if set; else the operator's, where `llmbus up` made them; else none (a server
+    without authentication)."""
+    if settings.nats_creds is not None:
+        return settings.nats_creds
+    operator = AuthFiles.of(settings.state_dir).operator
+    return operator if operator.is_file() else None
+
+
+def credential_options(creds: Path | None, tls_ca: Path | None = None) -> dict[str, Any]:
+    """nats-py's options for a user nkey seed or a .creds file (JWT and seed), and a CA."""
+    options: dict[str, Any] = {}
+    if creds is not None:
+        try:
+            text = creds.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read NATS credentials {creds}: {exc.strerror}") from None
+        key = "user_credentials" if "BEGIN NATS USER JWT" in text else "nkeys_seed"
+        options[key] = str(creds)
+    if tls_ca is not None:
+        options["tls"] = ssl.create_default_context(cafile=str(tls_ca))
+    return options
+
+
+async def connect(
+    settings: Settings, name: str, url: str | None = None, creds: Path | None = None
+) -> NatsClient:
+    """A connection that reconnects for ever, to any node listed in the (comma-separated) url,
+    with `creds` (default: resolve_creds)."""
     url = url or resolve_nats_url(settings)
+    options = credential_options(creds or resolve_creds(settings), settings.nats_tls_ca)
     nc = NatsClient()
     events = ConnectionLog(nc)
-    try:
-        await nc.connect(
+    connecting = asyncio.ensure_future(
+        nc.connect(
             [server.strip() for server in url.split(",")],
             name=name,
             connect_timeout=3,
@@ -152,7 +187,24 @@ async def connect(settings: Settings, name: str, url: str | None = None) -> Nats
             error_cb=events.error,
             disconnected_cb=events.disconnected,
             reconnected_cb=events.reconnected,
+            **options,
         )
+    )
+    refused = asyncio.ensure_future(events.refused.wait())
+    await asyncio.wait((connecting, refused), return_when=asyncio.FIRST_COMPLETED)
+    refused.cancel()
+    if not connecting.done():
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        await nc.close()
+        held = options.get("nkeys_seed") or options.get("user_credentials")
+        raise ForbiddenError(
+            f"NATS at {url} refused the credentials in {held}"
+            if held
+            else f"NATS at {url} needs credentials: set NATS_CREDS (or --creds)"
+        )
+    try:
+        connecting.result()
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         raise NotReachableError(f"cannot reach NATS at {url}: {exc}") from None
     return nc
@@ -191,6 +243,7 @@ async def _provision(js: JetStreamContext, settings: Settings) -> None:
             await js.update_stream(config=config)
     for stream, consumer in consumer_configs(settings):
         await js.add_consumer(stream, config=consumer)
+    await provision_bucket(js, settings.stream_replicas)
 
 
 def write_state_nats_url(state_dir: Path, url: str) -> None:

@@ -19,6 +19,8 @@ class ReplyErrorType(StrEnum):
     invalid_variables = "invalid_variables"
     store_busy = "store_busy"
     unavailable = "unavailable"
+    forbidden = "forbidden"
+    request_conflict = "request_conflict"
     internal = "internal"
 
 
@@ -39,6 +41,19 @@ class NotFoundError(LlmbusError, LookupError):
     """What the request names does not exist (or is not the caller's to see)."""
 
     error_type = ReplyErrorType.not_found
+
+
+class ForbiddenError(LlmbusError, PermissionError):
+    """The caller's credentials do not allow this: another user's name in the payload, a budget
+    change without admin rights, another team's prompt."""
+
+    error_type = ReplyErrorType.forbidden
+
+
+class RequestConflictError(LlmbusError):
+    """A request_id (or chat turn id) that another client's request already owns."""
+
+    error_type = ReplyErrorType.request_conflict
 
 
 class ConfigError(LlmbusError):

@@ -80,8 +80,13 @@ class ConnectionLog:
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
         self.down_since: float | None = None
+        # set when the server refuses the credentials: retrying them would loop for ever
+        self.refused = asyncio.Event()
 
     async def error(self, exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower() and not self.nc.is_connected:
+            self.refused.set()
+            return
         log.log(logging.DEBUG if self.down_since else logging.WARNING, "nats: %s", describe(exc))
 
     async def disconnected(self) -> None:

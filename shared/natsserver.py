@@ -8,7 +8,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from llmbus.shared.auth.config import ensure_auth
+from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.errors import LlmbusError
 
 
@@ -26,7 +29,7 @@ def nats_server_binary() -> str:
 
 class EmbeddedNats:
     """Runs nats-server with JetStream on a free loopback port, data under `data_dir`;
-    `args` adds options (a cluster node's, say)."""
+    `config_file` sets who may connect, `extra_args` adds options (a cluster node's, say)."""
 
     def __init__(
         self,
@@ -34,11 +37,14 @@ class EmbeddedNats:
         port: int = -1,
         startup_timeout_s: float = 15.0,
         extra_args: Sequence[str] = (),
+        config_file: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.startup_timeout_s = startup_timeout_s
         self.extra_args = list(extra_args)  # e.g. ["--max_payload", "8192"]
+        # accounts and users (shared.auth.config); options given here take precedence
+        self.config_file = config_file
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -49,9 +55,11 @@ class EmbeddedNats:
         for stale in ports_dir.glob("*.ports"):
             stale.unlink()
         log_file = self.data_dir / "nats-server.log"
+        config = ["-c", str(self.config_file)] if self.config_file else []
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
+                *config,
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
                 "-js",
@@ -108,3 +116,10 @@ class EmbeddedNats:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def secured_nats(state_dir: Path, data_dir: Path | None = None, **options: Any) -> EmbeddedNats:
+    """The embedded server as `llmbus up` runs it: data under `state_dir`/nats (or `data_dir`),
+    and only the holders of credentials under `state_dir`/auth (made on first use) connect."""
+    files = ensure_auth(AuthFiles.of(state_dir))
+    return EmbeddedNats(data_dir or state_dir / "nats", config_file=files.server_config, **options)

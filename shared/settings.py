@@ -104,6 +104,14 @@ class Settings(Section):
     nats_url: str | None = Field(
         default=None, description="One URL or a comma-separated list of cluster nodes."
     )
+    nats_creds: Path | None = Field(
+        default=None,
+        description="NATS credentials: a user nkey seed (`llmbus clients create`) or a .creds "
+        "file. Default: the operator's, from the state folder of `llmbus up`.",
+    )
+    nats_tls_ca: Path | None = Field(
+        default=None, description="CA certificate that signed the NATS server's (tls:// URLs)."
+    )
     stream_replicas: int = Field(
         default=1, ge=1, le=5, description="JetStream replicas per stream; 3 on a 3-node cluster."
     )
@@ -143,6 +151,8 @@ class Settings(Section):
 ENV_KEYS: dict[str, str] = {
     "LLMBUS_STATE_DIR": "state_dir",
     "NATS_URL": "nats_url",
+    "NATS_CREDS": "nats_creds",
+    "NATS_TLS_CA": "nats_tls_ca",
     "LLMBUS_STREAM_REPLICAS": "stream_replicas",
     "LLMBUS_EVENT_STORE": "event_store",
     "LLMBUS_SQLITE_SYNCHRONOUS": "sqlite_synchronous",

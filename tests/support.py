@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import nats
 import yaml
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -21,7 +20,9 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from llmbus.client import Client
-from llmbus.shared import subjects
+from llmbus.shared import bus, subjects
+from llmbus.shared.auth.clients import apply_clients, issue_client
+from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings
@@ -86,7 +87,7 @@ async def watching_events(nc: NatsClient) -> AsyncIterator[EventLog]:
 @contextlib.asynccontextmanager
 async def connected(settings: Settings) -> AsyncIterator[NatsClient]:
     assert settings.nats_url
-    nc = await nats.connect(settings.nats_url)
+    nc = await bus.connect(settings, "test")
     try:
         yield nc
     finally:
@@ -130,10 +131,20 @@ def spawn_service(
     with log.open("ab") if log else contextlib.nullcontext() as stderr:
         return subprocess.Popen(
             [sys.executable, "-m", "llmbus", "serve", service],
-            env=os.environ | {"LLMBUS_CONFIG": str(config_file)} | env,
+            env=os.environ
+            | {"LLMBUS_CONFIG": str(config_file)}
+            | service_creds(service, config_file)
+            | env,
             stdout=stdout,
             stderr=stderr or subprocess.PIPE,
         )
+
+
+def service_creds(service: str, config_file: Path) -> dict[str, str]:
+    """The service's own credentials, as `llmbus up` gives it, where the test's server has them."""
+    config = yaml.safe_load(config_file.read_text())
+    seed = AuthFiles.of(Path(config["state_dir"])).service(service)
+    return {"NATS_CREDS": str(seed)} if seed.is_file() else {}
 
 
 def llmbus_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -215,3 +226,28 @@ def with_budgets(config_file: Path, *budgets: dict[str, Any], **completion: Any)
 async def budget_status(nc: NatsClient) -> dict[str, dict[str, Any]]:
     reply = await nc.request(subjects.BUDGET_STATUS, b"{}", timeout=5)
     return {row["name"]: row for row in json.loads(reply.data)}
+
+
+async def new_client(
+    settings: Settings,
+    name: str,
+    user_id: str,
+    team_id: str | None = None,
+    project_id: str | None = None,
+    admin: bool = False,
+) -> Path:
+    """Credentials for a client, issued as `llmbus clients create` does, on the test's server."""
+    files = AuthFiles.of(settings.state_dir)
+    _, path = issue_client(files, name, user_id, team_id, project_id, admin)
+    await apply_clients(settings)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def as_client(settings: Settings, creds: Path) -> AsyncIterator[NatsClient]:
+    """A raw NATS connection with a client's credentials, as an attacker would hold."""
+    nc = await bus.connect(settings, "test-client", creds=creds)
+    try:
+        yield nc
+    finally:
+        await nc.close()

@@ -24,6 +24,8 @@ class Job:
     reply_to: str | None
     request: CompletionRequested
     model: str
+    # the client whose credentials sent it (None: llmbus's own account, such as a chat turn)
+    owner: str | None = None
     # set by claim: this worker's claim to call the model
     claim: CallClaim | None = None
     # set by admit: the messages sent to the model, and the prompt they came from
@@ -45,6 +47,8 @@ class Job:
     def digest(self) -> str:
         """What the request asks for, as a hash: two sends of one request_id compare by it."""
         asked = {k: v for k, v in self.dumped.items() if k not in NOT_COMPARED}
+        if self.owner is not None:
+            asked["owner"] = self.owner  # another client's request_id is never the same request
         canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -64,9 +68,12 @@ class Job:
         """The request as the store keeps it: with its digest, and in metadata-only mode
         without its contents (the digest stands in for them when a re-send is compared)."""
         if not metadata_only:
-            return self.dumped | {"digest": self.digest}
+            return self.dumped | self.provenance()
         exclude: Any = {"messages": True, "prompt": {"variables"}}
         stored = self.request.model_dump(mode="json", exclude_none=True, exclude=exclude)
         if self.request.messages is not None:
             stored["message_count"] = len(self.request.messages)
-        return stored | {"digest": self.digest}
+        return stored | self.provenance()
+
+    def provenance(self) -> dict[str, Any]:
+        return {"digest": self.digest} | ({"owner": self.owner} if self.owner else {})

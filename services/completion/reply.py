@@ -32,16 +32,20 @@ def stored_reply(completion: Completion) -> bytes:
     return dumps(completion.outcome)
 
 
-def reply_subject(headers: dict[str, str] | None) -> str | None:
+def reply_subject(headers: dict[str, str] | None, client: str | None = None) -> str | None:
     """The caller's Llmbus-Reply-To, if a reply can be published there; the request is served
-    either way, and its outcome still goes to the events stream."""
+    either way, and its outcome still goes to the events stream. A client's reply can go only
+    to an inbox in its own account (through llmbus.reply.<client>.>)."""
     reply_to = (headers or {}).get(subjects.REPLY_TO_HEADER)
     if not reply_to:
         return None
-    if not subjects.is_reply_subject(reply_to):
+    if client is not None:
+        routed = subjects.client_reply_subject(client, reply_to)
+    else:
+        routed = reply_to if subjects.is_reply_subject(reply_to) else None
+    if routed is None:
         log.warning("%s is not a subject a reply can go to: no reply", subjects.REPLY_TO_HEADER)
-        return None
-    return reply_to
+    return routed
 
 
 class Reply:
@@ -63,20 +67,37 @@ class Reply:
         self.relay.poke()  # after the reply: the caller waits on it, not on the events
 
     async def conflict(self, job: Job) -> None:
-        """The request_id was used before for a different request: the first outcome stands,
-        untouched, and this one is neither called nor stored; only its caller hears of it."""
+        """The request_id was used before for a different request, or by another client: the
+        first outcome stands, untouched, and this one is neither called nor stored; only its
+        caller hears of it."""
         log.warning("request %s re-sent with a different request: refused", job.request_id)
         refused = CompletionFailed(
             request_id=job.request_id,
             error_type=ErrorType.request_conflict,
-            message=f"request_id {job.request_id!r} was already used for a different request; "
-            "its outcome stands. A request_id is the idempotency key: send a changed request "
-            "with a new request_id.",
+            message=f"request_id {job.request_id!r} was already used for a different request "
+            "(or by another client); its outcome stands. A request_id is the idempotency key: "
+            "send a changed request with a new request_id.",
             retryable=False,
             model=job.model,
         )
         await self.publish(job.reply_to, dumps(refused.model_dump(mode="json")))
         await job.msg.ack()
+
+    async def refuse(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:
+        """A client's request refused at intake: only its sender hears why, and the message is
+        kept as a dead letter. No event is stored or published under its request_id, which may
+        be another owner's (a forged refusal would end their request)."""
+        log.warning("refused request %s: %s", rejected.request_id, rejected.error_type.value)
+        if rejected.request_id is not None:
+            refused = CompletionFailed(
+                request_id=rejected.request_id,
+                error_type=rejected.error_type,
+                message=rejected.message[:MAX_REASON_CHARS],
+                retryable=False,
+            )
+            await self.publish(reply_to, dumps(refused.model_dump(mode="json")))
+        await self.dead_letter(msg.data, msg.subject, msg.metadata.sequence.stream, rejected)
+        await msg.ack()
 
     async def reject(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:
         await self.fail(msg.data, msg.subject, msg.metadata.sequence.stream, rejected, reply_to)

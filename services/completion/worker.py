@@ -28,6 +28,7 @@ from llmbus.services.completion.record import Record
 from llmbus.services.completion.reply import Reply, reply_subject
 from llmbus.services.completion.store import CompletionStore
 from llmbus.shared import bus, subjects
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
@@ -61,7 +62,8 @@ class CompletionWorker:
                       self.heartbeat, call, record)  # fmt: skip
         self.claim = Claim(config.claim_lease_s, self.store, self.admission, self.heartbeat,
                            admit, self.reply)  # fmt: skip
-        self.intake = Intake(config, nc, gateway.catalog, self.claim, self.reply)
+        self.intake = Intake(config, nc, gateway.catalog, self.claim, self.reply,
+                             ClientDirectory(nc.jetstream()))  # fmt: skip
         self.given_up = GivenUp(nc.jetstream(), self.store, self.reply)
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -108,7 +110,7 @@ class CompletionWorker:
                 task.add_done_callback(self.tasks.discard)
 
     async def handle(self, msg: Msg) -> None:
-        reply_to = reply_subject(msg.headers)
+        reply_to = reply_subject(msg.headers, subjects.client_of(msg.subject))
         try:
             await self.intake.take(msg, reply_to)
         except AdmissionUnavailableError as exc:

@@ -19,6 +19,7 @@ from llmbus.services.conversation.application import (
 )
 from llmbus.services.conversation.domain.prompt import ManagedPrompt
 from llmbus.shared import subjects
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts.conversation import (
     ChatReply,
     ConversationPage,
@@ -209,9 +210,12 @@ class PromptHandlers:
 
 
 def conversation_router(
-    conversations: ConversationHandlers, prompts: PromptHandlers, max_payload: Callable[[], int]
+    conversations: ConversationHandlers,
+    prompts: PromptHandlers,
+    max_payload: Callable[[], int],
+    clients: ClientDirectory | None = None,
 ) -> RpcRouter:
-    router = RpcRouter("conversation", subjects.CONVERSATION_QUEUE, max_payload)
+    router = RpcRouter("conversation", subjects.CONVERSATION_QUEUE, max_payload, clients)
     router.answer(subjects.CONVERSATION_CREATE, conversations.create)
     router.answer(subjects.CONVERSATION_GET, conversations.get)
     router.answer(subjects.CONVERSATION_LIST, conversations.page)

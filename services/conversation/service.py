@@ -36,6 +36,7 @@ from llmbus.services.conversation.handlers import (
 )
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived
 from llmbus.shared.contracts.conversation import ChatReply, SendMessage
@@ -105,7 +106,10 @@ class ConversationService:
         # requests are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
         router = conversation_router(
-            ConversationHandlers(self), PromptHandlers(self), lambda: nc.max_payload
+            ConversationHandlers(self),
+            PromptHandlers(self),
+            lambda: nc.max_payload,
+            ClientDirectory(nc.jetstream()),
         )
         self.broker.include_router(router)
 

@@ -16,7 +16,9 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from llmbus.services.usage.recordable import out_of_bounds
+from llmbus.services.usage.scoping import applies_to, own_attributes, own_usage
 from llmbus.shared import subjects
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts import UsageQuery, UsageQueryResult, UsageRecorded
 from llmbus.shared.contracts.budget import (
     BudgetAdmission,
@@ -33,6 +35,7 @@ from llmbus.shared.contracts.budget import (
     GrantHolder,
     RequestAttributes,
 )
+from llmbus.shared.identity import caller, require_admin
 from llmbus.shared.rpc import RpcRouter
 
 if TYPE_CHECKING:
@@ -53,8 +56,9 @@ class UsageHandlers:
         self.holders: dict[str, float] = {}  # worker -> when it last said it holds grants
 
     async def query(self, query: UsageQuery) -> UsageQueryResult:
-        """A named usage query, answered from DuckDB once it has caught up with the store."""
-        return await self.service.query(query)
+        """A usage query, answered from DuckDB once it has caught up with the store. A client
+        without admin credentials is answered about its own user only."""
+        return await self.service.query(own_usage(caller(), query))
 
     async def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
         """Reserve a request's worst-case cost in every budget it falls under, or refuse it."""
@@ -71,17 +75,22 @@ class UsageHandlers:
         self.service.relay.poke()  # settlements may cross thresholds
 
     async def status(self, _: BudgetStatusQuery) -> BudgetStatusList:
-        """Spent, reserved and limit of every budget in its current window."""
+        """Spent, reserved and limit of every budget in its current window (for a client
+        without admin credentials, of the budgets its requests fall under)."""
         rows = await self.service.on_store(self.service.book.status)
-        return BudgetStatusList([BudgetStatus.model_validate(row) for row in rows])
+        statuses = [BudgetStatus.model_validate(row) for row in rows]
+        return BudgetStatusList([s for s in statuses if applies_to(caller(), s.scope)])
 
     async def remaining(self, attributes: RequestAttributes) -> BudgetRemainingList:
-        """What is left in each budget that matches a request's attributes."""
+        """What is left in each budget that matches a request's attributes (a client's own)."""
+        attributes = own_attributes(caller(), attributes)
         rows = await self.service.on_store(self.service.book.remaining_for, attributes.attributes())
         return BudgetRemainingList(budgets=rows)
 
     async def define(self, definition: BudgetDefinition) -> BudgetStatus:
-        """Define or change a budget; answered once workers have dropped their grants."""
+        """Define or change a budget (admin credentials); answered once workers have dropped
+        their grants."""
+        require_admin(caller(), "setting a budget")
         service = self.service
         budget = await service.on_store(service.book.define, definition)
         log.info("budget %s defined: %s", budget.name, definition.model_dump_json())
@@ -145,8 +154,10 @@ class UsageHandlers:
             await sub.unsubscribe()
 
 
-def usage_router(handlers: UsageHandlers, max_payload: Callable[[], int]) -> RpcRouter:
-    router = RpcRouter("usage", QUEUE, max_payload)
+def usage_router(
+    handlers: UsageHandlers, max_payload: Callable[[], int], clients: ClientDirectory | None = None
+) -> RpcRouter:
+    router = RpcRouter("usage", QUEUE, max_payload, clients)
     router.answer(subjects.USAGE_QUERY, handlers.query)
     router.answer(subjects.BUDGET_RESERVE, handlers.reserve, hot=True)  # every request's path
     router.answer(subjects.BUDGET_STATUS, handlers.status)

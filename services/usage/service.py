@@ -23,6 +23,7 @@ from llmbus.services.usage.projection import UsageProjection
 from llmbus.services.usage.recordable import Unrecordable
 from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts import UsageQuery, UsageQueryResult
 from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.outbox import OutboxRelay
@@ -60,7 +61,9 @@ class UsageService:
         self.handlers = UsageHandlers(self)
         # requests are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
-        self.broker.include_router(usage_router(self.handlers, lambda: nc.max_payload))
+        self.broker.include_router(
+            usage_router(self.handlers, lambda: nc.max_payload, ClientDirectory(nc.jetstream()))
+        )
 
     async def _on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)

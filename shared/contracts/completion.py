@@ -72,6 +72,7 @@ class ErrorType(StrEnum):
     too_large = "too_large"
     cancelled = "cancelled"
     request_conflict = "request_conflict"
+    forbidden = "forbidden"
     internal = "internal"
 
 

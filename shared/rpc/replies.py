@@ -2,7 +2,7 @@
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import BaseMiddleware
@@ -11,8 +11,11 @@ from faststream.message import StreamMessage
 from faststream.nats import NatsResponse
 from pydantic import BaseModel, ValidationError
 
+from llmbus.shared import subjects
 from llmbus.shared.contracts.base import ErrorReply, describe, too_large
+from llmbus.shared.contracts.clients import ClientIdentity
 from llmbus.shared.errors import LlmbusError, ReplyErrorType
+from llmbus.shared.identity import set_caller
 
 log = logging.getLogger("llmbus.rpc")
 # the reply's headers (FastStream's content-type and correlation_id) count against the server's
@@ -56,16 +59,19 @@ class ReplyMiddleware(BaseMiddleware):
         context: ContextRepo,
         service: str,
         max_payload: Callable[[], int],
+        caller_of: Callable[[str], Awaitable[ClientIdentity | None]],
     ) -> None:
         super().__init__(msg, context=context)
         self.service = service
         self.max_payload = max_payload
+        self.caller_of = caller_of
 
     async def consume_scope(
         self, call_next: Callable[..., Any], msg: StreamMessage[Any]
     ) -> NatsResponse | None:
-        subject = msg.raw_message.subject
+        subject = subjects.public_subject(msg.raw_message.subject)
         try:
+            set_caller(await self.caller_of(msg.raw_message.subject))  # this request's task only
             reply: BaseModel | None = await call_next(msg)
         except Exception as exc:
             reply = error_reply(exc, subject, self.service)

@@ -11,6 +11,10 @@ from faststream.nats.subscriber.usecases.core_subscriber import CoreSubscriber
 from nats.aio.msg import Msg
 from pydantic import BaseModel
 
+from llmbus.shared import subjects
+from llmbus.shared.auth.directory import ClientDirectory
+from llmbus.shared.contracts.clients import ClientIdentity
+from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.rpc.replies import ReplyMiddleware, error_reply, reply_bytes
 
 Request = TypeVar("Request", bound=BaseModel)
@@ -18,14 +22,35 @@ Handler = Callable[[Request], Awaitable[BaseModel | None]]
 
 
 class RpcRouter(NatsRouter):
-    """The subjects one service answers, in its queue group, behind the one ReplyMiddleware."""
+    """The subjects one service answers, in its queue group, behind the one ReplyMiddleware.
 
-    def __init__(self, service: str, queue: str, max_payload: Callable[[], int]) -> None:
-        middleware = partial(ReplyMiddleware, service=service, max_payload=max_payload)
+    A public subject (subjects.CLIENT_SUBJECTS) is also heard as clients send it, under their
+    names (llmbus.in.<client>.<...>): the handler then runs with that client as its caller
+    (shared.identity), looked up in `clients`."""
+
+    def __init__(
+        self,
+        service: str,
+        queue: str,
+        max_payload: Callable[[], int],
+        clients: ClientDirectory | None = None,
+    ) -> None:
+        middleware = partial(
+            ReplyMiddleware, service=service, max_payload=max_payload, caller_of=self.caller_of
+        )
         super().__init__(middlewares=[middleware])
         self.service = service
         self.queue = queue
         self.max_payload = max_payload
+        self.clients = clients
+
+    async def caller_of(self, subject: str) -> ClientIdentity | None:
+        name = subjects.client_of(subject)
+        if name is None:
+            return None  # llmbus's own account: a service or the operator
+        if self.clients is None:
+            raise ForbiddenError(f"the {self.service} service takes no requests from clients")
+        return await self.clients.identity(name)
 
     def answer(
         self, subject: str, handler: Handler[Any], *, queue: str | None = None, hot: bool = False
@@ -41,6 +66,9 @@ class RpcRouter(NatsRouter):
         like any other subject."""
         subscriber = self._subscribe(subject, handler, queue)
         dispatch(subscriber, self._lean(subject, handler) if hot else None, concurrent=True)
+        if subject in subjects.CLIENT_SUBJECTS:
+            from_clients = self._subscribe(subjects.from_client(subject), handler, queue)
+            dispatch(from_clients, None, concurrent=True)
 
     def listen(
         self, subject: str, handler: Handler[Any], *, queue: str | None = None, hot: bool = False

@@ -13,8 +13,11 @@ from types import TracebackType
 from nats.aio.client import Client as NatsClient
 
 from llmbus.shared import bus, subjects
+from llmbus.shared.auth.directory import publish_clients
+from llmbus.shared.auth.files import AuthFiles
+from llmbus.shared.auth.registry import load_clients
 from llmbus.shared.errors import LlmbusError
-from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.natsserver import EmbeddedNats, secured_nats
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.stack")
@@ -34,6 +37,7 @@ class Stack:
         self.workers = workers
         self.quiet = quiet
         self.nats: EmbeddedNats | None = None
+        self.auth: AuthFiles | None = None  # with the embedded server: its credentials
         self.url = ""
         self.processes: dict[subprocess.Popen[bytes], str] = {}
 
@@ -46,12 +50,15 @@ class Stack:
         if self.settings.nats_url:
             self.url = self.settings.nats_url
         else:
-            self.nats = EmbeddedNats(self.state_dir / "nats")
+            self.nats = secured_nats(self.state_dir)
+            self.auth = AuthFiles.of(self.state_dir)
             self.url = await asyncio.to_thread(self.nats.start)
             bus.write_state_nats_url(self.state_dir, self.url)
         nc = await bus.connect(self.settings, "llmbus-up", self.url)
         try:
             await bus.provision(nc.jetstream(), self.settings)
+            if self.auth is not None:
+                await publish_clients(nc.jetstream(), load_clients(self.auth.registry))
         finally:
             await nc.close()
         for service in SERVICES:
@@ -63,6 +70,8 @@ class Stack:
         env = os.environ | {"NATS_URL": self.url, "LLMBUS_STATE_DIR": str(self.state_dir)}
         if self.config is not None:
             env["LLMBUS_CONFIG"] = str(self.config)
+        if self.auth is not None:
+            env["NATS_CREDS"] = str(self.auth.service(service))
         log_path = self.state_dir / f"{service}.log"
         output = open(log_path, "ab") if self.quiet else None
         return subprocess.Popen(

@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
 import pytest
 import yaml
 
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts.budget import BudgetExceeded
-from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.natsserver import EmbeddedNats, secured_nats
 from llmbus.shared.settings import Settings, load_settings
 from support import wait_for
 
@@ -60,7 +59,7 @@ async def start_nats(data_dir: Path, settings: Settings, not_on: str = "") -> Em
     """nats-server on a free port other than `not_on`, its address written to nats.url as
     `llmbus up` does, its streams provisioned."""
     while True:
-        server = EmbeddedNats(data_dir)
+        server = secured_nats(settings.state_dir, data_dir)
         url = await asyncio.to_thread(server.start)
         if url != not_on:
             break
@@ -72,12 +71,12 @@ async def start_nats(data_dir: Path, settings: Settings, not_on: str = "") -> Em
     return server
 
 
-async def publish_exceeded(url: str, request_id: str) -> None:
+async def publish_exceeded(settings: Settings, url: str, request_id: str) -> None:
     event = BudgetExceeded(
         budget="team-cap", scope={"team": "red"}, window_start=datetime.now(UTC), spent_usd=0.01,
         reserved_usd=0.0, limit_usd=0.01, requested_usd=0.002, mode="hard", request_id=request_id,
     )  # fmt: skip
-    nc = await nats.connect(url)
+    nc = await bus.connect(settings, "test", url)
     await nc.jetstream().publish(subjects.BUDGET_EXCEEDED, event.model_dump_json().encode())
     await nc.close()
 
@@ -91,7 +90,7 @@ async def test_the_watch_follows_the_stack_to_its_new_port(
 
         # the watch only sees events from when it subscribed: send until one arrives
         async def seen_before() -> bool:
-            await publish_exceeded(first.url, "before-restart")
+            await publish_exceeded(state_settings, first.url, "before-restart")
             await asyncio.sleep(0.2)
             return bool(output.naming("before-restart"))
 
@@ -101,7 +100,7 @@ async def test_the_watch_follows_the_stack_to_its_new_port(
 
     second = await start_nats(tmp_path / "nats", state_settings, not_on=first.url)
     try:
-        await publish_exceeded(second.url, "after-restart")
+        await publish_exceeded(state_settings, second.url, "after-restart")
         await wait_for(lambda: bool(output.naming("after-restart")), 30, "the watch to resume")
         assert watch.poll() is None
         assert len(output.naming("after-restart")) == 1

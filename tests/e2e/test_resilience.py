@@ -14,7 +14,7 @@ import yaml
 
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import bus, subjects
-from llmbus.shared.natsserver import EmbeddedNats
+from llmbus.shared.natsserver import secured_nats
 from llmbus.shared.settings import Settings
 from support import (
     completion_service_ready,
@@ -209,7 +209,7 @@ async def test_requests_in_flight_when_nats_restarts_still_end_exactly_once(
 ) -> None:
     if os.environ.get("NATS_URL"):
         pytest.skip("restarts a nats-server of its own; NATS_URL points at a shared one")
-    server = EmbeddedNats(tmp_path / "restarting-nats")
+    server = secured_nats(tmp_path / "state", tmp_path / "restarting-nats")
     url = server.start()
     port = int(url.rsplit(":", 1)[1])
     config = yaml.safe_load(config_file.read_text())  # noqa: ASYNC240
@@ -228,7 +228,7 @@ async def test_requests_in_flight_when_nats_restarts_still_end_exactly_once(
                 )
             await wait_for(lambda: _at_least(requests_in_flight(nc), 30), 30, "30 in flight")
         server.stop()  # mid-call: every request is at the model
-        server = EmbeddedNats(tmp_path / "restarting-nats", port=port)
+        server = secured_nats(tmp_path / "state", tmp_path / "restarting-nats", port=port)
         server.start()
         async with connected(on_it) as nc, watching_events(nc) as events:
             await events.wait_terminal(30, timeout=90)

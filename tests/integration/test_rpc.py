@@ -177,10 +177,13 @@ ASKED = [b"{not json", b"[1, 2]", b'{"times": 2}', b'{"name": "ada", "times": "o
 
 
 async def test_on_real_nats_a_hot_subject_answers_exactly_as_the_others_do(
-    nats_url: str, caplog: pytest.LogCaptureFixture
+    nats_url: str, nats_login: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     handlers = Garden()
-    nc, client = await nats.connect(nats_url), await nats.connect(nats_url)
+    nc, client = (
+        await nats.connect(nats_url, **nats_login),
+        await nats.connect(nats_url, **nats_login),
+    )
     broker = SharedConnectionBroker(nc)
     broker.include_router(garden_router(handlers))  # a 4096-byte max_payload for replies
     await broker.start()
@@ -214,10 +217,13 @@ async def test_on_real_nats_a_hot_subject_answers_exactly_as_the_others_do(
 
 
 async def test_on_real_nats_a_waiting_request_holds_up_no_other_and_stopping_answers_it(
-    nats_url: str,
+    nats_url: str, nats_login: dict[str, Any]
 ) -> None:
     handlers = Garden()
-    nc, client = await nats.connect(nats_url), await nats.connect(nats_url)
+    nc, client = (
+        await nats.connect(nats_url, **nats_login),
+        await nats.connect(nats_url, **nats_login),
+    )
     broker = SharedConnectionBroker(nc)
     broker.include_router(garden_router(handlers, nc.max_payload))
     await broker.start()

@@ -104,9 +104,9 @@ def test_a_grant_and_the_calls_settled_under_it_are_read_back_as_they_were_store
     again.app.close()
 
 
-async def outbox_stream(nats_url: str) -> tuple[Any, Any, str, Any]:
+async def outbox_stream(nats_url: str, nats_login: dict[str, Any]) -> tuple[Any, Any, str, Any]:
     """A stream of its own, and a route that publishes each event there by its class name."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, **nats_login)
     js = nc.jetstream()
     stream = f"OUTBOX_TEST_{uuid.uuid4().hex[:8]}"
     await js.add_stream(name=stream, subjects=[f"{stream}.>"], duplicate_window=600)
@@ -119,12 +119,12 @@ async def outbox_stream(nats_url: str) -> tuple[Any, Any, str, Any]:
 
 
 async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
-    store_settings: Settings, nats_url: str
+    store_settings: Settings, nats_url: str, nats_login: dict[str, Any]
 ) -> None:
     app = open_store(CompletionApplication, store_settings, "completion")
     for i in range(3):
         app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
-    nc, js, stream, route = await outbox_stream(nats_url)
+    nc, js, stream, route = await outbox_stream(nats_url, nats_login)
     await OutboxRelay(app, js, route, service="completion", name="test-outbox").drain()
     assert (await js.stream_info(stream)).state.messages == 6  # Requested and Failed, each
 
@@ -146,12 +146,12 @@ async def test_the_outbox_relay_publishes_each_event_once_across_a_crash(
 
 
 async def test_a_relay_filtered_by_topic_reads_past_the_events_it_does_not_publish(
-    store_settings: Settings, nats_url: str
+    store_settings: Settings, nats_url: str, nats_login: dict[str, Any]
 ) -> None:
     app = open_store(CompletionApplication, store_settings, "completion")
     for i in range(5):
         app.record_failed(f"r{i}", {"request_id": f"r{i}"}, {"request_id": f"r{i}"})
-    nc, js, stream, route = await outbox_stream(nats_url)
+    nc, js, stream, route = await outbox_stream(nats_url, nats_login)
     requested = get_topic(getattr(Completion, "Requested"))  # noqa: B009 (made by @event)
     relay = OutboxRelay(
         app, js, route, service="completion", name="filtered", batch_size=2, topics=[requested]

@@ -10,11 +10,13 @@ NOT_PUBLISHED_YET = {subjects.COMPLETION_CHUNK}
 
 
 def llmbus_subjects() -> dict[str, str]:
-    """Every subject named in shared/subjects.py; wildcards (stream filters) are left out."""
+    """Every subject named in shared/subjects.py; wildcards (stream filters) and the prefixes
+    of clients' subjects (llmbus.in.<client>.…) are left out."""
     return {
         name: value
         for name, value in vars(subjects).items()
         if name.isupper()
+        and not name.endswith("_PREFIX")
         and isinstance(value, str)
         and value.startswith("llmbus.")
         and not value.endswith(">")

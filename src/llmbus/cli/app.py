@@ -1,10 +1,12 @@
 """The llmbus command line. Commands import their dependencies lazily so queries start fast."""
 
+import os
 from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
 
+from llmbus.cli.app_clients import clients
 from llmbus.cli.app_conversations import conversations
 from llmbus.cli.app_prompts import prompts
 from llmbus.cli.options import UserOption
@@ -29,7 +31,25 @@ budgets = typer.Typer(
 )
 app.add_typer(budgets, name="budgets")
 app.add_typer(conversations, name="conversations")
+app.add_typer(clients, name="clients")
 app.add_typer(prompts, name="prompts")
+
+
+@app.callback()
+def credentials(
+    creds: Annotated[
+        str | None,
+        typer.Option(
+            "--creds",
+            envvar="NATS_CREDS",
+            help="NATS credentials: a file from `llmbus clients create` (default: the "
+            "operator's, from the state folder of `llmbus up`).",
+        ),
+    ] = None,
+) -> None:
+    """An event-sourced LLM service over NATS JetStream."""
+    if creds is not None:
+        os.environ["NATS_CREDS"] = creds  # read by the one settings loader
 
 
 class Service(StrEnum):
@@ -248,7 +268,8 @@ def flags_without_pydantic() -> None:
     """typer (0.29) builds a pydantic TypeAdapter to coerce each flag that was not given, --help
     and --install-completion among them: a quarter of a second of imports before `--help`
     prints. A flag's value is a bool, or None when absent; neither needs coercing, so give bool
-    flags typer's pass-through. If typer's internals move, this does nothing (only slower)."""
+    flags typer's pass-through, and --creds too (a path kept as a string). If typer's internals
+    move, this does nothing (only slower)."""
     try:
         from typer._coercion import PassThroughRuntimeParam
         from typer.core import TyperOption
@@ -257,9 +278,10 @@ def flags_without_pydantic() -> None:
     adapted = TyperOption.get_runtime_param
 
     def get_runtime_param(self: Any) -> Any:
-        if self._runtime_param is None and self.is_bool_flag:
+        if self._runtime_param is None and (self.is_bool_flag or self.name == "creds"):
             self._runtime_param = PassThroughRuntimeParam(
-                parameter_info=self.type_descriptor.parameter_info, annotation=bool
+                parameter_info=self.type_descriptor.parameter_info,
+                annotation=bool if self.is_bool_flag else str,
             )
         return adapted(self)
 

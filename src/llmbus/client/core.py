@@ -4,6 +4,7 @@ request/reply families hang off it as sub-clients (client.prompts, client.budget
 import asyncio
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -49,11 +50,15 @@ class Client:
         self,
         nats_url: str | None = None,
         *,
+        creds: str | Path | None = None,
         settings: Settings | None = None,
         timeout_s: float = 120.0,
     ) -> None:
+        """`creds`: the credentials file `llmbus clients create` printed (default: NATS_CREDS,
+        else the operator's from the state folder of `llmbus up`)."""
         self.settings = settings or load_settings()
         self.nats_url = nats_url
+        self.creds = Path(creds) if creds is not None else None
         self.timeout_s = timeout_s
         self._nc: NatsClient | None = None
         # one reply subscription per client, not a SUB/UNSUB per request
@@ -79,7 +84,9 @@ class Client:
 
     async def connect(self) -> None:
         if self._nc is None:
-            self._nc = await bus.connect(self.settings, "llmbus-client", self.nats_url)
+            self._nc = await bus.connect(
+                self.settings, "llmbus-client", self.nats_url, creds=self.creds
+            )
 
     async def close(self) -> None:
         if self._nc is not None:

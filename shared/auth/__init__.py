@@ -1,0 +1,1 @@
+"""Who may connect to NATS and what each may do: keys, the server's accounts, the clients."""
