@@ -197,17 +197,21 @@ async def connect(
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await nc.close()
-        held = options.get("nkeys_seed") or options.get("user_credentials")
-        raise ForbiddenError(
-            f"NATS at {url} refused the credentials in {held}"
-            if held
-            else f"NATS at {url} needs credentials: set NATS_CREDS (or --creds)"
-        )
+        raise refusal(url, options)
     try:
         connecting.result()
     except (TimeoutError, OSError, nats.errors.NoServersError) as exc:
         raise NotReachableError(f"cannot reach NATS at {url}: {exc}") from None
+    events.connected_once = True
     return nc
+
+
+def refusal(url: str, options: dict[str, Any]) -> ForbiddenError:
+    """What to tell someone whose credentials the server refused: which file, never its key."""
+    held = options.get("nkeys_seed") or options.get("user_credentials")
+    if held:
+        return ForbiddenError(f"NATS at {url} refused the credentials in {held}")
+    return ForbiddenError(f"NATS at {url} needs credentials: set NATS_CREDS (or --creds)")
 
 
 async def provision(

@@ -80,11 +80,13 @@ class ConnectionLog:
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
         self.down_since: float | None = None
-        # set when the server refuses the credentials: retrying them would loop for ever
+        # set when the server refuses the credentials of a first connect: retrying them would
+        # loop for ever (bus.connect gives up); later refusals (a revoked client) are logged
         self.refused = asyncio.Event()
+        self.connected_once = False
 
     async def error(self, exc: Exception) -> None:
-        if "authorization violation" in str(exc).lower() and not self.nc.is_connected:
+        if "authorization violation" in str(exc).lower() and not self.connected_once:
             self.refused.set()
             return
         log.log(logging.DEBUG if self.down_since else logging.WARNING, "nats: %s", describe(exc))
