@@ -2,6 +2,7 @@
 
 Each handler takes its request model and returns its reply model; shared/rpc turns what they
 raise into the ErrorReply. Message contents are never logged: only ids, keys and versions.
+Who may ask for what is decided in access.py.
 """
 
 import logging
@@ -9,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from llmbus.services.conversation.access import acting_for, check_may_change, owning_team
 from llmbus.services.conversation.application import (
     DOMAIN_AUTHOR,
     Messages,
@@ -51,6 +53,7 @@ from llmbus.shared.contracts.prompt import (
     SetPromptActive,
     UpdatePrompt,
 )
+from llmbus.shared.identity import caller
 from llmbus.shared.prompts.library import DomainPrompt
 from llmbus.shared.prompts.template import render
 from llmbus.shared.rpc import RpcRouter
@@ -69,29 +72,35 @@ class ConversationHandlers:
 
     async def create(self, req: CreateConversation) -> ConversationView:
         conversation = await self.on_store(
-            self.app.start, req.user_id, req.title, req.metadata, req.model, req.system
+            self.app.start, acting_for(req.user_id), req.title, req.metadata, req.model, req.system
         )
         return conversation_view(conversation)
 
     async def get(self, req: GetConversation) -> ConversationView:
-        conversation = await self.on_store(self.app.conversation, req.user_id, req.conversation_id)
+        conversation = await self.on_store(
+            self.app.conversation, acting_for(req.user_id), req.conversation_id
+        )
         return conversation_view(conversation)
 
     async def page(self, req: ListConversations) -> ConversationPage:
-        return await self.on_store(self.service.listings.page, req.user_id, req.cursor, req.limit)
+        listings = self.service.listings
+        return await self.on_store(listings.page, acting_for(req.user_id), req.cursor, req.limit)
 
     async def rename(self, req: RenameConversation) -> ConversationView:
         conversation = await self.on_store(
-            self.app.rename, req.user_id, req.conversation_id, req.title
+            self.app.rename, acting_for(req.user_id), req.conversation_id, req.title
         )
         return conversation_view(conversation)
 
     async def delete(self, req: DeleteConversation) -> ConversationSummary:
-        conversation = await self.on_store(self.app.delete, req.user_id, req.conversation_id)
+        conversation = await self.on_store(
+            self.app.delete, acting_for(req.user_id), req.conversation_id
+        )
         return conversation_summary(conversation)
 
     async def send(self, req: SendMessage) -> ChatReply:
         """Store a chat turn; with `wait`, answer once its outcome is stored too."""
+        acting_for(req.user_id)
         return await self.service.send(req, req.request_id or uuid.uuid4().hex)
 
 
@@ -102,10 +111,12 @@ class PromptHandlers:
         self.on_store = service.on_store
 
     async def create(self, req: CreatePrompt) -> PromptView:
+        team_id = owning_team(caller())
+
         def new_prompt() -> ManagedPrompt:
             return ManagedPrompt.create(
                 req.key, req.name, req.template, req.variables, req.description,
-                req.author or "", req.labels, req.note,
+                req.author or "", req.labels, req.note, team_id,
             )  # fmt: skip
 
         prompt = await self.on_store(self.app.create_prompt, new_prompt)
@@ -120,13 +131,21 @@ class PromptHandlers:
                 req.note, req.labels,
             )  # fmt: skip
 
-        prompt = await self.change(req.key, update)
+        prompt = await self.change(req.key, "updating", update)
         log.info("prompt %s updated to version %d", prompt.key, prompt.latest.number)
         return prompt_view(prompt, version=prompt.latest.number)
 
-    async def change(self, key: str, change: Callable[[ManagedPrompt], Any]) -> ManagedPrompt:
-        """Change a stored prompt; answer once workers have heard of the change."""
-        prompt = await self.on_store(self.app.change_prompt, key, change)
+    async def change(
+        self, key: str, action: str, change: Callable[[ManagedPrompt], Any]
+    ) -> ManagedPrompt:
+        """Change a stored prompt, if the caller may; answer once workers have heard of it."""
+        identity = caller()  # read here: the store's thread does not see the request's context
+
+        def permitted(prompt: ManagedPrompt) -> Any:
+            check_may_change(identity, prompt, action)
+            return change(prompt)
+
+        prompt = await self.on_store(self.app.change_prompt, key, permitted)
         await self.service.announce()
         return prompt
 
@@ -153,22 +172,26 @@ class PromptHandlers:
 
     async def label(self, req: MoveLabel) -> PromptView:
         prompt = await self.change(
-            req.key, lambda p: p.label(req.label, req.version, req.author or "", req.note)
-        )
+            req.key, "moving a label of",
+            lambda p: p.label(req.label, req.version, req.author or "", req.note),
+        )  # fmt: skip
         return prompt_view(prompt, label=req.label)
 
     async def rollback(self, req: MoveLabel) -> PromptView:
         prompt = await self.change(
-            req.key, lambda p: p.rollback(req.label, req.version, req.author or "", req.note)
-        )
+            req.key, "rolling back",
+            lambda p: p.rollback(req.label, req.version, req.author or "", req.note),
+        )  # fmt: skip
         return prompt_view(prompt, label=req.label)
 
     async def activate(self, req: SetPromptActive) -> PromptView:
-        prompt = await self.change(req.key, lambda p: p.activate(req.author or ""))
+        prompt = await self.change(req.key, "activating", lambda p: p.activate(req.author or ""))
         return prompt_view(prompt)
 
     async def deactivate(self, req: SetPromptActive) -> PromptView:
-        prompt = await self.change(req.key, lambda p: p.deactivate(req.author or ""))
+        prompt = await self.change(
+            req.key, "deactivating", lambda p: p.deactivate(req.author or "")
+        )
         return prompt_view(prompt)
 
     async def render(self, req: RenderPrompt) -> RenderedPrompt:

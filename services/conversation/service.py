@@ -27,6 +27,7 @@ from llmbus.services.conversation.application import (
     Outcome,
     turn_view,
 )
+from llmbus.services.conversation.application.conversations import conversation_uuid
 from llmbus.services.conversation.context import ContextFitter
 from llmbus.services.conversation.domain.conversation import Conversation
 from llmbus.services.conversation.handlers import (
@@ -48,6 +49,7 @@ from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.conversation")
 T = TypeVar("T")
+Turn = tuple[str, str]  # conversation id, request id
 FETCH_BATCH = 100
 # a reply stored by another conversation service sharing the store wakes no waiter here
 RECHECK_S = 2.0
@@ -101,7 +103,8 @@ class ConversationService:
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conversation-store")
         self.listings = Listings(app)
         self.relay = ConversationRelay(app, self.js)
-        self.waiting: dict[str, list[asyncio.Future[Conversation]]] = {}
+        # (conversation id, request id) -> sends waiting for that turn's outcome
+        self.waiting: dict[Turn, list[asyncio.Future[Conversation]]] = {}
         self.stopping = asyncio.Event()
         # requests are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
@@ -122,7 +125,8 @@ class ConversationService:
 
     async def send(self, req: SendMessage, request_id: str) -> ChatReply:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
-        waiter = self._wait(request_id) if req.wait else None
+        turn = (waited_conversation(req, request_id), request_id)
+        waiter = self._wait(turn) if req.wait else None
         try:
             # without an id, the turn starts a conversation, stored with it in one save
             target: str | NewConversation = req.conversation_id or ""
@@ -141,22 +145,22 @@ class ConversationService:
             return reply
         finally:
             if waiter is not None:
-                self._forget(request_id, waiter)
+                self._forget(turn, waiter)
 
     def limits(self) -> Limits:
         return Limits(self.settings.completion.max_request_bytes, self.nc.max_payload)
 
-    def _wait(self, request_id: str) -> asyncio.Future[Conversation]:
+    def _wait(self, turn: Turn) -> asyncio.Future[Conversation]:
         waiter: asyncio.Future[Conversation] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(request_id, []).append(waiter)
+        self.waiting.setdefault(turn, []).append(waiter)
         return waiter
 
-    def _forget(self, request_id: str, waiter: asyncio.Future[Conversation]) -> None:
-        waiters = self.waiting.get(request_id, [])
+    def _forget(self, turn: Turn, waiter: asyncio.Future[Conversation]) -> None:
+        waiters = self.waiting.get(turn, [])
         with contextlib.suppress(ValueError):
             waiters.remove(waiter)
         if not waiters:
-            self.waiting.pop(request_id, None)
+            self.waiting.pop(turn, None)
 
     async def _outcome(
         self, conversation: Conversation, request_id: str, waiter: asyncio.Future[Conversation]
@@ -212,8 +216,11 @@ class ConversationService:
             by_id = {str(c.id): c for c in changed}
             for _, outcome in outcomes:
                 conversation = by_id.get(outcome.conversation_id or "")
-                for waiter in self.waiting.get(outcome.request_id, []):
-                    if conversation is not None and not waiter.done():
+                if conversation is None:
+                    continue
+                # only sends of this conversation's turn hear it, never another's same id
+                for waiter in self.waiting.get((str(conversation.id), outcome.request_id), []):
+                    if not waiter.done():
                         waiter.set_result(conversation)
         await asyncio.gather(*(m.ack() for m in msgs))
 
@@ -277,6 +284,14 @@ def chat_reply(conversation: Conversation, request_id: str) -> ChatReply:
             status="failed", error_type=failure["error_type"], error=failure["message"], **ids
         )
     return ChatReply(status="pending", **ids)
+
+
+def waited_conversation(req: SendMessage, request_id: str) -> str:
+    """The id of the conversation a send's turn goes to, as the store spells it: the one named,
+    or the one its first turn starts."""
+    if req.conversation_id is None:
+        return str(Conversation.first_turn_id(req.user_id, request_id))
+    return str(conversation_uuid(req.conversation_id) or req.conversation_id)
 
 
 def outcome_of(msg: Msg) -> Outcome:

@@ -130,6 +130,9 @@ class PromptView(Contract):
     author: str = Field(description="Who made this version.")
     note: str = ""
     created_at: datetime | None = Field(description="When this version was made; null: in code.")
+    team_id: str | None = Field(
+        default=None, description="The team whose clients may change it; null: admins only."
+    )
 
 
 class PromptSummary(Contract):

@@ -30,7 +30,9 @@ from llmbus.services.conversation.domain.errors import (
     PromptError,
     PromptNotFound,
 )
+from llmbus.services.conversation.domain.history import TurnClaim
 from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.shared.errors import RequestConflictError
 from llmbus.shared.eventstore import OutboxApplication, retry_on_conflict
 from llmbus.shared.limits import Limits
 from llmbus.shared.prompts.library import DomainPrompt, domain_prompt
@@ -97,11 +99,29 @@ class ConversationApplication(OutboxApplication):
                 conversation = self._first_turn_of(user_id, conversation_id, turn)
             else:
                 conversation = self.conversation(user_id, conversation_id)
+            claims = self._claim_turn(conversation, request_id)
             add_turn(conversation, turn)
-            self.save(conversation)
+            # one save: a turn is never stored without its claim, nor a claim without its turn
+            self.save(conversation, *claims)
             return conversation
 
         return retry_on_conflict(attempt, f"store turn {request_id}")
+
+    def _claim_turn(self, conversation: Conversation, request_id: str) -> list[TurnClaim]:
+        """The claim to save with a new turn; none for a re-send. A request id another
+        conversation's turn holds is refused: answering it would hand over that turn's outcome.
+        A claim saved meanwhile by another process fails the save, and the retry sees it."""
+        if conversation.has_request(request_id):
+            return []  # a re-send of this conversation's turn: claimed when first stored
+        claim = self._find_claim(request_id)
+        if claim is None:
+            return [TurnClaim(request_id=request_id, conversation_id=str(conversation.id))]
+        if claim.conversation_id != str(conversation.id):
+            raise RequestConflictError(
+                f"request_id {request_id!r} is already another chat turn's; a turn id is its "
+                "own turn's idempotency key: send this turn with a new request_id"
+            )
+        return []
 
     def _first_turn_of(self, user_id: str, new: NewConversation, turn: TurnRequest) -> Conversation:
         """The conversation this first turn starts: a new one, not saved until its turn is
@@ -121,13 +141,8 @@ class ConversationApplication(OutboxApplication):
         requests no conversation sent are left alone. Returns the conversations changed."""
         touched: dict[UUID, Conversation] = {}
         for outcome in outcomes:
-            aggregate_id = conversation_uuid(outcome.conversation_id)
-            conversation = touched.get(aggregate_id) if aggregate_id else None
-            if conversation is None:
-                conversation = self._sender(outcome)
-            if conversation is None or not conversation.has_request(outcome.request_id):
-                continue
-            if applied(conversation, outcome):
+            conversation = self._sender(outcome, touched)
+            if conversation is not None and applied(conversation, outcome):
                 touched[conversation.id] = conversation
         try:
             self.save(*touched.values())
@@ -146,11 +161,37 @@ class ConversationApplication(OutboxApplication):
 
         return retry_on_conflict(attempt, f"record the outcome of {outcome.request_id}")
 
-    def _sender(self, outcome: Outcome) -> Conversation | None:
-        conversation = self._find_conversation(outcome.conversation_id or "")
+    def _sender(
+        self, outcome: Outcome, touched: dict[UUID, Conversation] | None = None
+    ) -> Conversation | None:
+        """The conversation whose turn asked for this outcome: the one the outcome names, if
+        that conversation sent the request, its turn's claim is that conversation's, and the
+        outcome's user (if it names one) is its owner. An event is not trusted blindly: any
+        other outcome is logged and left alone."""
+        aggregate_id = conversation_uuid(outcome.conversation_id)
+        if aggregate_id is None:
+            return None
+        conversation = (touched or {}).get(aggregate_id) or self._find_conversation(
+            str(aggregate_id)
+        )
         if conversation is None or not conversation.has_request(outcome.request_id):
             return None
+        claim = self._find_claim(outcome.request_id)
+        claimed_here = claim is None or claim.conversation_id == str(conversation.id)
+        if not claimed_here or outcome.user_id not in (None, conversation.user_id):
+            log.warning(
+                "outcome of %s names conversation %s, not its turn's: ignored",
+                outcome.request_id, aggregate_id,
+            )  # fmt: skip
+            return None
         return conversation
+
+    def _find_claim(self, request_id: str) -> TurnClaim | None:
+        try:
+            found: TurnClaim = self.repository.get(TurnClaim.create_id(request_id))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, TurnClaim) else None
 
     def _find_conversation(self, conversation_id: str) -> Conversation | None:
         aggregate_id = conversation_uuid(conversation_id)

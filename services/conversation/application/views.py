@@ -67,7 +67,7 @@ def prompt_view(
         name=chosen.name, description=chosen.description, template=chosen.template,
         variables=list(chosen.variables), labels=dict(prompt.labels),
         latest_version=prompt.latest.number, author=chosen.author, note=chosen.note,
-        created_at=chosen.created_at,
+        created_at=chosen.created_at, team_id=prompt.team_id,
     )  # fmt: skip
 
 

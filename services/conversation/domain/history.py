@@ -1,6 +1,44 @@
-"""Which turns of a conversation a model is sent when the whole history would not fit."""
+"""A conversation's turns: which of them a model is sent when the whole history would not fit,
+and which conversation each turn's request id belongs to (TurnClaim)."""
 
 from collections.abc import Callable
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+# Stored events name their class by this topic, fixed: the module may move, the store stays.
+CLAIM_TOPIC = "llmbus.services.conversation.turn:TurnClaim"
+CLAIM_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:conversation:turn-claim")
+
+
+class TurnClaim(Aggregate):
+    """The conversation a chat turn's request id belongs to, saved in the same save as the turn.
+
+    Its id is the request id's: a second conversation (of any user) taking the same request id
+    fails to save a second claim, so a turn id is one turn's, whose outcome only its
+    conversation hears. Turns stored before claims existed have none.
+    """
+
+    TOPIC = CLAIM_TOPIC
+
+    class TurnClaimed(Aggregate.Created):
+        TOPIC = f"{CLAIM_TOPIC}.TurnClaimed"
+        request_id: str
+        conversation_id: str
+
+    class Created(Aggregate.Created):
+        """Never stored: with explicit topics, eventsourcing wants Aggregate's Created declared."""
+
+        TOPIC = f"{CLAIM_TOPIC}.Created"
+
+    @staticmethod
+    def create_id(request_id: str) -> UUID:
+        return uuid5(CLAIM_NAMESPACE, request_id)
+
+    @event(TurnClaimed)
+    def __init__(self, request_id: str, conversation_id: str) -> None:
+        self.request_id = request_id
+        self.conversation_id = conversation_id
 
 
 def trim_history(

@@ -66,6 +66,8 @@ class ManagedPrompt(Aggregate):
         author: str
         note: str
         labels: list[str]
+        # the team whose credentials may change it (None: admins only; so are older prompts)
+        team_id: str | None = None
 
     class Created(Aggregate.Created):
         """Never stored: with explicit topics, eventsourcing wants Aggregate's Created declared."""
@@ -87,6 +89,7 @@ class ManagedPrompt(Aggregate):
         author: str = "",
         labels: Iterable[str] = (),
         note: str = "",
+        team_id: str | None = None,
     ) -> "ManagedPrompt":
         check_key(key)
         if domain_prompt(key) is not None:
@@ -101,6 +104,7 @@ class ManagedPrompt(Aggregate):
             author=check_author(author),
             note=check_note(note),
             labels=moved_labels(labels),
+            team_id=team_id,
         )
 
     @event(PromptCreated)
@@ -114,8 +118,10 @@ class ManagedPrompt(Aggregate):
         author: str,
         note: str,
         labels: list[str],
+        team_id: str | None = None,
     ) -> None:
         self.key = key
+        self.team_id = team_id
         self.active = True
         self.versions: list[PromptVersion] = []
         self.labels: dict[str, int] = {}
