@@ -1,15 +1,18 @@
-"""The one settings object: llmbus.yaml (or $LLMBUS_CONFIG), then environment overrides."""
+"""The one settings object: llmbus.yaml or llmbus.toml (or $LLMBUS_CONFIG), then environment
+overrides."""
 
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llmbus.shared.contracts.budget import BudgetDefinition
 from llmbus.shared.errors import ConfigError
+from llmbus.shared.routing.config import Defaults, RoleEntry, RoleName
 
 
 class Section(BaseModel):
@@ -32,6 +35,10 @@ class ModelEntry(Section):
     output_cost_per_token: float | None = Field(default=None, ge=0)
     max_input_tokens: int | None = Field(default=None, ge=1)
     max_output_tokens: int | None = Field(default=None, ge=1)
+    # None: as litellm's model map says (false where it does not know the model)
+    supports_tools: bool | None = None
+    supports_vision: bool | None = None
+    supports_json_mode: bool | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -75,6 +82,19 @@ class CompletionSettings(Section):
         le=3600,
         description="A worker claims a request before calling the model and renews the claim "
         "while the call runs; another worker calls again only after it has lapsed this long.",
+    )
+    cooldown_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="How long a model that answered 429 is passed over by this worker, when the "
+        "provider sends no Retry-After.",
+    )
+    credential_check_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="The start's credential check waits no longer."
+    )
+    credential_recheck_s: float = Field(
+        default=300.0, gt=0, description="Models whose credentials failed are checked this often."
     )
 
 
@@ -126,7 +146,18 @@ class Settings(Section):
     usage: UsageSettings = Field(default_factory=UsageSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
     models: list[ModelEntry] = Field(default_factory=list)
+    defaults: Defaults = Field(default_factory=Defaults)
+    roles: dict[RoleName, RoleEntry] = Field(default_factory=dict)
+    default_role: str | None = Field(
+        default=None, description="The role of a request that names neither a model nor a role."
+    )
     budgets: list[BudgetDefinition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_role_is_a_role(self) -> Self:
+        if self.default_role is not None and self.default_role not in self.roles:
+            raise ValueError(f"default_role {self.default_role!r} is not one of the roles")
+        return self
 
     @property
     def admission_on(self) -> bool:
@@ -168,6 +199,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_ADMISSION_WAIT_S": "completion.admission_wait_s",
     "LLMBUS_GRANT_REQUESTS": "completion.grant_requests",
     "LLMBUS_CLAIM_LEASE_S": "completion.claim_lease_s",
+    "LLMBUS_COOLDOWN_S": "completion.cooldown_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "LLMBUS_CONVERSATION_MODEL": "conversation.default_model",
     "POSTGRES_HOST": "postgres.host",
@@ -185,8 +217,25 @@ def config_path(env: Mapping[str, str]) -> Path | None:
         if not path.is_file():
             raise ConfigError(f"LLMBUS_CONFIG points at {path}, which is not a file")
         return path
-    default = Path("llmbus.yaml")
-    return default if default.is_file() else None
+    for default in (Path("llmbus.yaml"), Path("llmbus.toml")):
+        if default.is_file():
+            return default
+    return None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A configuration file's mapping: TOML for a .toml file, else YAML."""
+    try:
+        if path.suffix.lower() == ".toml":
+            return tomllib.loads(path.read_text())
+        raw = yaml.safe_load(path.read_text()) or {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    return raw
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -194,12 +243,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     raw: dict[str, Any] = {}
     path = config_path(env)
     if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping at the top level")
+        raw = read_config_file(path)
     for var, dotted in ENV_KEYS.items():
         if env.get(var):
             *parents, leaf = dotted.split(".")
