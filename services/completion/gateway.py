@@ -23,6 +23,7 @@ from llmbus.services.completion.errors import (
 from llmbus.services.completion.sim import register_sim_provider
 from llmbus.shared.catalog import ModelCatalog, Route, UnknownModelError
 from llmbus.shared.contracts.completion import ErrorType, TokenUsage
+from llmbus.shared.routing.health import Health
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class ModelGateway:
         if settings.completion.privacy == "metadata_only":
             keep_contents_out_of_litellm_logs()
         self.catalog = catalog
+        # which models this worker passes over for now: the credential check and 429s say
+        self.health = Health()
         self._num_retries = settings.completion.num_retries
         self._timeout_s = settings.completion.timeout_s
         # every key the catalog names: a provider may echo another model's key, and an
