@@ -21,6 +21,7 @@ import litellm
 from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.routing.config import Capabilities
 from llmbus.shared.settings import ModelEntry, Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ SIM_MODELS: dict[str, dict[str, Any]] = {
         "cache_read_input_token_cost": 0.05e-6,
         "litellm_provider": SIM_PROVIDER,
         "mode": "chat",
+        "supports_response_schema": True,
     },
     f"{SIM_PROVIDER}/large": {
         "input_cost_per_token": 3.00e-6,
@@ -52,6 +54,9 @@ SIM_MODELS: dict[str, dict[str, Any]] = {
         "cache_read_input_token_cost": 0.30e-6,
         "litellm_provider": SIM_PROVIDER,
         "mode": "chat",
+        "supports_response_schema": True,
+        "supports_function_calling": True,
+        "supports_vision": True,
     },
 }
 
@@ -150,6 +155,7 @@ class ModelCatalog:
         self._entries = {entry.name: entry for entry in settings.models}
         self._routes: dict[str, Route] = {}
         self._prices: dict[str, ListPrice] = {}
+        self._capabilities: dict[str, Capabilities] = {}
         litellm.register_model(SIM_MODELS)
         for entry in settings.models:
             if has_prices(entry):
@@ -204,6 +210,27 @@ class ModelCatalog:
         if entry is not None and entry.max_input_tokens:
             return entry.max_input_tokens
         return positive_int(model_info(self.resolve(model)).get("max_input_tokens"))
+
+    def capabilities(self, model: str) -> Capabilities:
+        """Tools, vision and JSON mode: the catalog entry's where it says, else litellm's map
+        (unknown to it: not offered)."""
+        found = self._capabilities.get(model)
+        if found is None:
+            entry = self._entries.get(model)
+            info = model_info(self.resolve(model))
+
+            def offered(field: str, key: str) -> bool:
+                override = getattr(entry, field) if entry is not None else None
+                return bool(info.get(key)) if override is None else bool(override)
+
+            found = Capabilities(
+                tools=offered("supports_tools", "supports_function_calling"),
+                vision=offered("supports_vision", "supports_vision"),
+                json_mode=offered("supports_json_mode", "supports_response_schema"),
+            )
+            if len(self._capabilities) < CACHE_SIZE:
+                self._capabilities[model] = found
+        return found
 
     def output_limit(self, model: str) -> int | None:
         """The most tokens the model writes in one reply; None when unknown."""

@@ -82,14 +82,18 @@ class Admission:
         model: str,
         messages: list[dict[str, str]],
         max_tokens: int,
+        reservation_id: str | None = None,
+        role: str | None = None,
     ) -> BudgetAdmission | None:
-        """None when admitted; the refusal when a hard budget cannot cover the worst case."""
+        """None when admitted; the refusal when a hard budget cannot cover the worst case.
+        A fallback model reserves again under a reservation_id of its own."""
         worst = self.catalog.worst_case_cost(model, messages, max_tokens)
+        reservation_id = reservation_id or request.request_id
         attributes = {"user": request.user_id, "team": request.team_id,
-                      "project": request.project_id, "model": model, "role": request.role}  # fmt: skip
+                      "project": request.project_id, "model": model, "role": role or request.role}  # fmt: skip
         key: Key = tuple(attributes.values())
         for _ in range(ASKS if self.grant_requests > 0 else 0):
-            if self.ledger.admit(key, request.request_id, worst, time.monotonic()):
+            if self.ledger.admit(key, reservation_id, worst, time.monotonic()):
                 if key not in self.asking and self.ledger.running_low(key, worst * self.refill_at):
                     # ask for the next grant now, so that no request waits when this one is full
                     self._start_ask(key, attributes, worst)
@@ -98,7 +102,7 @@ class Admission:
                 break
             # full, or none yet: one ask per key at a time, whose grant the waiting ones share
             await self._ask(key, attributes, worst)
-        return await self._reserve(request.request_id, worst, attributes)
+        return await self._reserve(reservation_id, worst, attributes)
 
     def grant_of(self, request_id: str) -> str | None:
         return self.ledger.grant_of(request_id)
@@ -107,7 +111,7 @@ class Admission:
         """The call ended: free the rest of its worst case, under its grant or at the usage
         service (its reservation; the UsageRecorded on its way settles it all the same)."""
         cost = settled_cost(usage.cost_usd)
-        if self.ledger.settle(usage.request_id, cost, time.monotonic()):
+        if self.ledger.settle(usage.reservation_id or usage.request_id, cost, time.monotonic()):
             return
         if self.settings.admission_on:
             await self.nc.publish(subjects.BUDGET_SETTLE, usage.model_dump_json().encode())

@@ -1,5 +1,7 @@
-"""What the request will send (its messages, rendered from a prompt if it names one), and
-whether its budgets admit the worst case of that before the call is made."""
+"""What the request will send (its messages, rendered from a prompt if it names one), which
+models may answer it (routing), and whether its budgets admit the worst case of each before it
+is called. A model that fails in a way the next may answer hands over to the next: its
+reservation is released and the next model reserves at its own price."""
 
 from llmbus.services.completion.admission import Admission
 from llmbus.services.completion.call import Call
@@ -7,14 +9,16 @@ from llmbus.services.completion.heartbeat import Heartbeat
 from llmbus.services.completion.job import Job
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver
 from llmbus.services.completion.record import Record
-from llmbus.shared.catalog import ModelCatalog
+from llmbus.shared.contracts.budget import BudgetAdmission
+from llmbus.shared.contracts.completion import Attempt
+from llmbus.shared.routing.router import Router, RoutingError, no_capable_model
 
 
 class Admit:
     def __init__(
         self,
         admission_on: bool,
-        catalog: ModelCatalog,
+        router: Router,
         prompts: PromptResolver,
         admission: Admission,
         heartbeat: Heartbeat,
@@ -22,7 +26,7 @@ class Admit:
         record: Record,
     ) -> None:
         self.admission_on = admission_on
-        self.catalog = catalog
+        self.router = router
         self.prompts = prompts
         self.admission = admission
         self.heartbeat = heartbeat
@@ -30,28 +34,56 @@ class Admit:
         self.record = record
 
     async def take(self, job: Job) -> None:
-        request = job.request
-        if request.prompt is not None:
-            try:
-                job.prompt = await self.heartbeat.during(
-                    job.msg, self.prompts.render(request.prompt)
-                )
-            except PromptFailed as failed:
-                await self.record.prompt_failed(job, failed)
+        if not await self._messages(job):
+            return
+        assert job.plan is not None
+        asked = job.request.params.model_dump(exclude_none=True)
+        try:
+            choice = self.router.choose(job.plan, job.messages, asked)
+        except RoutingError as unroutable:
+            await self.record.unroutable(job, unroutable)
+            return
+        excluded = dict(choice.excluded)
+        for n, model in enumerate(choice.models):
+            job.model, job.params = model, dict(asked)
+            job.base_params = self.router.base_params(job.plan, model)
+            job.reservation_id = f"{job.request_id}#{n}" if n else None
+            refusal = await self._admit(job) if self.admission_on else None
+            if refusal is not None:
+                if job.plan.strategy != "cheapest-capable":
+                    await self.record.refused(job, refusal)
+                    return
+                excluded[model] = refusal.message or f"budget {refusal.refused_by} refused it"
+                continue
+            failed = await self.call.take(job, last=n == len(choice.models) - 1)
+            if failed is None:
                 return
-            job.messages = job.prompt.messages
-        else:
+            await self.admission.settle(self.record.unpaid(job, failed))  # frees its reservation
+            job.attempts.append(Attempt(model=model, error_type=failed.error_type))
+        await self.record.unroutable(job, no_capable_model(job.plan, excluded))
+
+    async def _messages(self, job: Job) -> bool:
+        request = job.request
+        if request.prompt is None:
             assert request.messages is not None
             job.messages = [m.model_dump() for m in request.messages]
-        job.params = request.params.model_dump(exclude_none=True)
-        if self.admission_on:
-            # the call is capped at the reply length the reservation paid for: a hard bound
-            max_tokens = self.catalog.reply_cap(job.model, request.params.max_tokens)
-            job.params["max_tokens"] = max_tokens
-            # a reservation may wait for room: keep JetStream from redelivering meanwhile
-            admitting = self.admission.admit(request, job.model, job.messages, max_tokens)
-            refusal = await self.heartbeat.during(job.msg, admitting)
-            if refusal is not None:
-                await self.record.refused(job, refusal)
-                return
-        await self.call.take(job)
+            return True
+        try:
+            job.prompt = await self.heartbeat.during(job.msg, self.prompts.render(request.prompt))
+        except PromptFailed as failed:
+            await self.record.prompt_failed(job, failed)
+            return False
+        job.messages = job.prompt.messages
+        return True
+
+    async def _admit(self, job: Job) -> BudgetAdmission | None:
+        assert job.plan is not None
+        catalog = self.router.catalog
+        # the call is capped at the reply length the reservation paid for: a hard bound
+        max_tokens = catalog.reply_cap(job.model, self.router.max_tokens(job.plan, job.model,
+                                                                         job.params))  # fmt: skip
+        job.params["max_tokens"] = max_tokens
+        # a reservation may wait for room: keep JetStream from redelivering meanwhile
+        admitting = self.admission.admit(job.request, job.model, job.messages, max_tokens,
+                                         job.reservation_id, job.role)  # fmt: skip
+        return await self.heartbeat.during(job.msg, admitting)

@@ -33,8 +33,10 @@ class ModelCallFailed(LlmbusError):
         retryable: bool,
         provider: str | None = None,
         latency_ms: float = 0.0,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(f"{error_type}: {message}")
+        self.retry_after_s = retry_after_s  # what the provider asked for, if it did
         self.error_type = error_type
         self.message = message
         self.retryable = retryable

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from llmbus.services.completion.errors import (
     classify,
     is_retryable,
     provider_detail,
+    retry_after_s,
 )
 from llmbus.services.completion.sim import register_sim_provider
 from llmbus.shared.catalog import ModelCatalog, Route, UnknownModelError
@@ -102,10 +104,16 @@ class ModelGateway:
             raise ModelCallFailed(unknown.error_type, unknown.message, retryable=False) from None
 
     async def complete(
-        self, model: str, messages: list[dict[str, str]], params: dict[str, Any]
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        base: Mapping[str, Any] | None = None,
     ) -> ModelReply:
+        """Call `model`. `base`: the configuration's parameters (defaults, the model's, the
+        role's; routing merges them), else the model's own; the request's `params` win."""
         route = self.route(model)
-        kwargs = self._call_kwargs(route, messages, params)
+        kwargs = self._call_kwargs(route, messages, params, route.params if base is None else base)
         started = time.perf_counter()
         response = await self._call_with_retries(route, kwargs, started)
         return ModelReply(
@@ -119,7 +127,11 @@ class ModelGateway:
         )
 
     def _call_kwargs(
-        self, route: Route, messages: list[dict[str, str]], params: dict[str, Any]
+        self,
+        route: Route,
+        messages: list[dict[str, str]],
+        params: dict[str, Any],
+        base: Mapping[str, Any],
     ) -> dict[str, Any]:
         refused = [name for name in params if name not in REQUEST_PARAMS]
         if refused:
@@ -130,7 +142,7 @@ class ModelGateway:
                 retryable=False,
                 provider=route.provider,
             )
-        kwargs: dict[str, Any] = {**route.params}
+        kwargs: dict[str, Any] = {**base}
         kwargs.update((k, v) for k, v in params.items() if v is not None)
         kwargs["model"] = route.target
         kwargs["messages"] = messages
@@ -201,6 +213,7 @@ class ModelGateway:
             retryable=is_retryable(error_type, exc),
             provider=route.provider,
             latency_ms=(time.perf_counter() - started) * 1000,
+            retry_after_s=retry_after_s(exc),
         )
 
     def _cost(self, route: Route, response: litellm.ModelResponse) -> float:

@@ -9,23 +9,24 @@ from llmbus.services.completion.parse import Rejected, parse_request
 from llmbus.services.completion.reply import Reply
 from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
-from llmbus.shared.catalog import ModelCatalog, UnknownModelError
+from llmbus.shared.catalog import UnknownModelError
 from llmbus.shared.contracts import CompletionRequested, ErrorType
 from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.identity import book
 from llmbus.shared.limits import Limits
+from llmbus.shared.routing.router import Plan, Router, RoutingError
 from llmbus.shared.settings import CompletionSettings
 
 
 class Intake:
     def __init__(
-        self, config: CompletionSettings, nc: NatsClient, catalog: ModelCatalog, claim: Claim,
+        self, config: CompletionSettings, nc: NatsClient, router: Router, claim: Claim,
         reply: Reply, clients: ClientDirectory,
     ) -> None:  # fmt: skip
         self.clients = clients
         self.config = config
         self.nc = nc
-        self.catalog = catalog
+        self.router = router
         self.claim = claim
         self.reply = reply
 
@@ -36,14 +37,14 @@ class Intake:
             request = parse_request(msg.data, limits)
             if owner is not None:
                 request = await self.booked(request, owner)
-            model = self.target_model(request)
+            plan = self.route(request)
         except Rejected as rejected:
             if owner is None:
                 await self.reply.reject(msg, rejected, reply_to)
             else:
                 await self.reply.refuse(msg, rejected, reply_to)
             return
-        await self.claim.take(Job(msg, reply_to, request, model, owner))
+        await self.claim.take(Job(msg, reply_to, request, plan.models[0], owner, plan=plan))
 
     async def booked(self, request: CompletionRequested, client: str) -> CompletionRequested:
         """The request as its client's credentials book it (shared.identity.book). Only the
@@ -63,16 +64,14 @@ class Intake:
         ids = {"user_id": user_id, "team_id": team_id, "project_id": project_id}
         return request.model_copy(update=ids)
 
-    def target_model(self, request: CompletionRequested) -> str:
-        if request.role is not None:
-            raise Rejected(
-                ErrorType.invalid_request,
-                f"no role named {request.role!r} is configured; name a model instead",
-                request.request_id,
-            )
-        assert request.model is not None
+    def route(self, request: CompletionRequested) -> Plan:
+        """The models that may answer: the one the request names, or its role's."""
         try:
-            self.catalog.resolve(request.model)
+            plan = self.router.plan(request.model, request.role)
+            if plan.strategy is None:
+                self.router.catalog.resolve(plan.models[0])
+        except RoutingError as unroutable:
+            raise Rejected(unroutable.error_type, unroutable.message, request.request_id) from None
         except UnknownModelError as unknown:
             raise Rejected(unknown.error_type, unknown.message, request.request_id) from None
-        return request.model
+        return plan

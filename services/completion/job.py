@@ -13,6 +13,8 @@ from nats.aio.msg import Msg
 from llmbus.services.completion.domain import CallClaim
 from llmbus.services.completion.prompts import RenderedPrompt
 from llmbus.shared.contracts import CompletionRequested
+from llmbus.shared.contracts.completion import Attempt
+from llmbus.shared.routing.router import Plan
 
 # When a request was sent is not what it asks for: a re-send may differ there.
 NOT_COMPARED = frozenset({"requested_at"})
@@ -23,6 +25,7 @@ class Job:
     msg: Msg
     reply_to: str | None
     request: CompletionRequested
+    # the model being tried: the plan's first until admit picks one, then each fallback in turn
     model: str
     # the client whose credentials sent it (None: llmbus's own account, such as a chat turn)
     owner: str | None = None
@@ -32,6 +35,11 @@ class Job:
     messages: list[dict[str, str]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     prompt: RenderedPrompt | None = None
+    # set by intake: the models that may answer (routing); by admit, as it goes through them
+    plan: Plan | None = None
+    base_params: dict[str, Any] = field(default_factory=dict)  # the configuration's, per model
+    reservation_id: str | None = None  # None: the request_id; a fallback's reserves anew
+    attempts: list[Attempt] = field(default_factory=list)
     # the reply, for copies of this request delivered while it runs (see claim.py)
     replied: "asyncio.Future[bytes] | None" = None
 
@@ -52,10 +60,17 @@ class Job:
         canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    @property
+    def role(self) -> str | None:
+        """The role the request was routed by: its own, or the default role."""
+        return self.plan.role if self.plan is not None else self.request.role
+
     def ids(self) -> dict[str, Any]:
-        """The request's ids and prompt version, carried by every event it causes."""
+        """The request's ids, prompt version and routing, carried by every event it causes."""
         request = self.request
         return {
+            "role": self.role,
+            "attempts": list(self.attempts),
             "user_id": request.user_id,
             "team_id": request.team_id,
             "project_id": request.project_id,

@@ -25,6 +25,7 @@ from llmbus.shared.contracts import (
     UsageRecorded,
 )
 from llmbus.shared.contracts.budget import BudgetAdmission
+from llmbus.shared.routing.router import RoutingError
 from llmbus.shared.settings import CompletionSettings
 
 log = logging.getLogger("llmbus.completion")
@@ -71,6 +72,19 @@ class Record:
         completion = await self.store.record(outcome)
         await self.admission.settle(usage)
         await self.reply.send(job, stored_reply(completion))
+
+    def unpaid(self, job: Job, failed: ModelCallFailed) -> UsageRecorded:
+        """A failed call another model takes over from: nothing to charge, only to release."""
+        return self._usage(job, failed.provider or "unknown", failed.latency_ms,
+                           error_type=failed.error_type.value)  # fmt: skip
+
+    async def unroutable(self, job: Job, unroutable: RoutingError) -> None:
+        log.warning("request %s: %s", job.request_id, unroutable.error_type.value)
+        event = CompletionFailed(
+            request_id=job.request_id, error_type=unroutable.error_type,
+            message=unroutable.message, retryable=unroutable.retryable, **job.ids(),
+        )  # fmt: skip
+        await self.reply.send(job, stored_reply(await self._store_failed_before_call(job, event)))
 
     async def refused(self, job: Job, refusal: BudgetAdmission) -> None:
         event = CompletionFailed(
@@ -122,8 +136,10 @@ class Record:
     ) -> UsageRecorded:
         assert job.claim is not None
         tokens = usage or TokenUsage()
+        # one per provider call: a fallback's call is the same claim's next one
+        call = f":{len(job.attempts)}" if job.attempts else ""
         return UsageRecorded(
-            usage_id=f"{job.request_id}:{job.claim.attempt}",
+            usage_id=f"{job.request_id}:{job.claim.attempt}{call}",
             request_id=job.request_id,
             provider=provider,
             model=job.model,
@@ -135,8 +151,8 @@ class Record:
             latency_ms=latency_ms,
             status="error" if error_type else "ok",
             error_type=error_type,
-            role=job.request.role,
             tags=job.request.tags,
-            grant_id=self.admission.grant_of(job.request_id),
+            grant_id=self.admission.grant_of(job.reservation_id or job.request_id),
+            reservation_id=job.reservation_id,
             **job.ids(),
         )

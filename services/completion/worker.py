@@ -31,6 +31,7 @@ from llmbus.shared import bus, subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
+from llmbus.shared.routing.router import Router
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.completion")
@@ -57,12 +58,13 @@ class CompletionWorker:
         self.heartbeat = Heartbeat(config.ack_wait_s)
         self.reply = Reply(config, nc, self.store, relay)
         record = Record(config, self.store, self.admission, self.reply)
-        call = Call(gateway, self.heartbeat, record)
-        admit = Admit(settings.admission_on, gateway.catalog, self.prompts, self.admission,
+        call = Call(gateway, self.heartbeat, record, config.cooldown_s)
+        router = Router(settings, gateway.catalog, gateway.health)
+        admit = Admit(settings.admission_on, router, self.prompts, self.admission,
                       self.heartbeat, call, record)  # fmt: skip
         self.claim = Claim(config.claim_lease_s, self.store, self.admission, self.heartbeat,
                            admit, self.reply)  # fmt: skip
-        self.intake = Intake(config, nc, gateway.catalog, self.claim, self.reply,
+        self.intake = Intake(config, nc, router, self.claim, self.reply,
                              ClientDirectory(nc.jetstream()))  # fmt: skip
         self.given_up = GivenUp(nc.jetstream(), self.store, self.reply)
         self.tasks: set[asyncio.Task[None]] = set()

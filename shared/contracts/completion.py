@@ -70,6 +70,7 @@ class ErrorType(StrEnum):
     invalid_variables = "invalid_variables"
     prompt_unavailable = "prompt_unavailable"
     too_large = "too_large"
+    no_capable_model = "no_capable_model"
     cancelled = "cancelled"
     request_conflict = "request_conflict"
     forbidden = "forbidden"
@@ -132,8 +133,8 @@ class CompletionRequested(Identity):
 
     @model_validator(mode="after")
     def _one_target_and_one_input(self) -> Self:
-        if (self.model is None) == (self.role is None):
-            raise ValueError("exactly one of 'model' or 'role' is required")
+        if self.model is not None and self.role is not None:
+            raise ValueError("name a 'model' or a 'role', not both (neither: the default role)")
         if (self.messages is None) == (self.prompt is None):
             raise ValueError("exactly one of 'messages' or 'prompt' is required")
         return self
@@ -144,6 +145,13 @@ class TokenUsage(Contract):
     completion_tokens: int = 0
     cached_tokens: int = 0
     total_tokens: int = 0
+
+
+class Attempt(Contract):
+    """A model tried before the one that answered (or before the request failed)."""
+
+    model: str
+    error_type: ErrorType
 
 
 class CompletionReceived(Identity):
@@ -164,6 +172,10 @@ class CompletionReceived(Identity):
     prompt_version: int | None = Field(
         default=None, description="The version of that prompt the messages were rendered from."
     )
+    role: str | None = Field(default=None, description="The role the request was routed by.")
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="The models that failed before this one answered."
+    )
     occurred_at: datetime = Field(default_factory=utcnow)
 
 
@@ -179,5 +191,9 @@ class CompletionFailed(Identity):
     prompt_key: str | None = Field(default=None, description="The prompt the request named.")
     prompt_version: int | None = Field(
         default=None, description="The version resolved, when the prompt got that far."
+    )
+    role: str | None = Field(default=None, description="The role the request was routed by.")
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="The models that failed before the last one."
     )
     occurred_at: datetime = Field(default_factory=utcnow)

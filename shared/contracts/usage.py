@@ -4,6 +4,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmbus.shared.contracts.base import Contract, Identity, utcnow
+from llmbus.shared.contracts.completion import Attempt
 from llmbus.shared.usage_groups import GROUP_FIELDS as GROUP_FIELDS
 from llmbus.shared.usage_groups import GroupField
 
@@ -33,6 +34,14 @@ class UsageRecorded(Identity):
     tags: list[str] = Field(default_factory=list)
     grant_id: str | None = Field(
         default=None, description="The budget grant the call was admitted against, if any."
+    )
+    reservation_id: str | None = Field(
+        default=None,
+        description="The budget reservation of this call when it is not the request_id (a "
+        "fallback model's, reserved again at its price).",
+    )
+    attempts: list[Attempt] = Field(
+        default_factory=list, description="The models that failed before this call's."
     )
     occurred_at: datetime = Field(default_factory=utcnow)
 

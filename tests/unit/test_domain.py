@@ -52,7 +52,7 @@ def test_a_valid_request_parses() -> None:
         (b'{"request_id": "r-1", "model": ', ErrorType.malformed_json, "not valid JSON"),
         (b"[1, 2]", ErrorType.invalid_request, "JSON object"),
         (body(messages=None), ErrorType.invalid_request, "'messages' or 'prompt'"),
-        (body(role="coder"), ErrorType.invalid_request, "'model' or 'role'"),
+        (body(role="coder"), ErrorType.invalid_request, "not both"),
         (
             body(messages=[{"role": "user", "content": ""}]),
             ErrorType.invalid_request,

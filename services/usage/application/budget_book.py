@@ -223,12 +223,13 @@ class BudgetBook:
                     budget.settle_granted(usage.grant_id, usage.request_id, cost, now)
                     touched.append(budget)
             return touched
+        reserved_as = usage.reservation_id or usage.request_id
         for budget in self.budgets.values():
-            if usage.request_id in budget.reservations:
-                budget.settle(usage.request_id, cost, now)
+            if reserved_as in budget.reservations:
+                budget.settle(reserved_as, cost, now)
                 touched.append(budget)
-            elif usage.request_id in budget.lease_expired:
-                budget.settle(usage.request_id, cost, now)  # paid after its lease: still spent
+            elif reserved_as in budget.lease_expired:
+                budget.settle(reserved_as, cost, now)  # paid after its lease: still spent
                 touched.append(budget)
         return touched
 

@@ -106,10 +106,11 @@ class Client:
         self,
         prompt: str | Sequence[dict[str, str]],
         *,
-        model: str,
+        model: str | None = None,
         request_id: str | None = None,
         **fields: Any,
     ) -> CompletionRequested:
+        """A request for `model`, or for `role=` (neither: the configured default role)."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         return CompletionRequested.model_validate(
             {"request_id": request_id or new_request_id(), "model": model, "messages": messages}
@@ -154,8 +155,6 @@ class Client:
         if isinstance(prompt, CompletionRequested):
             request = prompt
         else:
-            if model is None:
-                raise LlmbusError("complete() needs model=")
             request = self.request(prompt, model=model, **fields)
         first_id = request.request_id
         for attempt in itertools.count(1):

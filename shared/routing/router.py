@@ -1,0 +1,159 @@
+"""Which models may answer a request, in the order they are tried, and with what parameters.
+
+A request names a model (tried alone), a role, or neither (the default role). A fallback role
+tries its chain in order; a cheapest-capable role keeps the candidates that can serve the
+request and tries them cheapest worst case first. Models this worker passes over for now
+(Health) are left out with their reason, which a `no_capable_model` failure lists.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from llmbus.shared.catalog import ModelCatalog, UnknownModelError
+from llmbus.shared.contracts.completion import ErrorType
+from llmbus.shared.errors import LlmbusError
+from llmbus.shared.routing.chains import chains
+from llmbus.shared.routing.config import Capabilities, Strategy
+from llmbus.shared.routing.health import Health
+from llmbus.shared.settings import Settings
+
+
+class RoutingError(LlmbusError):
+    """The request cannot be routed: it names no role that exists, or no model can serve it."""
+
+    error_type: ErrorType  # a completion's error type, not an ErrorReply's
+
+    def __init__(self, error_type: ErrorType, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.retryable = retryable
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a request asks for: a role's chain, or the one model it names."""
+
+    role: str | None
+    strategy: Strategy | None  # None: a model named directly, tried alone
+    models: tuple[str, ...]
+    requires: Capabilities = field(default_factory=Capabilities)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The models to try, in order, and why the others were left out."""
+
+    models: list[str]
+    excluded: dict[str, str]
+
+
+class Router:
+    def __init__(self, settings: Settings, catalog: ModelCatalog, health: Health) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.health = health
+        self.chains = chains(settings.roles)  # a fallback cycle stops the start
+
+    def plan(self, model: str | None, role: str | None) -> Plan:
+        if model is not None:
+            return Plan(None, None, (model,))
+        role = role or self.settings.default_role
+        if role is None:
+            raise RoutingError(
+                ErrorType.invalid_request,
+                "the request names neither a model nor a role, and no default_role is configured",
+            )
+        entry = self.settings.roles.get(role)
+        if entry is None:
+            known = ", ".join(sorted(self.settings.roles)) or "none are configured"
+            raise RoutingError(
+                ErrorType.invalid_request, f"no role named {role!r} (roles: {known})"
+            )
+        return Plan(role, entry.strategy, tuple(self.chains[role]), entry.requires)
+
+    def base_params(self, plan: Plan, model: str) -> dict[str, Any]:
+        """Parameters from the configuration, later winning: defaults < the model's < the
+        role's. The request's win over all of them (the gateway adds them)."""
+        entry = self.settings.model(model)
+        role = self.settings.roles.get(plan.role) if plan.role else None
+        return {
+            **self.settings.defaults.params,
+            **(entry.params if entry else {}),
+            **(role.params if role else {}),
+        }
+
+    def choose(
+        self, plan: Plan, messages: list[dict[str, str]], params: Mapping[str, Any]
+    ) -> Choice:
+        """The models to try for this request; RoutingError(no_capable_model) when none is."""
+        if plan.strategy is None:
+            return Choice(list(plan.models), {})
+        needs = needed(plan.requires, params)
+        worst: dict[str, Decimal] = {}
+        excluded: dict[str, str] = {}
+        for model in plan.models:
+            reason = self.health.excluded(model) or self._unfit(
+                plan, model, messages, params, needs
+            )
+            if reason is not None:
+                excluded[model] = reason
+            elif plan.strategy == "cheapest-capable":
+                worst[model] = self.catalog.worst_case_cost(
+                    model, messages, self.max_tokens(plan, model, params)
+                )
+        models = [m for m in plan.models if m not in excluded]
+        if plan.strategy == "cheapest-capable":
+            models.sort(key=lambda m: worst[m])  # stable: ties keep the configured order
+        if not models:
+            raise no_capable_model(plan, excluded)
+        return Choice(models, excluded)
+
+    def max_tokens(self, plan: Plan, model: str, params: Mapping[str, Any]) -> int | None:
+        asked = params.get("max_tokens") or self.base_params(plan, model).get("max_tokens")
+        return asked if isinstance(asked, int) else None
+
+    def _unfit(
+        self,
+        plan: Plan,
+        model: str,
+        messages: list[dict[str, str]],
+        params: Mapping[str, Any],
+        needs: Capabilities,
+    ) -> str | None:
+        try:
+            missing = needs.missing_from(self.catalog.capabilities(model))
+        except UnknownModelError as unknown:
+            return unknown.message
+        if missing:
+            return f"lacks {', '.join(missing)}"
+        window = self.catalog.context_window(model)
+        if window is None:
+            return None
+        reply = self.catalog.reply_cap(model, self.max_tokens(plan, model, params))
+        prompt = self.catalog.count_tokens(model, messages)
+        if prompt + reply > window:
+            return f"context window {window} < {prompt} prompt + {reply} reply tokens"
+        return None
+
+
+def needed(required: Capabilities, params: Mapping[str, Any]) -> Capabilities:
+    """What the role requires, and what the request itself uses."""
+    return Capabilities(
+        tools=required.tools or bool(params.get("tools") or params.get("functions")),
+        vision=required.vision,
+        json_mode=required.json_mode or bool(params.get("response_format")),
+    )
+
+
+def no_capable_model(plan: Plan, excluded: Mapping[str, str]) -> RoutingError:
+    reasons = "; ".join(f"{model}: {why}" for model, why in excluded.items())
+    # only cooling down: the same request may well be served a little later
+    cooling = all(why.startswith("cooling down") for why in excluded.values())
+    return RoutingError(
+        ErrorType.no_capable_model,
+        f"no model of role {plan.role!r} can serve this request ({reasons})",
+        retryable=cooling,
+    )

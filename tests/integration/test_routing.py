@@ -1,0 +1,137 @@
+"""Roles on real NATS and the fake provider: fallback with cooldown, the default role,
+cheapest-capable (price, hard budgets, capabilities, context window) and no_capable_model."""
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from llmbus.client import CompletionError
+from llmbus.shared import subjects
+from llmbus.shared.settings import Settings
+from llmbus.testing.fake_openai import FakeProvider
+from support import pipeline, wait_for
+
+
+def fake_model(fake: FakeProvider, name: str, price: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name, "litellm_model": f"openai/{name}", "api_base": fake.base_url,
+        "api_key_env": "LLMBUS_TEST_FAKE_KEY", "input_cost_per_token": price,
+        "output_cost_per_token": price, **extra,
+    }  # fmt: skip
+
+
+def routed(settings: Settings, fake: FakeProvider, **config: Any) -> Settings:
+    """The test settings with two more priced models and the given roles (and budgets)."""
+    raw = settings.model_dump(mode="json")
+    raw["models"] += [
+        fake_model(fake, "cheap-gpt", 1e-7),
+        fake_model(fake, "dear-gpt", 1e-5),
+        fake_model(fake, "tiny-gpt", 1e-8, max_input_tokens=5),
+        fake_model(fake, "ctx-3", 1e-8),
+    ]
+    return Settings.model_validate(raw | config)
+
+
+async def test_a_rate_limited_primary_falls_back_once_charged_and_cools_down(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    roles = {"coder": {"model": "fail-429", "fallbacks": ["fake-gpt"]}}
+    routed_settings = routed(settings, fake_provider, roles=roles)
+    async with pipeline(routed_settings) as (_, events, client):
+        first = await client.complete("hello", role="coder")
+        assert (first.model, first.role) == ("fake-gpt", "coder")
+        assert [(a.model, a.error_type) for a in first.attempts] == [("fail-429", "rate_limited")]
+        tried = fake_provider.calls("fail-429")
+        assert tried == 1 + settings.completion.num_retries
+
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 1, what="UsageRecorded")
+        [usage] = events.on(subjects.USAGE_RECORDED)
+        assert usage["status"] == "ok" and usage["model"] == "fake-gpt" and usage["cost_usd"] > 0
+        assert usage["role"] == "coder" and usage["attempts"][0]["model"] == "fail-429"
+
+        second = await client.complete("again", role="coder")  # fail-429 is cooling down
+        assert second.model == "fake-gpt" and second.attempts == []
+        assert fake_provider.calls("fail-429") == tried
+        await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 2, what="UsageRecorded")
+        assert all(u["status"] == "ok" for u in events.on(subjects.USAGE_RECORDED))
+
+
+async def test_a_request_naming_neither_model_nor_role_takes_the_default_role(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    roles = {"helper": {"model": "fake-gpt", "params": {"max_tokens": 3}}}
+    routed_settings = routed(settings, fake_provider, roles=roles, default_role="helper")
+    async with pipeline(routed_settings, with_usage=False) as (_, _events, client):
+        received = await client.complete("count to ten in words please")
+        assert (received.model, received.role) == ("fake-gpt", "helper")
+        assert received.usage.completion_tokens <= 3  # the role's params reached the call
+        with pytest.raises(CompletionError) as unknown:
+            await client.complete("hi", role="nobody")
+        assert unknown.value.failed.error_type == "invalid_request"
+        assert "helper" in unknown.value.failed.message
+
+
+async def test_cheapest_capable_picks_the_cheaper_model(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    roles = {"clarifier": {"strategy": "cheapest-capable", "candidates": ["dear-gpt", "cheap-gpt"]}}
+    routed_settings = routed(settings, fake_provider, roles=roles)
+    async with pipeline(routed_settings, with_usage=False) as (_, _events, client):
+        received = await client.complete("hi", role="clarifier", params={"max_tokens": 50})
+        assert received.model == "cheap-gpt" and received.attempts == []
+
+
+async def test_cheapest_capable_skips_a_model_its_hard_budget_cannot_cover(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    roles = {"clarifier": {"strategy": "cheapest-capable", "candidates": ["dear-gpt", "cheap-gpt"]}}
+    budget = {"name": "cheap-cap", "scope": {"model": "cheap-gpt"}, "window": "daily",
+              "limit_usd": "0.000000001", "mode": "hard"}  # fmt: skip
+    routed_settings = routed(settings, fake_provider, roles=roles, budgets=[budget])
+    assert routed_settings.admission_on
+    async with pipeline(routed_settings) as (_, _events, client):
+        received = await client.complete("hi", role="clarifier", params={"max_tokens": 50})
+        assert received.model == "dear-gpt"
+    assert Decimal(budget["limit_usd"]) > 0
+
+
+async def test_no_capable_model_says_why_each_candidate_was_left_out(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    roles = {
+        "tooling": {"strategy": "cheapest-capable", "candidates": ["cheap-gpt", "dear-gpt"],
+                    "requires": {"tools": True}},
+        "long": {"model": "tiny-gpt", "fallbacks": ["fake-gpt"]},
+    }  # fmt: skip
+    routed_settings = routed(settings, fake_provider, roles=roles)
+    async with pipeline(routed_settings, with_usage=False) as (_, _events, client):
+        with pytest.raises(CompletionError) as failure:
+            await client.complete("hi", role="tooling")
+        failed = failure.value.failed
+        assert failed.error_type == "no_capable_model" and failed.role == "tooling"
+        assert "cheap-gpt: lacks tools" in failed.message
+        assert "dear-gpt: lacks tools" in failed.message
+
+        # a prompt over tiny-gpt's context window goes to the next model, uncalled
+        fake_provider.reset()
+        received = await client.complete("a prompt of more words than five", role="long")
+        assert received.model == "fake-gpt"
+        assert fake_provider.calls("tiny-gpt") == 0
+
+
+async def test_a_context_window_error_falls_through_at_once_to_a_bigger_model(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    fake_provider.reset()
+    roles = {"long": {"model": "ctx-3", "fallbacks": ["fake-gpt"]}}
+    async with pipeline(routed(settings, fake_provider, roles=roles), with_usage=False) as (
+        _, _events, client,
+    ):  # fmt: skip
+        received = await client.complete("five words are too many", role="long")
+        assert received.model == "fake-gpt"
+        assert [(a.model, a.error_type) for a in received.attempts] == [
+            ("ctx-3", "context_window_exceeded")
+        ]
+        assert fake_provider.calls("ctx-3") == 1  # not retried: another model is the answer
