@@ -6,6 +6,7 @@ import logging
 from nats.aio.client import Client as NatsClient
 
 from llmbus.services.completion.application import CompletionApplication
+from llmbus.services.completion.credentials import CredentialCheck
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.worker import CompletionWorker
@@ -36,17 +37,41 @@ class CompletionService:
             on_loop=probe is not None, topics=TOPICS,
         )  # fmt: skip
         self.worker = CompletionWorker(settings, app, gateway, nc, self.relay, probe)
+        self.credentials = CredentialCheck(settings, gateway.catalog, gateway.health)
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         log.info(
             "requests may take %d bytes (%s)",
             self.limits.request_bytes, self.limits.request_limit_text(),
         )  # fmt: skip
+        await self.check_credentials()
+
+    async def check_credentials(self) -> None:
+        """The first credential check: bounded by its timeout, and never fatal to the worker."""
+        try:
+            # the check returns at its timeout; the margin only guards against a hang in it
+            await asyncio.wait_for(self.credentials.check(), self.credentials.timeout_s + 1.0)
+        except Exception:
+            log.exception("the credential check failed; the worker starts without it")
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.worker.run(stop)
+        self._watching = asyncio.create_task(
+            self.credentials.watch(stop), name="credential-recheck"
+        )
+        try:
+            await self.worker.run(stop)
+        finally:
+            await self._stop_watching()
+
+    async def _stop_watching(self) -> None:
+        watching, self._watching = self._watching, None
+        if watching is not None:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
     async def close(self) -> None:
+        await self._stop_watching()
         if self.probe is not None:
             self.probe.close()
 

@@ -20,6 +20,8 @@ from aiohttp import web
 
 SLOW = re.compile(r"^slow-(\d+)$")
 FLAKY = re.compile(r"^flaky-429-(\d+)$")
+# ctx-N: a model whose context holds N words; a longer prompt gets OpenAI's context error
+CONTEXT = re.compile(r"^ctx-(\d+)$")
 ECHO_KEY = re.compile(r"^echo-key-(masked|split|header|zwsp)$")
 LISTENING = "LISTENING "
 STARTUP_TIMEOUT_S = 30.0
@@ -128,6 +130,10 @@ def failure_for(request: web.Request, model: str, prompt: str) -> web.Response |
     if model == "missing-model":
         message = f"The model `{model}` does not exist or you do not have access to it."
         return error_response(404, message, "invalid_request_error", "model_not_found")
+    context = CONTEXT.match(model)
+    if context and len(prompt.split()) > int(context.group(1)):
+        message = f"This model's maximum context length is {context.group(1)} tokens."
+        return error_response(400, message, "invalid_request_error", "context_length_exceeded")
     flaky = FLAKY.match(model)
     if flaky:
         state = request.app[STATE_KEY]
@@ -229,6 +235,15 @@ async def stream_reply(
     return response
 
 
+async def list_models(request: web.Request) -> web.Response:
+    """OpenAI's model list, for a credential check: a key starting "rejected" gets a 401."""
+    if presented_key(request).startswith("rejected"):
+        return unauthorized("Incorrect API key provided (fake provider).")
+    models = ["fake-gpt", "fail-429", "fail-500", "fail-401"]
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in models]
+    return web.json_response({"object": "list", "data": data})
+
+
 async def stats(request: web.Request) -> web.Response:
     calls = request.app[STATE_KEY].calls
     return web.json_response({"calls": dict(calls), "total": calls.total()})
@@ -244,6 +259,8 @@ def build_app(latency_ms: float = 0.0) -> web.Application:
     app[STATE_KEY] = ProviderState(latency_s=latency_ms / 1000)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/models", list_models)
     app.router.add_get("/_stats", stats)
     app.router.add_post("/_reset", reset)
     return app
