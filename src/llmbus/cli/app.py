@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmbus.cli.app_clients import clients
+from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
 from llmbus.cli.app_prompts import prompts
 from llmbus.cli.options import UserOption
@@ -33,6 +34,7 @@ app.add_typer(budgets, name="budgets")
 app.add_typer(conversations, name="conversations")
 app.add_typer(clients, name="clients")
 app.add_typer(prompts, name="prompts")
+app.add_typer(config, name="config")
 
 
 @app.callback()
