@@ -10,6 +10,7 @@ GroupField = Literal[
     "team",
     "project",
     "conversation",
+    "role",
     "status",
     "prompt",
     "prompt_version",

@@ -13,6 +13,7 @@ COLUMNS = {
     "team": "team_id",
     "project": "project_id",
     "conversation": "conversation_id",
+    "role": "role",
     "status": "status",
     "prompt": "prompt_key",
     # one label per version, e.g. "summarizer@3": a version number means nothing without its key

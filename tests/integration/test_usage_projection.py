@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -194,6 +194,29 @@ def test_filters_keep_only_matching_events(projection: UsageProjection) -> None:
     assert sum(r["requests"] for r in result.rows) == len(matching)
     assert {r["user"] for r in result.rows} == {e.user_id for e in matching}
     assert all(r["errors"] == 0 for r in result.rows)
+
+
+def test_usage_groups_and_filters_by_role(projection: UsageProjection) -> None:
+    roles = ("coder", "clarifier", None)  # None: a request that named a model
+    events = [(i, recorded(i, role=roles[i // 3 % 3])) for i in range(1, 61)]
+    projection.apply(events)
+
+    result = projection.query(UsageQuery(group_by=["role"]))
+
+    by_role: dict[str | None, list[UsageRecorded]] = defaultdict(list)
+    for _, e in events:
+        by_role[e.role].append(e)
+    assert result.columns[0] == "role"
+    assert {row["role"]: row["requests"] for row in result.rows} == {
+        role: len(calls) for role, calls in by_role.items()
+    }
+    for row in result.rows:
+        assert row["cost_usd"] == pytest.approx(exact_cost(by_role[row["role"]]), abs=1e-9)
+    coder = projection.query(UsageQuery(group_by=["model"], filters={"role": "coder"})).rows
+    assert {row["model"]: row["requests"] for row in coder} == Counter(
+        e.model for e in by_role["coder"]
+    )
+    assert len(coder) == len(MODELS)
 
 
 def test_filter_values_are_data_not_sql(projection: UsageProjection) -> None:
