@@ -124,9 +124,11 @@ class Router:
         needs: Capabilities,
     ) -> str | None:
         try:
-            missing = needs.missing_from(self.catalog.capabilities(model))
+            offered = self.catalog.capabilities(model)
         except UnknownModelError as unknown:
             return unknown.message
+        # a fallback chain is the configuration's choice: capabilities only pick candidates
+        missing = needs.missing_from(offered) if plan.strategy == "cheapest-capable" else []
         if missing:
             return f"lacks {', '.join(missing)}"
         window = self.catalog.context_window(model)
