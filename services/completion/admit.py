@@ -3,6 +3,8 @@ models may answer it (routing), and whether its budgets admit the worst case of 
 is called. A model that fails in a way the next may answer hands over to the next: its
 reservation is released and the next model reserves at its own price."""
 
+import hashlib
+
 from llmbus.services.completion.admission import Admission
 from llmbus.services.completion.call import Call
 from llmbus.services.completion.heartbeat import Heartbeat
@@ -12,6 +14,8 @@ from llmbus.services.completion.record import Record
 from llmbus.shared.contracts.budget import BudgetAdmission
 from llmbus.shared.contracts.completion import Attempt
 from llmbus.shared.routing.router import Router, RoutingError, no_capable_model
+
+MAX_REQUEST_ID = 128  # contracts.base.RequestId
 
 
 class Admit:
@@ -47,7 +51,7 @@ class Admit:
         for n, model in enumerate(choice.models):
             job.model, job.params = model, dict(asked)
             job.base_params = self.router.base_params(job.plan, model)
-            job.reservation_id = f"{job.request_id}#{n}" if n else None
+            job.reservation_id = fallback_reservation(job.request_id, n) if n else None
             refusal = await self._admit(job) if self.admission_on else None
             if refusal is not None:
                 if job.plan.strategy != "cheapest-capable":
@@ -87,3 +91,12 @@ class Admit:
         admitting = self.admission.admit(job.request, job.model, job.messages, max_tokens,
                                          job.reservation_id, job.role)  # fmt: skip
         return await self.heartbeat.during(job.msg, admitting)
+
+
+def fallback_reservation(request_id: str, n: int) -> str:
+    """The reservation id of the request's n-th model: a request id too (same pattern, at most
+    128 characters), the same on every delivery, so that a redelivery reserves nothing twice."""
+    suffix = f":fallback-{n}"
+    if len(request_id) + len(suffix) <= MAX_REQUEST_ID:
+        return request_id + suffix
+    return hashlib.sha256(request_id.encode()).hexdigest() + suffix

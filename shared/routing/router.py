@@ -8,7 +8,6 @@ request and tries them cheapest worst case first. Models this worker passes over
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from llmbus.shared.catalog import ModelCatalog, UnknownModelError
@@ -92,24 +91,37 @@ class Router:
         if plan.strategy is None:
             return Choice(list(plan.models), {})
         needs = needed(plan.requires, params)
-        worst: dict[str, Decimal] = {}
+        prompt = Prompt(self.catalog, messages, plan.models[0])
         excluded: dict[str, str] = {}
         for model in plan.models:
-            reason = self.health.excluded(model) or self._unfit(
-                plan, model, messages, params, needs
-            )
+            reason = self.health.excluded(model) or self._unfit(plan, model, prompt, params, needs)
             if reason is not None:
                 excluded[model] = reason
-            elif plan.strategy == "cheapest-capable":
-                worst[model] = self.catalog.worst_case_cost(
-                    model, messages, self.max_tokens(plan, model, params)
-                )
         models = [m for m in plan.models if m not in excluded]
-        if plan.strategy == "cheapest-capable":
-            models.sort(key=lambda m: worst[m])  # stable: ties keep the configured order
         if not models:
             raise no_capable_model(plan, excluded)
+        if plan.strategy == "cheapest-capable":
+            models = self._cheapest_first(plan, models, prompt, params)
         return Choice(models, excluded)
+
+    def _cheapest_first(
+        self, plan: Plan, models: list[str], prompt: "Prompt", params: Mapping[str, Any]
+    ) -> list[str]:
+        """By worst case at list price: prompt tokens x input price + reply cap x output price.
+        Each is a line in the prompt's tokens; when their order is the same with no prompt
+        tokens and with the bound, no count can change it, and none is made."""
+        lines = {}
+        for model in models:
+            price = self.catalog.list_price(model)
+            reply = self.catalog.reply_cap(model, self.max_tokens(plan, model, params))
+            lines[model] = (price.input_per_token, reply * price.output_per_token)
+
+        def order(tokens: int) -> list[str]:
+            # stable: ties keep the configured order
+            return sorted(models, key=lambda m: tokens * lines[m][0] + lines[m][1])
+
+        at_least, at_most = order(0), order(prompt.bound)
+        return at_least if at_least == at_most else order(prompt.tokens())
 
     def max_tokens(self, plan: Plan, model: str, params: Mapping[str, Any]) -> int | None:
         asked = params.get("max_tokens") or self.base_params(plan, model).get("max_tokens")
@@ -119,7 +131,7 @@ class Router:
         self,
         plan: Plan,
         model: str,
-        messages: list[dict[str, str]],
+        prompt: "Prompt",
         params: Mapping[str, Any],
         needs: Capabilities,
     ) -> str | None:
@@ -135,10 +147,32 @@ class Router:
         if window is None:
             return None
         reply = self.catalog.reply_cap(model, self.max_tokens(plan, model, params))
-        prompt = self.catalog.count_tokens(model, messages)
-        if prompt + reply > window:
-            return f"context window {window} < {prompt} prompt + {reply} reply tokens"
+        if prompt.bound + reply <= window:
+            return None  # fits even if every byte were a token: no need to count
+        if prompt.tokens() + reply > window:
+            return f"context window {window} < {prompt.tokens()} prompt + {reply} reply tokens"
         return None
+
+
+class Prompt:
+    """A request's prompt size: a bound that costs nothing, and its tokens counted at most once
+    (with the first model's tokenizer: routing compares models, admission counts exactly)."""
+
+    # per message: the chat format's framing and the role (litellm counts 3 to 4 tokens)
+    PER_MESSAGE = 8
+    PRIMING = 8
+
+    def __init__(self, catalog: ModelCatalog, messages: list[dict[str, str]], model: str) -> None:
+        self.catalog, self.messages, self.model = catalog, messages, model
+        # a BPE token is at least one byte, so a prompt has no more tokens than bytes
+        text_bytes = sum(len(str(m.get("content", "")).encode()) for m in messages)
+        self.bound = text_bytes + self.PER_MESSAGE * len(messages) + self.PRIMING
+        self._tokens: int | None = None
+
+    def tokens(self) -> int:
+        if self._tokens is None:
+            self._tokens = self.catalog.count_tokens(self.model, self.messages)
+        return self._tokens
 
 
 def needed(required: Capabilities, params: Mapping[str, Any]) -> Capabilities:

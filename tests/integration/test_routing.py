@@ -135,3 +135,40 @@ async def test_a_context_window_error_falls_through_at_once_to_a_bigger_model(
             ("ctx-3", "context_window_exceeded")
         ]
         assert fake_provider.calls("ctx-3") == 1  # not retried: another model is the answer
+
+
+async def test_a_fallback_reserves_at_its_own_price_and_releases_the_first_reservation(
+    settings: Settings, fake_provider: FakeProvider
+) -> None:
+    """Per-request reservations (no grants), a hard budget scoped on the role: the failed
+    model's reservation is released, the fallback's settled at its cost, nothing left held."""
+    roles = {"coder": {"model": "fail-500", "fallbacks": ["fake-gpt"]}}
+    budget = {"name": "coders", "scope": {"role": "coder"}, "window": "daily",
+              "limit_usd": "1", "mode": "hard"}  # fmt: skip
+    routed_settings = routed(settings, fake_provider, roles=roles, budgets=[budget])
+    routed_settings.completion.grant_requests = 0
+    async with pipeline(routed_settings) as (_, _events, client):
+        received = await client.complete("hello", role="coder", params={"max_tokens": 20})
+        assert received.model == "fake-gpt" and received.attempts[0].model == "fail-500"
+
+        async def settled() -> bool:
+            [status] = await client.budgets.status()
+            return status.reserved_usd == 0 and status.spent_usd == pytest.approx(received.cost_usd)
+
+        await wait_for(settled, what="the budget to hold only the fallback's cost")
+
+
+async def test_a_model_whose_key_the_start_check_rejects_is_skipped(
+    settings: Settings, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMBUS_TEST_REJECTED_KEY", "rejected-sk-0123456789abcdef")
+    fake_provider.reset()
+    roles = {"coder": {"model": "locked-gpt", "fallbacks": ["fake-gpt"]}}
+    routed_settings = routed(settings, fake_provider, roles=roles)
+    raw = routed_settings.model_dump(mode="json")
+    locked = fake_model(fake_provider, "locked-gpt", 1e-7, api_key_env="LLMBUS_TEST_REJECTED_KEY")
+    raw["models"].append(locked)
+    async with pipeline(Settings.model_validate(raw), with_usage=False) as (_, _events, client):
+        received = await client.complete("hello", role="coder")
+        assert received.model == "fake-gpt" and received.attempts == []
+        assert fake_provider.calls("locked-gpt") == 0

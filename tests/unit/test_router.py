@@ -119,3 +119,38 @@ def test_a_model_named_directly_is_tried_alone_whatever_its_health() -> None:
     health.mark_unhealthy("a", "credentials rejected")
     routed = router(health)
     assert routed.choose(Plan(None, None, ("a",)), MESSAGES, {}).models == ["a"]
+
+
+def test_a_fallbacks_reservation_id_is_a_valid_request_id_even_for_the_longest() -> None:
+    from pydantic import TypeAdapter
+
+    from llmbus.services.completion.admit import fallback_reservation
+    from llmbus.shared.contracts.base import RequestId
+
+    valid = TypeAdapter(RequestId)
+    assert fallback_reservation("order-1", 1) == "order-1:fallback-1"
+    longest = fallback_reservation("x" * 128, 2)
+    assert valid.validate_python(longest) == longest
+    assert longest == fallback_reservation("x" * 128, 2) != fallback_reservation("y" * 128, 2)
+
+
+def test_cheapest_capable_counts_the_prompt_when_its_size_decides_the_order() -> None:
+    """in-heavy is cheaper below ~50 prompt tokens, out-heavy above: a 30-word prompt has more
+    bytes than that but fewer tokens, so only the count gets the order right."""
+    models = [
+        {"name": "in-heavy", "litellm_model": "openai/in-heavy", "input_cost_per_token": 1e-5,
+         "output_cost_per_token": 1e-7},
+        {"name": "out-heavy", "litellm_model": "openai/out-heavy", "input_cost_per_token": 1e-7,
+         "output_cost_per_token": 5e-6},
+    ]  # fmt: skip
+    roles = {"c": {"strategy": "cheapest-capable", "candidates": ["out-heavy", "in-heavy"]}}
+    routed = Router(
+        Settings.model_validate({"models": models, "roles": roles}),
+        ModelCatalog(Settings.model_validate({"models": models})),
+        Health(),
+    )
+    plan = routed.plan(None, "c")
+    short = [{"role": "user", "content": "word " * 30}]
+    assert routed.choose(plan, short, {"max_tokens": 100}).models == ["in-heavy", "out-heavy"]
+    long = [{"role": "user", "content": "word " * 200}]
+    assert routed.choose(plan, long, {"max_tokens": 100}).models == ["out-heavy", "in-heavy"]
