@@ -84,9 +84,11 @@ class Admission:
         max_tokens: int,
         reservation_id: str | None = None,
         role: str | None = None,
+        wait: bool = True,
     ) -> BudgetAdmission | None:
         """None when admitted; the refusal when a hard budget cannot cover the worst case.
-        A fallback model reserves again under a reservation_id of its own."""
+        A fallback model reserves again under a reservation_id of its own. wait=False: refused
+        at once rather than waiting for open reservations to settle (another model may pay)."""
         worst = self.catalog.worst_case_cost(model, messages, max_tokens)
         reservation_id = reservation_id or request.request_id
         attributes = {"user": request.user_id, "team": request.team_id,
@@ -102,7 +104,8 @@ class Admission:
                 break
             # full, or none yet: one ask per key at a time, whose grant the waiting ones share
             await self._ask(key, attributes, worst)
-        return await self._reserve(reservation_id, worst, attributes)
+        wait_s = self.settings.completion.admission_wait_s if wait else 0.0
+        return await self._reserve(reservation_id, worst, attributes, wait_s)
 
     def grant_of(self, request_id: str) -> str | None:
         return self.ledger.grant_of(request_id)
@@ -198,13 +201,13 @@ class Admission:
         return True
 
     async def _reserve(
-        self, request_id: str, worst: Decimal, attributes: dict[str, str | None]
+        self, request_id: str, worst: Decimal, attributes: dict[str, str | None], wait_s: float
     ) -> BudgetAdmission | None:
         reservation = BudgetReservation(
             request_id=request_id,
             amount_usd=worst,
             lease_s=self.settings.budget_lease_s,
-            wait_s=self.settings.completion.admission_wait_s,
+            wait_s=wait_s,
             **attributes,
         )
         try:

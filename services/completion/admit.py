@@ -52,14 +52,17 @@ class Admit:
             job.model, job.params = model, dict(asked)
             job.base_params = self.router.base_params(job.plan, model)
             job.reservation_id = fallback_reservation(job.request_id, n) if n else None
-            refusal = await self._admit(job) if self.admission_on else None
+            last = n == len(choice.models) - 1
+            # a cheaper candidate does not wait for room: the next one may pay at once
+            wait = last or job.plan.strategy != "cheapest-capable"
+            refusal = await self._admit(job, wait) if self.admission_on else None
             if refusal is not None:
                 if job.plan.strategy != "cheapest-capable":
                     await self.record.refused(job, refusal)
                     return
                 excluded[model] = refusal.message or f"budget {refusal.refused_by} refused it"
                 continue
-            failed = await self.call.take(job, last=n == len(choice.models) - 1)
+            failed = await self.call.take(job, last)
             if failed is None:
                 return
             await self.admission.settle(self.record.unpaid(job, failed))  # frees its reservation
@@ -80,7 +83,7 @@ class Admit:
         job.messages = job.prompt.messages
         return True
 
-    async def _admit(self, job: Job) -> BudgetAdmission | None:
+    async def _admit(self, job: Job, wait: bool) -> BudgetAdmission | None:
         assert job.plan is not None
         catalog = self.router.catalog
         # the call is capped at the reply length the reservation paid for: a hard bound
@@ -89,7 +92,7 @@ class Admit:
         job.params["max_tokens"] = max_tokens
         # a reservation may wait for room: keep JetStream from redelivering meanwhile
         admitting = self.admission.admit(job.request, job.model, job.messages, max_tokens,
-                                         job.reservation_id, job.role)  # fmt: skip
+                                         job.reservation_id, job.role, wait)  # fmt: skip
         return await self.heartbeat.during(job.msg, admitting)
 
 

@@ -1,16 +1,19 @@
 """Roles on real NATS and the fake provider: fallback with cooldown, the default role,
 cheapest-capable (price, hard budgets, capabilities, context window) and no_capable_model."""
 
+import asyncio
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from llmbus.client import CompletionError
 from llmbus.shared import subjects
 from llmbus.shared.settings import Settings
 from llmbus.testing.fake_openai import FakeProvider
-from support import pipeline, wait_for
+from support import llmbus_cli, pipeline, wait_for
 
 
 def fake_model(fake: FakeProvider, name: str, price: float, **extra: Any) -> dict[str, Any]:
@@ -31,6 +34,13 @@ def routed(settings: Settings, fake: FakeProvider, **config: Any) -> Settings:
         fake_model(fake, "ctx-3", 1e-8),
     ]
     return Settings.model_validate(raw | config)
+
+
+def add_to_config_file(path: Path, **config: Any) -> dict[str, Any]:
+    """The test's llmbus.yaml, which the CLI reads too, with these keys added."""
+    updated: dict[str, Any] = yaml.safe_load(path.read_text()) | config
+    path.write_text(yaml.safe_dump(updated))
+    return updated
 
 
 async def test_a_rate_limited_primary_falls_back_once_charged_and_cools_down(
@@ -172,3 +182,22 @@ async def test_a_model_whose_key_the_start_check_rejects_is_skipped(
         received = await client.complete("hello", role="coder")
         assert received.model == "fake-gpt" and received.attempts == []
         assert fake_provider.calls("locked-gpt") == 0
+
+
+async def test_the_cli_asks_for_a_role_or_the_default_role_and_shows_the_route(
+    settings: Settings, fake_provider: FakeProvider, config_file: Path
+) -> None:
+    roles = {
+        "coder": {"model": "fail-500", "fallbacks": ["fake-gpt"]},
+        "helper": {"model": "fake-gpt"},
+    }
+    config = add_to_config_file(config_file, roles=roles, default_role="helper")
+    async with pipeline(routed(settings, fake_provider, **config), with_usage=False):
+        by_role = await asyncio.to_thread(llmbus_cli, "complete", "hello", "--role", "coder")
+        assert by_role.returncode == 0, by_role.stderr
+        assert "fake-gpt (role coder) after fail-500: provider_error" in by_role.stdout
+        by_default = await asyncio.to_thread(llmbus_cli, "complete", "hello")
+        assert by_default.returncode == 0, by_default.stderr
+        assert "fake-gpt (role helper)" in by_default.stdout
+        both = await asyncio.to_thread(llmbus_cli, "complete", "hi", "-m", "x", "-r", "coder")
+        assert both.returncode == 1 and "not both" in both.stderr

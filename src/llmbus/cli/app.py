@@ -95,7 +95,17 @@ def serve(service: Annotated[Service, typer.Argument(help="Which service to run.
 @app.command()
 def complete(
     text: Annotated[str, typer.Argument(help="The user message.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name.")] = "llmbus-sim/small",
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model name. Default: the configured default_role, else llmbus-sim/small.",
+        ),
+    ] = None,
+    role: Annotated[
+        str | None, typer.Option("--role", "-r", help="A role of the configuration, not a model.")
+    ] = None,
     system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
     user: Annotated[str | None, typer.Option(help="user_id to account the call to.")] = None,
     team: Annotated[str | None, typer.Option(help="team_id.")] = None,
@@ -105,12 +115,14 @@ def complete(
 ) -> None:
     """Send one completion request and print the reply and its cost.
 
-    After the reply comes a line with the model, tokens, cost and latency. A CompletionFailed
-    prints "error: <error_type>: <message>" to stderr and exits with 1.
+    After the reply comes a line with the model (and the role and the models that failed before
+    it), tokens, cost and latency. A CompletionFailed prints "error: <error_type>: <message>" to
+    stderr and exits with 1.
     """
-    from llmbus.cli.commands import run_complete
+    from llmbus.cli.commands import Target, run_complete
 
-    run_complete(text, model, system, user, team, project, max_tokens, as_json)
+    target = Target(model, role)
+    run_complete(text, target, system, user, team, project, max_tokens, as_json)
 
 
 @app.command()

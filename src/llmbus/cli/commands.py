@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -17,6 +18,8 @@ from rich.table import Table
 from llmbus.shared.contracts import GROUP_FIELDS
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.settings import Settings, load_settings
+
+DEFAULT_MODEL = "llmbus-sim/small"  # what `llmbus complete` asks for when nothing is configured
 
 console = Console()
 err = Console(stderr=True)
@@ -75,9 +78,26 @@ def run_serve(service: str) -> None:
         fail(str(exc))
 
 
+@dataclass(frozen=True)
+class Target:
+    """What `llmbus complete` asks for: a model, a role, or neither (the default role)."""
+
+    model: str | None
+    role: str | None
+
+    def fields(self, default_role: str | None) -> dict[str, Any]:
+        if self.model and self.role:
+            fail("name a --model or a --role, not both")
+        if self.role:
+            return {"role": self.role}
+        if self.model or default_role is None:
+            return {"model": self.model or DEFAULT_MODEL}
+        return {}  # the service routes it by default_role
+
+
 def run_complete(
     text: str,
-    model: str,
+    target: Target,
     system: str | None,
     user: str | None,
     team: str | None,
@@ -91,14 +111,15 @@ def run_complete(
     params = {"max_tokens": max_tokens} if max_tokens else {}
 
     settings = query_client_settings()
+    asked = target.fields(settings.default_role)
     from llmbus.client import Client, CompletionError
 
     async def go() -> None:
         async with Client(settings=settings) as client:
             try:
                 received = await client.complete(
-                    messages, model=model, user_id=user, team_id=team, project_id=project,
-                    params=params,
+                    messages, user_id=user, team_id=team, project_id=project, params=params,
+                    **asked,
                 )  # fmt: skip
             except CompletionError as exc:
                 if as_json:
@@ -108,8 +129,10 @@ def run_complete(
             print(received.model_dump_json(indent=2))
             return
         console.print(received.content, markup=False)
+        routed = f" (role {received.role})" if received.role else ""
+        failed = "".join(f" after {a.model}: {a.error_type}" for a in received.attempts)
         console.print(
-            f"[dim]{received.model} · {received.usage.prompt_tokens} in / "
+            f"[dim]{received.model}{routed}{failed} · {received.usage.prompt_tokens} in / "
             f"{received.usage.completion_tokens} out · ${received.cost_usd:.6f} · "
             f"{received.latency_ms:.0f} ms[/]"
         )
