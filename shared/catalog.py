@@ -21,7 +21,6 @@ import litellm
 from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.errors import LlmbusError
-from llmbus.shared.routing.config import Capabilities
 from llmbus.shared.settings import ModelEntry, Settings
 
 log = logging.getLogger(__name__)
@@ -155,7 +154,7 @@ class ModelCatalog:
         self._entries = {entry.name: entry for entry in settings.models}
         self._routes: dict[str, Route] = {}
         self._prices: dict[str, ListPrice] = {}
-        self._capabilities: dict[str, Capabilities] = {}
+        self._capabilities: dict[str, frozenset[str]] = {}
         self._windows: dict[str, int | None] = {}
         litellm.register_model(SIM_MODELS)
         for entry in settings.models:
@@ -218,9 +217,9 @@ class ModelCatalog:
             self._windows[model] = window  # litellm's lookup costs ~0.02 ms: routing asks often
         return window
 
-    def capabilities(self, model: str) -> Capabilities:
-        """Tools, vision and JSON mode: the catalog entry's where it says, else litellm's map
-        (unknown to it: not offered)."""
+    def capabilities(self, model: str) -> frozenset[str]:
+        """What it offers of tools, vision and JSON mode (routing.config.Capabilities' names):
+        the catalog entry's where it says, else litellm's map (unknown to it: not offered)."""
         found = self._capabilities.get(model)
         if found is None:
             entry = self._entries.get(model)
@@ -230,11 +229,12 @@ class ModelCatalog:
                 override = getattr(entry, field) if entry is not None else None
                 return bool(info.get(key)) if override is None else bool(override)
 
-            found = Capabilities(
-                tools=offered("supports_tools", "supports_function_calling"),
-                vision=offered("supports_vision", "supports_vision"),
-                json_mode=offered("supports_json_mode", "supports_response_schema"),
-            )
+            flags = {
+                "tools": offered("supports_tools", "supports_function_calling"),
+                "vision": offered("supports_vision", "supports_vision"),
+                "json_mode": offered("supports_json_mode", "supports_response_schema"),
+            }
+            found = frozenset(name for name, on in flags.items() if on)
             if len(self._capabilities) < CACHE_SIZE:
                 self._capabilities[model] = found
         return found

@@ -34,9 +34,6 @@ class Capabilities(Strict):
     vision: bool = False
     json_mode: bool = False
 
-    def missing_from(self, offered: "Capabilities") -> list[str]:
-        return [name for name, wanted in self if wanted and not getattr(offered, name)]
-
 
 class Defaults(Strict):
     params: dict[str, Any] = Field(

@@ -90,22 +90,31 @@ class Router:
         """The models to try for this request; RoutingError(no_capable_model) when none is."""
         if plan.strategy is None:
             return Choice(list(plan.models), {})
-        needs = needed(plan.requires, params)
+        needs = needed(plan.requires, params) if plan.strategy == "cheapest-capable" else NONE
         prompt = Prompt(self.catalog, messages, plan.models[0])
+        replies: dict[str, int] = {}
         excluded: dict[str, str] = {}
         for model in plan.models:
-            reason = self.health.excluded(model) or self._unfit(plan, model, prompt, params, needs)
+            reason = self.health.excluded(model)
+            if reason is None:
+                try:
+                    replies[model] = self.catalog.reply_cap(
+                        model, self.max_tokens(plan, model, params)
+                    )
+                    reason = self._unfit(model, prompt, replies[model], needs)
+                except UnknownModelError as unknown:
+                    reason = unknown.message
             if reason is not None:
                 excluded[model] = reason
         models = [m for m in plan.models if m not in excluded]
         if not models:
             raise no_capable_model(plan, excluded)
         if plan.strategy == "cheapest-capable":
-            models = self._cheapest_first(plan, models, prompt, params)
+            models = self._cheapest_first(models, prompt, replies)
         return Choice(models, excluded)
 
     def _cheapest_first(
-        self, plan: Plan, models: list[str], prompt: "Prompt", params: Mapping[str, Any]
+        self, models: list[str], prompt: "Prompt", replies: Mapping[str, int]
     ) -> list[str]:
         """By worst case at list price: prompt tokens x input price + reply cap x output price.
         Each is a line in the prompt's tokens; when their order is the same with no prompt
@@ -113,8 +122,7 @@ class Router:
         lines = {}
         for model in models:
             price = self.catalog.list_price(model)
-            reply = self.catalog.reply_cap(model, self.max_tokens(plan, model, params))
-            lines[model] = (price.input_per_token, reply * price.output_per_token)
+            lines[model] = (price.input_per_token, replies[model] * price.output_per_token)
 
         def order(tokens: int) -> list[str]:
             # stable: ties keep the configured order
@@ -127,27 +135,12 @@ class Router:
         asked = params.get("max_tokens") or self.base_params(plan, model).get("max_tokens")
         return asked if isinstance(asked, int) else None
 
-    def _unfit(
-        self,
-        plan: Plan,
-        model: str,
-        prompt: "Prompt",
-        params: Mapping[str, Any],
-        needs: Capabilities,
-    ) -> str | None:
-        try:
-            offered = self.catalog.capabilities(model)
-        except UnknownModelError as unknown:
-            return unknown.message
-        # a fallback chain is the configuration's choice: capabilities only pick candidates
-        missing = needs.missing_from(offered) if plan.strategy == "cheapest-capable" else []
+    def _unfit(self, model: str, prompt: "Prompt", reply: int, needs: frozenset[str]) -> str | None:
+        missing = needs - self.catalog.capabilities(model) if needs else needs
         if missing:
-            return f"lacks {', '.join(missing)}"
+            return f"lacks {', '.join(sorted(missing))}"
         window = self.catalog.context_window(model)
-        if window is None:
-            return None
-        reply = self.catalog.reply_cap(model, self.max_tokens(plan, model, params))
-        if prompt.bound + reply <= window:
+        if window is None or prompt.bound + reply <= window:
             return None  # fits even if every byte were a token: no need to count
         if prompt.tokens() + reply > window:
             return f"context window {window} < {prompt.tokens()} prompt + {reply} reply tokens"
@@ -175,13 +168,16 @@ class Prompt:
         return self._tokens
 
 
-def needed(required: Capabilities, params: Mapping[str, Any]) -> Capabilities:
+NONE: frozenset[str] = frozenset()
+
+
+def needed(required: Capabilities, params: Mapping[str, Any]) -> frozenset[str]:
     """What the role requires, and what the request itself uses."""
-    return Capabilities(
-        tools=required.tools or bool(params.get("tools") or params.get("functions")),
-        vision=required.vision,
-        json_mode=required.json_mode or bool(params.get("response_format")),
-    )
+    uses = {
+        "tools": bool(params.get("tools") or params.get("functions")),
+        "json_mode": bool(params.get("response_format")),
+    }
+    return frozenset(name for name, wanted in required if wanted or uses.get(name))
 
 
 def no_capable_model(plan: Plan, excluded: Mapping[str, str]) -> RoutingError:
