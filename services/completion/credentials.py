@@ -206,11 +206,15 @@ class CredentialCheck:
         return results
 
     async def recheck(self) -> list[CheckResult]:
-        """Check again the models that failed; those that pass become healthy."""
-        if not self.failing:
+        """Check again the models that failed, here or in a call (a rejected key); those that
+        pass become healthy, and so do those no cheap call can check: their next call tells."""
+        before = self.failing | set(self.health.unhealthy())
+        if not before:
             return []
-        before = set(self.failing)
         results = await self.check(sorted(before))
+        for result in results:
+            if result.status == "unchecked":
+                self.health.mark_healthy(result.model)
         passed = sorted(before - self.failing)
         if passed:
             log.info("credential recheck: %s now pass(es)", ", ".join(passed))

@@ -146,6 +146,18 @@ async def test_a_recheck_marks_a_fixed_model_healthy(
     assert "SECRET" not in caplog.text
 
 
+@pytest.mark.usefixtures("keys")
+async def test_a_model_a_call_found_rejected_is_checked_again_and_healthy_once_it_passes(
+    fake_provider: FakeProvider,
+) -> None:
+    check, health = credential_check(
+        [model("good", fake_provider.base_url, "LLMBUS_TEST_CRED_GOOD")]
+    )
+    health.mark_unhealthy("good", "credentials rejected")  # as a call's 401 marks it
+    [again] = await check.recheck()
+    assert again.status == "ok" and health.unhealthy() == {}
+
+
 async def test_watch_stops_when_told(fake_provider: FakeProvider) -> None:
     check, _ = credential_check([])
     stop = asyncio.Event()
