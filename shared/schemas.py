@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmbus.shared import contracts, subjects
-from llmbus.shared.contracts import budget, conversation, prompt
+from llmbus.shared.contracts import budget, conversation, estimate, prompt
 
 REQUEST_REPLY = "request/reply"
 EVENT = "JetStream event"
@@ -21,6 +21,7 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.COMPLETION_REQUESTED: ("JetStream work queue", contracts.CompletionRequested),
     subjects.COMPLETION_RECEIVED: (EVENT, contracts.CompletionReceived),
     subjects.COMPLETION_FAILED: (EVENT, contracts.CompletionFailed),
+    subjects.COMPLETION_ESTIMATE: (REQUEST_REPLY, estimate.EstimateRequest),
     subjects.USAGE_RECORDED: (EVENT, contracts.UsageRecorded),
     subjects.USAGE_QUERY: (REQUEST_REPLY, contracts.UsageQuery),
     subjects.BUDGET_THRESHOLD_REACHED: (EVENT, budget.BudgetThresholdReached),
@@ -56,6 +57,7 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
 }
 # what each subject is answered with; a request/reply subject may also answer an ErrorReply
 REPLIES: dict[str, type[BaseModel]] = {
+    subjects.COMPLETION_ESTIMATE: estimate.Estimate,
     subjects.USAGE_QUERY: contracts.UsageQueryResult,
     subjects.BUDGET_RESERVE: budget.BudgetAdmission,
     subjects.BUDGET_STATUS: budget.BudgetStatusList,
@@ -106,6 +108,8 @@ MODELS: list[type[BaseModel]] = [
     contracts.CompletionRequested,
     contracts.CompletionReceived,
     contracts.CompletionFailed,
+    estimate.EstimateRequest,
+    estimate.Estimate,
     contracts.UsageRecorded,
     contracts.UsageQuery,
     contracts.UsageQueryResult,

@@ -6,6 +6,7 @@ COMPLETION_REQUESTED = "llmbus.completion.requested"
 COMPLETION_RECEIVED = "llmbus.completion.received"
 COMPLETION_FAILED = "llmbus.completion.failed"
 COMPLETION_CHUNK = "llmbus.completion.chunk.{request_id}"
+COMPLETION_ESTIMATE = "llmbus.completion.estimate"
 USAGE_RECORDED = "llmbus.usage.recorded"
 USAGE_QUERY = "llmbus.usage.query"
 BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
@@ -51,6 +52,7 @@ PROMPT_EVENTS_ALL = "llmbus.prompt.events.>"
 # its name (llmbus.in.alice.budget.set): the subject a service hears says who sent it.
 CLIENT_SUBJECTS = (
     COMPLETION_REQUESTED,
+    COMPLETION_ESTIMATE,
     USAGE_QUERY,
     BUDGET_SET,
     BUDGET_STATUS,
@@ -94,6 +96,7 @@ USAGE_CONSUMER = "usage-recorder"
 GAVE_UP_CONSUMER = "completion-gave-up"
 CONVERSATION_CONSUMER = "conversation-recorder"
 CONVERSATION_QUEUE = "conversation"
+COMPLETION_QUEUE = "completion"
 
 # JetStream keeps a stored message's reply subject to itself (it's the ack subject), so a caller
 # who wants the terminal event back names its inbox in this header.

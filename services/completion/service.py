@@ -8,13 +8,16 @@ from nats.aio.client import Client as NatsClient
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.credentials import CredentialCheck
 from llmbus.services.completion.gateway import ModelGateway
+from llmbus.services.completion.handlers import CompletionHandlers, completion_router
 from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.worker import CompletionWorker
+from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.eventstore import SQLiteProbe, sqlite_probe
 from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.limits import Limits
 from llmbus.shared.outbox import OutboxRelay
+from llmbus.shared.rpc import SharedConnectionBroker
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.completion")
@@ -39,6 +42,11 @@ class CompletionService:
         self.worker = CompletionWorker(settings, app, gateway, nc, self.relay, probe)
         self.credentials = CredentialCheck(settings, gateway.catalog, gateway.health)
         self._watching: asyncio.Task[None] | None = None
+        # requests (estimates) are served on this process's one connection
+        self.broker = SharedConnectionBroker(nc)
+        handlers = CompletionHandlers(self.worker.router, self.worker.prompts, nc)
+        clients = ClientDirectory(nc.jetstream())
+        self.broker.include_router(completion_router(handlers, lambda: nc.max_payload, clients))
 
     async def start(self) -> None:
         log.info(
@@ -46,6 +54,7 @@ class CompletionService:
             self.limits.request_bytes, self.limits.request_limit_text(),
         )  # fmt: skip
         await self.check_credentials()
+        await self.broker.start()
 
     async def check_credentials(self) -> None:
         """The first credential check: bounded by its timeout, and never fatal to the worker."""
@@ -62,6 +71,7 @@ class CompletionService:
         try:
             await self.worker.run(stop)
         finally:
+            await self.broker.stop()  # answers the requests in hand
             await self._stop_watching()
 
     async def _stop_watching(self) -> None:

@@ -59,7 +59,7 @@ class CompletionWorker:
         self.reply = Reply(config, nc, self.store, relay)
         record = Record(config, self.store, self.admission, self.reply)
         call = Call(gateway, self.heartbeat, record, config.cooldown_s)
-        router = Router(settings, gateway.catalog, gateway.health)
+        self.router = router = Router(settings, gateway.catalog, gateway.health)
         admit = Admit(settings.admission_on, router, self.prompts, self.admission,
                       self.heartbeat, call, record)  # fmt: skip
         self.claim = Claim(config.claim_lease_s, self.store, self.admission, self.heartbeat,

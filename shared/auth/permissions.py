@@ -61,11 +61,17 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.BUDGET_GRANT,
             s.BUDGET_GRANT_RETURN,
             s.BUDGET_HOLDERS,
+            s.BUDGET_REMAINING,  # an estimate shows what is left in each budget
             s.PROMPT_RESOLVE,
             s.DEAD_LETTER.format(service="completion"),
             *_COMMON_PUBLISH,
         ),
-        subscribe=(s.BUDGET_CHANGED, s.PROMPT_EVENTS_ALL, *_COMMON_SUBSCRIBE),
+        subscribe=(
+            s.BUDGET_CHANGED,
+            s.PROMPT_EVENTS_ALL,
+            *_client_side(s.COMPLETION_ESTIMATE),
+            *_COMMON_SUBSCRIBE,
+        ),
         deny_publish=COMPLETION_DENIED,
     ),
     "usage": Permissions(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmbus.cli.app_clients import clients
+from llmbus.cli.app_completion import complete, estimate
 from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
 from llmbus.cli.app_prompts import prompts
@@ -35,6 +36,8 @@ app.add_typer(conversations, name="conversations")
 app.add_typer(clients, name="clients")
 app.add_typer(prompts, name="prompts")
 app.add_typer(config, name="config")
+app.command()(complete)
+app.command()(estimate)
 
 
 @app.callback()
@@ -90,39 +93,6 @@ def serve(service: Annotated[Service, typer.Argument(help="Which service to run.
     from llmbus.cli.commands import run_serve
 
     run_serve(service.value)
-
-
-@app.command()
-def complete(
-    text: Annotated[str, typer.Argument(help="The user message.")],
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Model name. Default: the configured default_role, else llmbus-sim/small.",
-        ),
-    ] = None,
-    role: Annotated[
-        str | None, typer.Option("--role", "-r", help="A role of the configuration, not a model.")
-    ] = None,
-    system: Annotated[str | None, typer.Option(help="An optional system message.")] = None,
-    user: Annotated[str | None, typer.Option(help="user_id to account the call to.")] = None,
-    team: Annotated[str | None, typer.Option(help="team_id.")] = None,
-    project: Annotated[str | None, typer.Option(help="project_id.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Cap on output tokens.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the CompletionReceived.")] = False,
-) -> None:
-    """Send one completion request and print the reply and its cost.
-
-    After the reply comes a line with the model (and the role and the models that failed before
-    it), tokens, cost and latency. A CompletionFailed prints "error: <error_type>: <message>" to
-    stderr and exits with 1.
-    """
-    from llmbus.cli.commands import Target, run_complete
-
-    target = Target(model, role)
-    run_complete(text, target, system, user, team, project, max_tokens, as_json)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from llmbus.client.usage import Usage
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, CompletionRequested
 from llmbus.shared.contracts.conversation import ChatReply
+from llmbus.shared.contracts.estimate import Estimate, EstimateRequest
 from llmbus.shared.errors import LlmbusError, RequestError
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings, load_settings
@@ -194,6 +195,29 @@ class Client:
         reply = self._replies.get(msg.subject.rsplit(".", 1)[-1])
         if reply is not None and not reply.done():
             reply.set_result(msg.data)
+
+    async def estimate(
+        self,
+        prompt: str | Sequence[dict[str, str]] | None = None,
+        *,
+        model: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        **fields: Any,
+    ) -> Estimate:
+        """What a request would cost at most, with no model called: the model routing picks, the
+        prompt's tokens, the worst case at list price and what is left in each budget. Pass the
+        text or messages, or `prompt=PromptRef(...)`-style fields as `prompt_ref={...}`; a `role`
+        instead of a model, or neither (the default role); `params`, and ids as for complete()."""
+        body: dict[str, Any] = {"model": model} | fields
+        if "prompt_ref" in body:
+            body["prompt"] = body.pop("prompt_ref")
+        elif prompt is not None:
+            body["messages"] = (
+                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            )
+        request = EstimateRequest.model_validate(body)
+        return await call(self.nc, subjects.COMPLETION_ESTIMATE, request, Estimate,
+                          service="completion", timeout_s=timeout_s)  # fmt: skip
 
     async def chat(
         self,
