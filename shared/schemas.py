@@ -41,6 +41,7 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.CONVERSATION_RENAME: (REQUEST_REPLY, conversation.RenameConversation),
     subjects.CONVERSATION_DELETE: (REQUEST_REPLY, conversation.DeleteConversation),
     subjects.CONVERSATION_SEND: (REQUEST_REPLY, conversation.SendMessage),
+    subjects.CONVERSATION_TURN_CONFLICT: (BROADCAST, contracts.CompletionFailed),
     subjects.PROMPT_CREATE: (REQUEST_REPLY, prompt.CreatePrompt),
     subjects.PROMPT_UPDATE: (REQUEST_REPLY, prompt.UpdatePrompt),
     subjects.PROMPT_GET: (REQUEST_REPLY, prompt.GetPrompt),

@@ -31,6 +31,8 @@ CONVERSATION_LIST = "llmbus.conversation.list"
 CONVERSATION_RENAME = "llmbus.conversation.rename"
 CONVERSATION_DELETE = "llmbus.conversation.delete"
 CONVERSATION_SEND = "llmbus.conversation.send"
+# a chat turn's request refused as another's request_id: only its conversation service hears it
+CONVERSATION_TURN_CONFLICT = "llmbus.conversation.turn_conflict"
 PROMPT_CREATE = "llmbus.prompt.create"
 PROMPT_UPDATE = "llmbus.prompt.update"
 PROMPT_GET = "llmbus.prompt.get"

@@ -69,8 +69,9 @@ class Reply:
     async def conflict(self, job: Job) -> None:
         """The request_id was used before for a different request, or by another client: the
         first outcome stands, untouched, and this one is neither called nor stored; only its
-        caller hears of it."""
+        caller hears of it: a chat turn's caller is its conversation service."""
         log.warning("request %s re-sent with a different request: refused", job.request_id)
+        request = job.request
         refused = CompletionFailed(
             request_id=job.request_id,
             error_type=ErrorType.request_conflict,
@@ -79,8 +80,13 @@ class Reply:
             "send a changed request with a new request_id.",
             retryable=False,
             model=job.model,
+            user_id=request.user_id,
+            conversation_id=request.conversation_id,
         )
-        await self.publish(job.reply_to, dumps(refused.model_dump(mode="json")))
+        payload = dumps(refused.model_dump(mode="json"))
+        await self.publish(job.reply_to, payload)
+        if job.owner is None and request.conversation_id is not None:
+            await self.publish(subjects.CONVERSATION_TURN_CONFLICT, payload)
         await job.msg.ack()
 
     async def refuse(self, msg: Msg, rejected: Rejected, reply_to: str | None) -> None:

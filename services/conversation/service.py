@@ -25,9 +25,9 @@ from llmbus.services.conversation.application import (
     Listings,
     NewConversation,
     Outcome,
-    turn_view,
 )
-from llmbus.services.conversation.application.conversations import conversation_uuid
+from llmbus.services.conversation.application.conversations import waited_conversation
+from llmbus.services.conversation.application.views import chat_reply
 from llmbus.services.conversation.context import ContextFitter
 from llmbus.services.conversation.domain.conversation import Conversation
 from llmbus.services.conversation.handlers import (
@@ -122,6 +122,22 @@ class ConversationService:
     async def start(self) -> None:
         await self.on_store(self.listings.catch_up)
         await self.broker.start()
+        await self.nc.subscribe(
+            subjects.CONVERSATION_TURN_CONFLICT, queue=subjects.CONVERSATION_QUEUE,
+            cb=self.turn_conflict,
+        )  # fmt: skip
+
+    async def turn_conflict(self, msg: Msg) -> None:
+        """A turn's request_id was another client's request's: the completion service refused
+        it, publishing no event (that id's events are the other request's), and tells only us.
+        The turn fails with request_conflict, once the recorder finds it is this turn's."""
+        try:
+            refused = CompletionFailed.model_validate_json(msg.data)
+            changed = await self.on_store(self.app.record_outcomes, [refused])
+        except Exception:
+            log.exception("could not record a refused chat turn")
+            return
+        self.wake(changed, [refused])
 
     async def send(self, req: SendMessage, request_id: str) -> ChatReply:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
@@ -213,16 +229,20 @@ class ConversationService:
                 outcomes.append((msg, outcome))
         if outcomes:
             changed = await self.record_outcomes(outcomes)
-            by_id = {str(c.id): c for c in changed}
-            for _, outcome in outcomes:
-                conversation = by_id.get(outcome.conversation_id or "")
-                if conversation is None:
-                    continue
-                # only sends of this conversation's turn hear it, never another's same id
-                for waiter in self.waiting.get((str(conversation.id), outcome.request_id), []):
-                    if not waiter.done():
-                        waiter.set_result(conversation)
+            self.wake(changed, [outcome for _, outcome in outcomes])
         await asyncio.gather(*(m.ack() for m in msgs))
+
+    def wake(self, changed: list[Conversation], outcomes: list[Outcome]) -> None:
+        """The sends waiting for these outcomes' turns, on the conversations they changed."""
+        by_id = {str(c.id): c for c in changed}
+        for outcome in outcomes:
+            conversation = by_id.get(outcome.conversation_id or "")
+            if conversation is None:
+                continue
+            # only sends of this conversation's turn hear it, never another's same id
+            for waiter in self.waiting.get((str(conversation.id), outcome.request_id), []):
+                if not waiter.done():
+                    waiter.set_result(conversation)
 
     async def record_outcomes(self, outcomes: list[tuple[Msg, Outcome]]) -> list[Conversation]:
         """The conversations changed. An outcome the store cannot take is parked: the batch
@@ -264,34 +284,6 @@ class ConversationService:
 
     async def close(self) -> None:
         self.store.shutdown()
-
-
-def chat_reply(conversation: Conversation, request_id: str) -> ChatReply:
-    trimmed = sum(t["dropped"] for t in conversation.trims if t["request_id"] == request_id)
-    ids = {"request_id": request_id, "conversation_id": str(conversation.id), "trimmed": trimmed}
-    answer = next(
-        (t for t in conversation.messages if t.role == "assistant" and t.request_id == request_id),
-        None,
-    )
-    if answer is not None:
-        return ChatReply(
-            status="completed", message=turn_view(answer), prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, **ids,
-        )  # fmt: skip
-    failure = next((f for f in conversation.failures if f["request_id"] == request_id), None)
-    if failure is not None:
-        return ChatReply(
-            status="failed", error_type=failure["error_type"], error=failure["message"], **ids
-        )
-    return ChatReply(status="pending", **ids)
-
-
-def waited_conversation(req: SendMessage, request_id: str) -> str:
-    """The id of the conversation a send's turn goes to, as the store spells it: the one named,
-    or the one its first turn starts."""
-    if req.conversation_id is None:
-        return str(Conversation.first_turn_id(req.user_id, request_id))
-    return str(conversation_uuid(req.conversation_id) or req.conversation_id)
 
 
 def outcome_of(msg: Msg) -> Outcome:

@@ -63,6 +63,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.BUDGET_HOLDERS,
             s.BUDGET_REMAINING,  # an estimate shows what is left in each budget
             s.PROMPT_RESOLVE,
+            s.CONVERSATION_TURN_CONFLICT,
             s.DEAD_LETTER.format(service="completion"),
             *_COMMON_PUBLISH,
         ),

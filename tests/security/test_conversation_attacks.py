@@ -137,6 +137,21 @@ async def test_bobs_reuse_of_alices_turn_id_is_a_conflict_never_her_answer(
         assert [m.role for m in stored.messages] == ["user", "assistant"]
 
 
+async def test_a_chat_turn_reusing_anothers_plain_request_id_fails_as_a_conflict(
+    settings: Settings, tenants: dict[str, Path]
+) -> None:
+    async with chat_stack(settings, tenants) as sdk:
+        alice, bob = sdk["alice"], sdk["bob"]
+        hers = await alice.complete("secret plan", model=MODEL, request_id="plain-1")
+        own = await bob.conversations.create("bob", "Mine", model=MODEL)
+        turn = await bob.chat("bob", own.conversation_id, "hi", request_id="plain-1")
+        assert (turn.status, turn.error_type) == ("failed", "request_conflict")
+        assert hers.content and hers.content not in (turn.error or "")
+        mine = await bob.conversations.get("bob", own.conversation_id)
+        assert [m.role for m in mine.messages] == ["user"] and mine.pending == []
+        assert [f.error_type for f in mine.failures] == ["request_conflict"]
+
+
 async def test_prompts_change_only_with_admin_or_the_owning_teams_credentials(
     settings: Settings, tenants: dict[str, Path]
 ) -> None:

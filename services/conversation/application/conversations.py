@@ -32,6 +32,7 @@ from llmbus.services.conversation.domain.errors import (
 )
 from llmbus.services.conversation.domain.history import TurnClaim
 from llmbus.services.conversation.domain.prompt import ManagedPrompt
+from llmbus.shared.contracts.conversation import SendMessage
 from llmbus.shared.errors import RequestConflictError
 from llmbus.shared.eventstore import OutboxApplication, retry_on_conflict
 from llmbus.shared.limits import Limits
@@ -275,3 +276,11 @@ def conversation_uuid(conversation_id: str | None) -> UUID | None:
 def not_found(conversation_id: str) -> ConversationNotFound:
     shown = conversation_uuid(conversation_id) or conversation_id[:100]
     return ConversationNotFound(f"conversation {shown} not found")
+
+
+def waited_conversation(req: SendMessage, request_id: str) -> str:
+    """The id of the conversation a send's turn goes to, as the store spells it: the one named,
+    or the one its first turn starts."""
+    if req.conversation_id is None:
+        return str(Conversation.first_turn_id(req.user_id, request_id))
+    return str(conversation_uuid(req.conversation_id) or req.conversation_id)

@@ -8,6 +8,7 @@ from llmbus.services.conversation.domain.prompt import ManagedPrompt
 from llmbus.services.conversation.domain.prompt_checks import LABELS
 from llmbus.services.conversation.domain.prompt_version import PromptVersion
 from llmbus.shared.contracts.conversation import (
+    ChatReply,
     ConversationSummary,
     ConversationView,
     FailureView,
@@ -98,3 +99,23 @@ def check_domain_selector(prompt: DomainPrompt, label: str | None, version: int 
         raise PromptError(f"unknown label {label!r}; labels are {', '.join(LABELS)}")
     if version is not None and version != prompt.version:
         raise PromptError(f"prompt {prompt.key!r} has no version {version}")
+
+
+def chat_reply(conversation: Conversation, request_id: str) -> ChatReply:
+    trimmed = sum(t["dropped"] for t in conversation.trims if t["request_id"] == request_id)
+    ids = {"request_id": request_id, "conversation_id": str(conversation.id), "trimmed": trimmed}
+    answer = next(
+        (t for t in conversation.messages if t.role == "assistant" and t.request_id == request_id),
+        None,
+    )
+    if answer is not None:
+        return ChatReply(
+            status="completed", message=turn_view(answer), prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens, cost_usd=answer.cost_usd, **ids,
+        )  # fmt: skip
+    failure = next((f for f in conversation.failures if f["request_id"] == request_id), None)
+    if failure is not None:
+        return ChatReply(
+            status="failed", error_type=failure["error_type"], error=failure["message"], **ids
+        )
+    return ChatReply(status="pending", **ids)
