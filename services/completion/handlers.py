@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver
 from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
-from llmbus.shared.catalog import UnknownModelError
 from llmbus.shared.contracts.budget import BudgetRemaining, BudgetRemainingList, RequestAttributes
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.contracts.estimate import Estimate, EstimateRequest
@@ -40,32 +39,28 @@ class CompletionHandlers:
         params = req.params.model_dump(exclude_none=True)
         try:
             choice = self.router.choose(plan, messages, params)
-            catalog = self.router.catalog
-            model = choice.models[0]
-            reply = catalog.reply_cap(model, self.router.max_tokens(plan, model, params))
-            tokens = catalog.count_tokens(model, messages)
-            worst = catalog.worst_case_cost(model, messages, reply)
-            priced = catalog.list_price(model).priced
-        except (RoutingError, UnknownModelError) as unroutable:
+        except RoutingError as unroutable:
             raise InvalidRequestError(unroutable.message) from None
+        catalog, model = self.router.catalog, choice.models[0]  # each chosen model resolves
+        reply = catalog.reply_cap(model, self.router.max_tokens(plan, model, params))
+        tokens = catalog.count_tokens(model, messages)
+        worst = catalog.worst_case_cost(model, messages, reply)
         attributes = RequestAttributes(
             user=user_id, team=team_id, project=project_id, model=model, role=plan.role
         )
         budgets = await self._remaining(attributes)
         return Estimate(
             model=model, role=plan.role, candidates=choice.models, excluded=choice.excluded,
-            prompt_tokens=tokens, max_tokens=reply, worst_case_usd=float(worst), priced=priced,
+            prompt_tokens=tokens, max_tokens=reply, worst_case_usd=float(worst),
+            priced=catalog.list_price(model).priced,
             prompt_version=version, budgets=budgets or [], budgets_known=budgets is not None,
         )  # fmt: skip
 
     def _plan(self, req: EstimateRequest) -> Plan:
         try:
-            plan = self.router.plan(req.model, req.role)
-            if plan.strategy is None:
-                self.router.catalog.resolve(plan.models[0])
-        except (RoutingError, UnknownModelError) as unroutable:
+            return self.router.plan(req.model, req.role)
+        except RoutingError as unroutable:
             raise InvalidRequestError(unroutable.message) from None
-        return plan
 
     async def _messages(self, req: EstimateRequest) -> tuple[list[dict[str, str]], int | None]:
         if req.prompt is None:

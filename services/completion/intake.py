@@ -9,7 +9,6 @@ from llmbus.services.completion.parse import Rejected, parse_request
 from llmbus.services.completion.reply import Reply
 from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
-from llmbus.shared.catalog import UnknownModelError
 from llmbus.shared.contracts import CompletionRequested, ErrorType
 from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.identity import book
@@ -67,11 +66,6 @@ class Intake:
     def route(self, request: CompletionRequested) -> Plan:
         """The models that may answer: the one the request names, or its role's."""
         try:
-            plan = self.router.plan(request.model, request.role)
-            if plan.strategy is None:
-                self.router.catalog.resolve(plan.models[0])
+            return self.router.plan(request.model, request.role)
         except RoutingError as unroutable:
             raise Rejected(unroutable.error_type, unroutable.message, request.request_id) from None
-        except UnknownModelError as unknown:
-            raise Rejected(unknown.error_type, unknown.message, request.request_id) from None
-        return plan

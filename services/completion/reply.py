@@ -95,12 +95,7 @@ class Reply:
         be another owner's (a forged refusal would end their request)."""
         log.warning("refused request %s: %s", rejected.request_id, rejected.error_type.value)
         if rejected.request_id is not None:
-            refused = CompletionFailed(
-                request_id=rejected.request_id,
-                error_type=rejected.error_type,
-                message=rejected.message[:MAX_REASON_CHARS],
-                retryable=False,
-            )
+            refused = rejected_event(rejected, rejected.request_id)
             await self.publish(reply_to, dumps(refused.model_dump(mode="json")))
         await self.dead_letter(msg.data, msg.subject, msg.metadata.sequence.stream, rejected)
         await msg.ack()
@@ -117,12 +112,7 @@ class Reply:
             "rejected request %s: %s", rejected.request_id or "(no id)", rejected.error_type.value
         )
         if rejected.request_id is not None:
-            event = CompletionFailed(
-                request_id=rejected.request_id,
-                error_type=rejected.error_type,
-                message=rejected.message[:MAX_REASON_CHARS],
-                retryable=False,
-            )
+            event = rejected_event(rejected, rejected.request_id)
             stored = await self.store.record_rejected(
                 rejected.request_id, event.model_dump(mode="json")
             )
@@ -167,3 +157,13 @@ class Reply:
             await self.nc.publish(reply_to, payload)
         except Exception as exc:
             log.warning("could not reply on %s: %s", reply_to, str(exc) or type(exc).__name__)
+
+
+def rejected_event(rejected: Rejected, request_id: str) -> CompletionFailed:
+    """How a request refused before any call ends, as its caller hears it."""
+    return CompletionFailed(
+        request_id=request_id,
+        error_type=rejected.error_type,
+        message=rejected.message[:MAX_REASON_CHARS],
+        retryable=False,
+    )

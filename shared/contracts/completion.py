@@ -133,11 +133,18 @@ class CompletionRequested(Identity):
 
     @model_validator(mode="after")
     def _one_target_and_one_input(self) -> Self:
-        if self.model is not None and self.role is not None:
-            raise ValueError("name a 'model' or a 'role', not both (neither: the default role)")
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("exactly one of 'messages' or 'prompt' is required")
+        check_target_and_input(self.model, self.role, self.messages, self.prompt)
         return self
+
+
+def check_target_and_input(
+    model: str | None, role: str | None, messages: list[Message] | None, prompt: PromptRef | None
+) -> None:
+    """A request (or an estimate) names a model or a role, not both, and messages or a prompt."""
+    if model is not None and role is not None:
+        raise ValueError("name a 'model' or a 'role', not both (neither: the default role)")
+    if (messages is None) == (prompt is None):
+        raise ValueError("exactly one of 'messages' or 'prompt' is required")
 
 
 class TokenUsage(Contract):

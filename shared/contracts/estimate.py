@@ -6,7 +6,13 @@ from pydantic import Field, model_validator
 
 from llmbus.shared.contracts.base import Contract, IdText
 from llmbus.shared.contracts.budget import BudgetRemaining
-from llmbus.shared.contracts.completion import CompletionParams, Message, ModelName, PromptRef
+from llmbus.shared.contracts.completion import (
+    CompletionParams,
+    Message,
+    ModelName,
+    PromptRef,
+    check_target_and_input,
+)
 
 
 class EstimateRequest(Contract):
@@ -24,10 +30,7 @@ class EstimateRequest(Contract):
 
     @model_validator(mode="after")
     def _one_target_and_one_input(self) -> Self:
-        if self.model is not None and self.role is not None:
-            raise ValueError("name a 'model' or a 'role', not both (neither: the default role)")
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("exactly one of 'messages' or 'prompt' is required")
+        check_target_and_input(self.model, self.role, self.messages, self.prompt)
         return self
 
 

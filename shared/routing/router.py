@@ -57,7 +57,13 @@ class Router:
         self.chains = chains(settings.roles)  # a fallback cycle stops the start
 
     def plan(self, model: str | None, role: str | None) -> Plan:
+        """The models a request may go to; RoutingError when it names a model no provider
+        serves, or a role that does not exist."""
         if model is not None:
+            try:
+                self.catalog.resolve(model)
+            except UnknownModelError as unknown:
+                raise RoutingError(unknown.error_type, unknown.message) from None
             return Plan(None, None, (model,))
         role = role or self.settings.default_role
         if role is None:
@@ -76,11 +82,10 @@ class Router:
     def base_params(self, plan: Plan, model: str) -> dict[str, Any]:
         """Parameters from the configuration, later winning: defaults < the model's < the
         role's. The request's win over all of them (the gateway adds them)."""
-        entry = self.settings.model(model)
         role = self.settings.roles.get(plan.role) if plan.role else None
         return {
             **self.settings.defaults.params,
-            **(entry.params if entry else {}),
+            **self.catalog.resolve(model).params,  # the catalog entry's, cached with its route
             **(role.params if role else {}),
         }
 

@@ -34,10 +34,9 @@ def complete(
     it), tokens, cost and latency. A CompletionFailed prints "error: <error_type>: <message>" to
     stderr and exits with 1.
     """
-    from llmbus.cli.commands import Target, run_complete
+    from llmbus.cli.commands import Ask, run_complete
 
-    target = Target(model, role)
-    run_complete(text, target, system, user, team, project, max_tokens, as_json)
+    run_complete(Ask(text, model, role, system, user, team, project, max_tokens), as_json)
 
 
 def estimate(
@@ -57,8 +56,7 @@ def estimate(
     offline, the worst case at list price (what a budget reserves), and what is left in each
     budget the request would be admitted against.
     """
-    from llmbus.cli.commands import Target
+    from llmbus.cli.commands import Ask
     from llmbus.cli.estimate import run_estimate
 
-    target = Target(model, role)
-    run_estimate(text, target, system, user, team, project, max_tokens, as_json)
+    run_estimate(Ask(text, model, role, system, user, team, project, max_tokens), as_json)

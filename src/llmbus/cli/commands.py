@@ -79,48 +79,46 @@ def run_serve(service: str) -> None:
 
 
 @dataclass(frozen=True)
-class Target:
-    """What `llmbus complete` asks for: a model, a role, or neither (the default role)."""
+class Ask:
+    """One request as `llmbus complete` and `llmbus estimate` take it from their options: a
+    model, a role, or neither (the default role, else DEFAULT_MODEL)."""
 
-    model: str | None
-    role: str | None
+    text: str
+    model: str | None = None
+    role: str | None = None
+    system: str | None = None
+    user: str | None = None
+    team: str | None = None
+    project: str | None = None
+    max_tokens: int | None = None
 
     def fields(self, default_role: str | None) -> dict[str, Any]:
+        """The keyword arguments of Client.complete() and Client.estimate()."""
         if self.model and self.role:
             fail("name a --model or a --role, not both")
+        messages = [{"role": "system", "content": self.system}] if self.system else []
+        messages.append({"role": "user", "content": self.text})
+        fields: dict[str, Any] = {
+            "prompt": messages, "user_id": self.user, "team_id": self.team,
+            "project_id": self.project,
+            "params": {"max_tokens": self.max_tokens} if self.max_tokens else {},
+        }  # fmt: skip
         if self.role:
-            return {"role": self.role}
+            return fields | {"role": self.role}
         if self.model or default_role is None:
-            return {"model": self.model or DEFAULT_MODEL}
-        return {}  # the service routes it by default_role
+            return fields | {"model": self.model or DEFAULT_MODEL}
+        return fields  # the service routes it by default_role
 
 
-def run_complete(
-    text: str,
-    target: Target,
-    system: str | None,
-    user: str | None,
-    team: str | None,
-    project: str | None,
-    max_tokens: int | None,
-    as_json: bool,
-) -> None:
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": text}
-    ]
-    params = {"max_tokens": max_tokens} if max_tokens else {}
-
+def run_complete(ask: Ask, as_json: bool) -> None:
     settings = query_client_settings()
-    asked = target.fields(settings.default_role)
+    fields = ask.fields(settings.default_role)
     from llmbus.client import Client, CompletionError
 
     async def go() -> None:
         async with Client(settings=settings) as client:
             try:
-                received = await client.complete(
-                    messages, user_id=user, team_id=team, project_id=project, params=params,
-                    **asked,
-                )  # fmt: skip
+                received = await client.complete(**fields)
             except CompletionError as exc:
                 if as_json:
                     print(exc.failed.model_dump_json(indent=2))

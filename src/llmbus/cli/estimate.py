@@ -1,32 +1,17 @@
 """`llmbus estimate`: the worst case of a request, before sending it."""
 
-from llmbus.cli.commands import Target, console, query_client_settings, run
+from llmbus.cli.commands import Ask, console, query_client_settings, run
 from llmbus.shared.money import usd
 
 
-def run_estimate(
-    text: str,
-    target: Target,
-    system: str | None,
-    user: str | None,
-    team: str | None,
-    project: str | None,
-    max_tokens: int | None,
-    as_json: bool,
-) -> None:
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": text}
-    ]
-    params = {"max_tokens": max_tokens} if max_tokens else {}
+def run_estimate(ask: Ask, as_json: bool) -> None:
     settings = query_client_settings()
-    asked = target.fields(settings.default_role)
+    fields = ask.fields(settings.default_role)
     from llmbus.client import Client
 
     async def go() -> None:
         async with Client(settings=settings) as client:
-            estimate = await client.estimate(
-                messages, user_id=user, team_id=team, project_id=project, params=params, **asked
-            )
+            estimate = await client.estimate(**fields)
         if as_json:
             print(estimate.model_dump_json(indent=2))
             return
