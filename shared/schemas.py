@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmbus.shared import contracts, subjects
-from llmbus.shared.contracts import budget, conversation, estimate, prompt
+from llmbus.shared.contracts import budget, conversation, estimate, prompt, requests
 
 REQUEST_REPLY = "request/reply"
 EVENT = "JetStream event"
@@ -21,7 +21,10 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.COMPLETION_REQUESTED: ("JetStream work queue", contracts.CompletionRequested),
     subjects.COMPLETION_RECEIVED: (EVENT, contracts.CompletionReceived),
     subjects.COMPLETION_FAILED: (EVENT, contracts.CompletionFailed),
+    subjects.COMPLETION_CHUNK: ("core NATS, in order", requests.CompletionChunk),
     subjects.COMPLETION_ESTIMATE: (REQUEST_REPLY, estimate.EstimateRequest),
+    subjects.COMPLETION_STATUS: (REQUEST_REPLY, requests.RequestRef),
+    subjects.COMPLETION_CANCEL: (REQUEST_REPLY, requests.RequestRef),
     subjects.USAGE_RECORDED: (EVENT, contracts.UsageRecorded),
     subjects.USAGE_QUERY: (REQUEST_REPLY, contracts.UsageQuery),
     subjects.BUDGET_THRESHOLD_REACHED: (EVENT, budget.BudgetThresholdReached),
@@ -59,6 +62,8 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
 # what each subject is answered with; a request/reply subject may also answer an ErrorReply
 REPLIES: dict[str, type[BaseModel]] = {
     subjects.COMPLETION_ESTIMATE: estimate.Estimate,
+    subjects.COMPLETION_STATUS: requests.CompletionStatus,
+    subjects.COMPLETION_CANCEL: requests.CancelReply,
     subjects.USAGE_QUERY: contracts.UsageQueryResult,
     subjects.BUDGET_RESERVE: budget.BudgetAdmission,
     subjects.BUDGET_STATUS: budget.BudgetStatusList,
@@ -111,6 +116,10 @@ MODELS: list[type[BaseModel]] = [
     contracts.CompletionFailed,
     estimate.EstimateRequest,
     estimate.Estimate,
+    requests.CompletionChunk,
+    requests.RequestRef,
+    requests.CompletionStatus,
+    requests.CancelReply,
     contracts.UsageRecorded,
     contracts.UsageQuery,
     contracts.UsageQueryResult,

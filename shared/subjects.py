@@ -7,6 +7,11 @@ COMPLETION_RECEIVED = "llmbus.completion.received"
 COMPLETION_FAILED = "llmbus.completion.failed"
 COMPLETION_CHUNK = "llmbus.completion.chunk.{request_id}"
 COMPLETION_ESTIMATE = "llmbus.completion.estimate"
+COMPLETION_STATUS = "llmbus.completion.status"
+COMPLETION_CANCEL = "llmbus.completion.cancel"
+# each completion worker answers for the requests it holds (status, cancel) on its own subject:
+# a request's call claim names its holder (see worker_subject)
+COMPLETION_CONTROL = "llmbus.completion.control.{worker}"
 USAGE_RECORDED = "llmbus.usage.recorded"
 USAGE_QUERY = "llmbus.usage.query"
 BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
@@ -55,6 +60,8 @@ PROMPT_EVENTS_ALL = "llmbus.prompt.events.>"
 CLIENT_SUBJECTS = (
     COMPLETION_REQUESTED,
     COMPLETION_ESTIMATE,
+    COMPLETION_STATUS,
+    COMPLETION_CANCEL,
     USAGE_QUERY,
     BUDGET_SET,
     BUDGET_STATUS,
@@ -83,6 +90,9 @@ CLIENT_PREFIX = "llmbus.in"
 # a client's replies: llmbus.reply.<client>.<inbox less _INBOX.> reaches its _INBOX.<...>
 CLIENT_REPLY_PREFIX = "llmbus.reply"
 CLIENT_INBOX_PREFIX = "_INBOX."
+# a client's chunks: llmbus.chunk.<client>.<request_id> reaches its llmbus.completion.chunk.<id>
+CLIENT_CHUNK_PREFIX = "llmbus.chunk"
+CLIENT_CHUNKS = "llmbus.completion.chunk.>"
 CLIENTS_BUCKET = "llmbus_clients"
 
 REQUESTS_STREAM = "LLMBUS_REQUESTS"
@@ -157,3 +167,16 @@ def client_reply_subject(client: str, reply_to: str) -> str | None:
     if not reply_to.startswith(CLIENT_INBOX_PREFIX) or not is_publish_subject(reply_to):
         return None
     return f"{CLIENT_REPLY_PREFIX}.{client}.{reply_to.removeprefix(CLIENT_INBOX_PREFIX)}"
+
+
+def chunk_subject(request_id: str, client: str | None) -> str:
+    """Where a request's chunks go: llmbus.completion.chunk.<request_id>, in the account of the
+    client that sent it (only that client hears them) or in llmbus's own."""
+    if client is None:
+        return COMPLETION_CHUNK.format(request_id=request_id)
+    return f"{CLIENT_CHUNK_PREFIX}.{client}.{request_id}"
+
+
+def worker_subject(holder: str) -> str:
+    """A worker's control subject, from its claim holder's name (a host name may hold dots)."""
+    return COMPLETION_CONTROL.format(worker=re.sub(r"[^A-Za-z0-9_-]", "_", holder))

@@ -20,7 +20,7 @@ from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 FAKE_MODELS = ["fake-gpt", "fail-429", "fail-500", "fail-401", "slow-200", "slow-1500",
-               "flaky-429-3"]  # fmt: skip
+               "flaky-429-3", "drip-40-60", "cut-3"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import hashlib
 
 from llmbus.services.completion.admission import Admission
 from llmbus.services.completion.call import Call
+from llmbus.services.completion.errors import cancelled
 from llmbus.services.completion.heartbeat import Heartbeat
 from llmbus.services.completion.job import Job
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver
@@ -38,6 +39,9 @@ class Admit:
         self.record = record
 
     async def take(self, job: Job) -> None:
+        if job.cancel_requested:  # before any call: it ends with nothing to charge
+            await self.record.failed(job, cancelled(None))
+            return
         if not await self._messages(job):
             return
         assert job.plan is not None

@@ -7,8 +7,11 @@ from uuid import uuid4
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from llmbus.services.completion.domain import CallClaim, Completion, DuplicateCall
+from llmbus.services.completion.domain import CallClaim, CancelMark, Completion, DuplicateCall
 from llmbus.shared.eventstore import OutboxApplication
+
+# a request's claims are numbered 1, 2, …; each is a worker that died holding it (or a race)
+MAX_ATTEMPTS_SCANNED = 100
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,27 @@ class CompletionApplication(OutboxApplication):
         except AggregateNotFoundError:
             return None
         return completion
+
+    def latest_claim(self, request_id: str) -> CallClaim | None:
+        """The request's last call claim: who holds (or held) it, and until when."""
+        latest = None
+        for attempt in range(1, MAX_ATTEMPTS_SCANNED + 1):
+            if not self.recorder.select_events(CallClaim.create_id(request_id, attempt), limit=1):
+                break
+            latest = attempt
+        if latest is None:
+            return None
+        claim: CallClaim = self.repository.get(CallClaim.create_id(request_id, latest))
+        return claim
+
+    def mark_cancel(self, request_id: str, by: str | None) -> None:
+        try:
+            self.save(CancelMark(request_id=request_id, by=by))
+        except IntegrityError:
+            pass  # asked before
+
+    def cancel_marked(self, request_id: str) -> bool:
+        return bool(self.recorder.select_events(CancelMark.create_id(request_id), limit=1))
 
     def record(self, outcome: Outcome) -> Completion:
         return self.record_many([outcome])[0]

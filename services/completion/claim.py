@@ -82,6 +82,8 @@ class Claim:
             ended = await self._claim(job)
         if ended is None:
             assert job.claim is not None
+            # a cancel asked while it was queued (control.py marks it, then looks for a holder)
+            job.cancel_requested |= await self.store.cancel_marked(job.request_id)
             self.held[job.request_id] = job.claim
             try:
                 await self.admit.take(job)

@@ -114,3 +114,24 @@ class DuplicateCall(Aggregate):
     def __init__(self, request_id: str, usage: dict[str, Any]) -> None:
         self.request_id = request_id
         self.usage = usage
+
+
+CANCEL_NAMESPACE = uuid5(NAMESPACE_URL, "llmbus:cancel")
+
+
+class CancelMark(Aggregate):
+    """A cancel asked for a request no worker was running: the worker that takes it later ends
+    it cancelled, with no model call. One per request_id; asking again changes nothing."""
+
+    @staticmethod
+    def create_id(request_id: str) -> UUID:
+        return uuid5(CANCEL_NAMESPACE, request_id)
+
+    class Marked(Aggregate.Created):
+        request_id: str
+        by: str | None
+
+    @event(Marked)
+    def __init__(self, request_id: str, by: str | None) -> None:
+        self.request_id = request_id
+        self.by = by

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import litellm
 
+from llmbus.services.completion.answer import ModelReply
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.secrets import scrub
@@ -34,8 +35,11 @@ class ModelCallFailed(LlmbusError):
         provider: str | None = None,
         latency_ms: float = 0.0,
         retry_after_s: float | None = None,
+        partial: ModelReply | None = None,
     ) -> None:
         super().__init__(f"{error_type}: {message}")
+        # what a stream delivered before it broke off or was cancelled: charged as it was
+        self.partial = partial
         self.retry_after_s = retry_after_s  # what the provider asked for, if it did
         self.error_type = error_type
         self.message = message
@@ -127,3 +131,15 @@ def backoff_s(attempt: int, exc: BaseException) -> float | None:
     if asked is not None:
         return asked if asked <= MAX_RETRY_AFTER_S else None
     return min(FIRST_BACKOFF_S * 2**attempt, MAX_BACKOFF_S) * random.uniform(0.75, 1.0)
+
+
+def cancelled(partial: ModelReply | None) -> ModelCallFailed:
+    return ModelCallFailed(
+        ErrorType.cancelled,
+        "cancelled (llmbus.completion.cancel)"
+        + ("; what was generated before is charged" if partial is not None else ""),
+        retryable=False,
+        provider=partial.provider if partial is not None else None,
+        latency_ms=partial.latency_ms if partial is not None else 0.0,
+        partial=partial,
+    )

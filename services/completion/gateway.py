@@ -9,11 +9,11 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import litellm
 
+from llmbus.services.completion.answer import ModelReply, token_usage
 from llmbus.services.completion.errors import (
     ModelCallFailed,
     backoff_s,
@@ -24,7 +24,7 @@ from llmbus.services.completion.errors import (
 )
 from llmbus.services.completion.sim import register_sim_provider
 from llmbus.shared.catalog import ModelCatalog, Route, UnknownModelError
-from llmbus.shared.contracts.completion import ErrorType, TokenUsage
+from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.routing.health import Health
 from llmbus.shared.settings import Settings
 
@@ -44,42 +44,12 @@ REQUEST_PARAMS = frozenset(
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class ModelReply:
-    content: str
-    finish_reason: str | None
-    provider: str
-    model: str
-    usage: TokenUsage
-    cost_usd: float
-    latency_ms: float
-
-
 def keep_contents_out_of_litellm_logs() -> None:
     """litellm's own DEBUG and INFO logs print the messages; its exceptions may quote them."""
     litellm.turn_off_message_logging = True
     litellm.redact_messages_in_exceptions = True
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def cached_tokens(usage: Any) -> int:
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
-    return cached if isinstance(cached, int) else 0
-
-
-def token_usage(usage: Any) -> TokenUsage:
-    if usage is None:
-        return TokenUsage()
-    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
-    completion = int(getattr(usage, "completion_tokens", 0) or 0)
-    return TokenUsage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        cached_tokens=cached_tokens(usage),
-        total_tokens=int(getattr(usage, "total_tokens", 0) or 0) or prompt + completion,
-    )
 
 
 class ModelGateway:
@@ -113,20 +83,27 @@ class ModelGateway:
         """Call `model`. `base`: the configuration's parameters (defaults, the model's, the
         role's; routing merges them), else the model's own; the request's `params` win."""
         route = self.route(model)
-        kwargs = self._call_kwargs(route, messages, params, route.params if base is None else base)
+        kwargs = self.call_kwargs(route, messages, params, route.params if base is None else base)
         started = time.perf_counter()
-        response = await self._call_with_retries(route, kwargs, started)
+        response = await self.call_with_retries(route, kwargs, started)
+        if not isinstance(response, litellm.ModelResponse):
+            raise ModelCallFailed(
+                ErrorType.internal,
+                f"litellm returned {type(response).__name__} for a non-streaming call",
+                retryable=False,
+                provider=route.provider,
+            )
         return ModelReply(
             content=response.choices[0].message.content or "",
             finish_reason=response.choices[0].finish_reason,
             provider=route.provider,
             model=model,
             usage=token_usage(getattr(response, "usage", None)),
-            cost_usd=self._cost(route, response),
+            cost_usd=self.cost(route, response),
             latency_ms=(time.perf_counter() - started) * 1000,
         )
 
-    def _call_kwargs(
+    def call_kwargs(
         self,
         route: Route,
         messages: list[dict[str, str]],
@@ -147,7 +124,7 @@ class ModelGateway:
         kwargs["model"] = route.target
         kwargs["messages"] = messages
         kwargs["timeout"] = self._timeout_s
-        # llmbus retries (see _call_with_retries), so both litellm layers are switched off: its
+        # llmbus retries (see call_with_retries), so both litellm layers are switched off: its
         # wrapper (num_retries, via tenacity) and the provider SDK underneath (max_retries).
         kwargs["num_retries"] = 0
         kwargs["max_retries"] = 0
@@ -170,31 +147,21 @@ class ModelGateway:
             )
         return key
 
-    async def _call_with_retries(
-        self, route: Route, kwargs: dict[str, Any], started: float
-    ) -> litellm.ModelResponse:
+    async def call_with_retries(self, route: Route, kwargs: dict[str, Any], started: float) -> Any:
+        """litellm.acompletion, retried as llmbus retries: a response, or a stream to read."""
         attempt = 0
         while True:
             try:
-                response = await litellm.acompletion(**kwargs)
+                return await litellm.acompletion(**kwargs)
             except Exception as exc:
-                failure = self._failure(route, exc, attempt, kwargs.get("api_key"), started)
+                failure = self.failure(route, exc, attempt, kwargs.get("api_key"), started)
                 pause = backoff_s(attempt, exc) if failure.retryable else None
                 if pause is None or attempt >= self._num_retries:
                     raise failure from None
                 attempt += 1
                 await asyncio.sleep(pause)
-                continue
-            if not isinstance(response, litellm.ModelResponse):
-                raise ModelCallFailed(
-                    ErrorType.internal,
-                    f"litellm returned {type(response).__name__} for a non-streaming call",
-                    retryable=False,
-                    provider=route.provider,
-                )
-            return response
 
-    def _failure(
+    def failure(
         self, route: Route, exc: Exception, attempt: int, api_key: str | None, started: float
     ) -> ModelCallFailed:
         error_type = classify(exc)
@@ -216,7 +183,7 @@ class ModelGateway:
             retry_after_s=retry_after_s(exc),
         )
 
-    def _cost(self, route: Route, response: litellm.ModelResponse) -> float:
+    def cost(self, route: Route, response: litellm.ModelResponse) -> float:
         # litellm has already run completion_cost for its own logging; pricing twice costs ~0.1 ms.
         priced = response._hidden_params.get("response_cost")
         if isinstance(priced, int | float):

@@ -1,4 +1,5 @@
-"""The completion service's request/reply edge: llmbus.completion.estimate.
+"""The completion service's request/reply edge: llmbus.completion.estimate, and the status and
+cancel of a request (tracking.py).
 
 An estimate routes and prices a request as the worker would, and calls no model: the prompt's
 tokens counted offline, the worst case at list price (what a budget would reserve), and what is
@@ -13,6 +14,7 @@ from nats.errors import NoRespondersError
 from pydantic import ValidationError
 
 from llmbus.services.completion.prompts import PromptFailed, PromptResolver
+from llmbus.services.completion.tracking import Tracking
 from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts.budget import BudgetRemaining, BudgetRemainingList, RequestAttributes
@@ -89,8 +91,13 @@ class CompletionHandlers:
 
 
 def completion_router(
-    handlers: CompletionHandlers, max_payload: Callable[[], int], clients: ClientDirectory
+    handlers: CompletionHandlers,
+    tracking: Tracking,
+    max_payload: Callable[[], int],
+    clients: ClientDirectory,
 ) -> RpcRouter:
     router = RpcRouter("completion", subjects.COMPLETION_QUEUE, max_payload, clients)
     router.answer(subjects.COMPLETION_ESTIMATE, handlers.estimate)
+    router.answer(subjects.COMPLETION_STATUS, tracking.status)
+    router.answer(subjects.COMPLETION_CANCEL, tracking.cancel)
     return router

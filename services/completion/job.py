@@ -4,14 +4,17 @@ reply. Each step fills in what it found out and hands the job to the next."""
 import asyncio
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from nats.aio.msg import Msg
 
+from llmbus.services.completion.chunks import Chunks
 from llmbus.services.completion.domain import CallClaim
 from llmbus.services.completion.prompts import RenderedPrompt
+from llmbus.services.completion.streaming import Streamed
 from llmbus.shared.contracts import CompletionRequested
 from llmbus.shared.contracts.completion import Attempt
 from llmbus.shared.routing.router import Plan
@@ -42,6 +45,15 @@ class Job:
     attempts: list[Attempt] = field(default_factory=list)
     # the reply, for copies of this request delivered while it runs (see claim.py)
     replied: "asyncio.Future[bytes] | None" = None
+    # set by call: the model call under way (a cancel stops it), since when (time.time()), and
+    # a stream's chunks and what it delivered so far
+    calling: "asyncio.Future[Any] | None" = None
+    call_started: float = 0.0
+    chunks: Chunks | None = None
+    streamed: Streamed | None = None
+    taken_at: float = field(default_factory=time.time)  # when this worker took it
+    # set by a cancel (control.py): the request ends cancelled at the next step it takes
+    cancel_requested: bool = False
 
     @property
     def request_id(self) -> str:

@@ -7,10 +7,10 @@ import logging
 from typing import Any
 
 from llmbus.services.completion.admission import Admission
+from llmbus.services.completion.answer import ModelReply
 from llmbus.services.completion.application import Outcome
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.errors import ModelCallFailed
-from llmbus.services.completion.gateway import ModelReply
 from llmbus.services.completion.job import Job
 from llmbus.services.completion.outbox import dumps
 from llmbus.services.completion.parse import Rejected
@@ -61,11 +61,24 @@ class Record:
         await self.reply.send(job, payload)
 
     async def failed(self, job: Job, failed: ModelCallFailed) -> None:
+        """A call that failed, charged for what it generated first (a stream cut off or a call
+        cancelled: failed.partial), or for nothing."""
+        partial = failed.partial
         event = CompletionFailed(
             request_id=job.request_id, error_type=failed.error_type, message=failed.message,
-            retryable=failed.retryable, model=job.model, provider=failed.provider, **job.ids(),
+            retryable=failed.retryable, model=job.model, provider=failed.provider,
+            usage=partial.usage if partial else None, cost_usd=partial.cost_usd if partial else None,
+            **job.ids(),
         )  # fmt: skip
+        if job.claim is None or (partial is None and failed.error_type is ErrorType.cancelled):
+            # cancelled before any call: nothing was paid, so there is no UsageRecorded
+            await self.reply.send(
+                job, stored_reply(await self._store_failed_before_call(job, event))
+            )
+            return
         usage = self._usage(job, failed.provider or "unknown", failed.latency_ms,
+                            partial.usage if partial else None,
+                            partial.cost_usd if partial else 0.0,
                             error_type=failed.error_type.value)  # fmt: skip
         outcome = Outcome(job.request_id, self._request(job), "failed",
                           event.model_dump(mode="json"), usage.model_dump(mode="json"))  # fmt: skip

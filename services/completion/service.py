@@ -10,6 +10,7 @@ from llmbus.services.completion.credentials import CredentialCheck
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.handlers import CompletionHandlers, completion_router
 from llmbus.services.completion.outbox import TOPICS, route
+from llmbus.services.completion.tracking import Tracking
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.catalog import ModelCatalog
@@ -46,7 +47,10 @@ class CompletionService:
         self.broker = SharedConnectionBroker(nc)
         handlers = CompletionHandlers(self.worker.router, self.worker.prompts, nc)
         clients = ClientDirectory(nc.jetstream())
-        self.broker.include_router(completion_router(handlers, lambda: nc.max_payload, clients))
+        tracking = Tracking(app, nc)
+        self.broker.include_router(
+            completion_router(handlers, tracking, lambda: nc.max_payload, clients)
+        )
 
     async def start(self) -> None:
         log.info(

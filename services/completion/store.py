@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from llmbus.services.completion.application import ClaimAnswer, CompletionApplication, Outcome
-from llmbus.services.completion.domain import CallClaim, Completion
+from llmbus.services.completion.domain import CallClaim, CancelMark, Completion
 from llmbus.shared.batching import GroupCommit, TickBatch
 from llmbus.shared.eventstore import SQLiteProbe
 
@@ -35,6 +35,11 @@ class CompletionStore:
         if self.probe is not None and not self.probe.has_events(Completion.create_id(request_id)):
             return None  # the common case, answered without leaving the event loop
         return await asyncio.to_thread(self.app.find, request_id)
+
+    async def cancel_marked(self, request_id: str) -> bool:
+        if self.probe is not None:
+            return self.probe.has_events(CancelMark.create_id(request_id))
+        return await asyncio.to_thread(self.app.cancel_marked, request_id)
 
     async def claim(self, ask: ClaimAsk) -> ClaimAnswer:
         return await self.claiming.write(ask)

@@ -19,6 +19,7 @@ from llmbus.services.completion.admit import Admit
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.call import Call
 from llmbus.services.completion.claim import Claim
+from llmbus.services.completion.control import Control
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.given_up import GivenUp
 from llmbus.services.completion.heartbeat import Heartbeat
@@ -58,7 +59,7 @@ class CompletionWorker:
         self.heartbeat = Heartbeat(config.ack_wait_s)
         self.reply = Reply(config, nc, self.store, relay)
         record = Record(config, self.store, self.admission, self.reply)
-        call = Call(gateway, self.heartbeat, record, config.cooldown_s)
+        call = Call(gateway, self.heartbeat, record, config.cooldown_s, nc)
         self.router = router = Router(settings, gateway.catalog, gateway.health)
         admit = Admit(settings.admission_on, router, self.prompts, self.admission,
                       self.heartbeat, call, record)  # fmt: skip
@@ -67,11 +68,13 @@ class CompletionWorker:
         self.intake = Intake(config, nc, router, self.claim, self.reply,
                              ClientDirectory(nc.jetstream()))  # fmt: skip
         self.given_up = GivenUp(nc.jetstream(), self.store, self.reply)
+        self.control = Control(nc, self.admission.holder, self.claim.running)
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prompts.watch()  # before the first request: no change may go unseen
         await self.admission.start()  # likewise for budget changes
+        await self.control.start()
         sub = await self.nc.jetstream().pull_subscribe_bind(
             durable=subjects.COMPLETION_CONSUMER, stream=subjects.REQUESTS_STREAM
         )
@@ -88,6 +91,7 @@ class CompletionWorker:
                 log.info("draining %d in-flight requests", len(self.tasks))
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await watching
+            await self.control.stop()
             for task in background:
                 task.cancel()
             granting_stop.set()

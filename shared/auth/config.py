@@ -5,7 +5,8 @@
 - C_<name>, one per active client: one user that may publish only the public requests. They
   reach LLMBUS as llmbus.in.<name>.<...> (a service import), so the subject a service hears names
   the client, whatever the payload says; replies come back only through the client's own
-  llmbus.reply.<name>.> import, onto its _INBOX. LLMBUS exports to any account, but only the
+  llmbus.reply.<name>.> import, onto its _INBOX, and its streamed chunks through its
+  llmbus.chunk.<name>.> import, onto llmbus.completion.chunk.<request_id>. LLMBUS exports to any account, but only the
   accounts written here exist, and each imports its own name's subjects only.
 - SYS, the system account: reloads the configuration when clients change.
 
@@ -92,6 +93,7 @@ def _exports() -> list[dict[str, object]]:
     exports: list[dict[str, object]] = [
         {"service": f"{s.CLIENT_PREFIX}.>"},
         {"stream": f"{s.CLIENT_REPLY_PREFIX}.>"},
+        {"stream": f"{s.CLIENT_CHUNK_PREFIX}.>"},
     ]
     return exports + [{"stream": subject} for subject in s.ADMIN_EVENT_SUBJECTS]
 
@@ -108,6 +110,13 @@ def _client_account(client: ClientIdentity) -> dict[str, object]:
                 "subject": f"{s.CLIENT_REPLY_PREFIX}.{client.name}.>",
             },
             "to": s.CLIENT_INBOX_PREFIX + ">",
+        },
+        {
+            "stream": {
+                "account": LLMBUS_ACCOUNT,
+                "subject": f"{s.CLIENT_CHUNK_PREFIX}.{client.name}.>",
+            },
+            "to": s.CLIENT_CHUNKS,
         },
     ]
     if client.admin:

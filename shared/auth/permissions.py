@@ -54,7 +54,9 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         publish=(
             s.COMPLETION_RECEIVED,
             s.COMPLETION_FAILED,
-            "llmbus.completion.chunk.>",
+            s.CLIENT_CHUNKS,
+            s.CLIENT_CHUNK_PREFIX + ".>",
+            "llmbus.completion.control.*",
             s.USAGE_RECORDED,
             s.BUDGET_RESERVE,
             s.BUDGET_SETTLE,
@@ -70,7 +72,8 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
         subscribe=(
             s.BUDGET_CHANGED,
             s.PROMPT_EVENTS_ALL,
-            *_client_side(s.COMPLETION_ESTIMATE),
+            *_client_side(s.COMPLETION_ESTIMATE, s.COMPLETION_STATUS, s.COMPLETION_CANCEL),
+            "llmbus.completion.control.*",
             *_COMMON_SUBSCRIBE,
         ),
         deny_publish=COMPLETION_DENIED,
@@ -117,6 +120,7 @@ SERVICES = tuple(SERVICE_PERMISSIONS)
 
 
 def client_permissions(admin: bool) -> Permissions:
-    """A client's, inside its own account: the public requests, and its own inbox."""
-    hears = ("_INBOX.>", *(s.ADMIN_EVENT_SUBJECTS if admin else ()))
+    """A client's, inside its own account: the public requests, its own inbox, and the chunks
+    of its own streamed requests."""
+    hears = ("_INBOX.>", s.CLIENT_CHUNKS, *(s.ADMIN_EVENT_SUBJECTS if admin else ()))
     return Permissions(publish=s.CLIENT_SUBJECTS, subscribe=hears)

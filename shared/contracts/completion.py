@@ -203,4 +203,10 @@ class CompletionFailed(Identity):
     attempts: list[Attempt] = Field(
         default_factory=list, description="The models that failed before the last one."
     )
+    usage: TokenUsage | None = Field(
+        default=None,
+        description="A stream that broke off or a call that was cancelled: what it generated "
+        "before, as charged.",
+    )
+    cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     occurred_at: datetime = Field(default_factory=utcnow)

@@ -10,28 +10,22 @@ from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from llmbus.client._transport import DEFAULT_TIMEOUT_S, call, new_request_id
 from llmbus.client.budgets import Budgets
 from llmbus.client.conversations import Conversations
+from llmbus.client.outcome import CompletionError, terminal_event
 from llmbus.client.prompts import Prompts
+from llmbus.client.streaming import CompletionStream
 from llmbus.client.usage import Usage
 from llmbus.shared import bus, subjects
-from llmbus.shared.contracts import CompletionFailed, CompletionReceived, CompletionRequested
+from llmbus.shared.contracts import CompletionReceived, CompletionRequested
 from llmbus.shared.contracts.conversation import ChatReply
 from llmbus.shared.contracts.estimate import Estimate, EstimateRequest
+from llmbus.shared.contracts.requests import CancelReply, CompletionStatus, RequestRef
 from llmbus.shared.errors import LlmbusError, RequestError
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings, load_settings
-
-
-class CompletionError(LlmbusError):
-    """The request ended in CompletionFailed."""
-
-    def __init__(self, failed: CompletionFailed):
-        super().__init__(f"{failed.error_type.value}: {failed.message}")
-        self.failed = failed
 
 
 def retry_id(request_id: str, attempt: int) -> str:
@@ -169,11 +163,9 @@ class Client:
         raise AssertionError("unreachable")
 
     async def _complete_once(self, request: CompletionRequested) -> CompletionReceived:
-        token = str(next(self._tokens))
-        reply = asyncio.get_running_loop().create_future()
-        self._replies[token] = reply
+        token, reply = self._expect_reply()
         try:
-            await self.submit(request, reply_to=f"{await self._reply_inbox()}.{token}")
+            await self.submit(request, reply_to=await self._reply_to(token))
             data = await asyncio.wait_for(reply, self.timeout_s)
         except TimeoutError:
             raise LlmbusError(
@@ -183,6 +175,41 @@ class Client:
         finally:
             self._replies.pop(token, None)
         return terminal_event(data)
+
+    def stream(
+        self,
+        prompt: str | Sequence[dict[str, str]] | CompletionRequested,
+        *,
+        model: str | None = None,
+        **fields: Any,
+    ) -> CompletionStream:
+        """`async for chunk in client.stream("Hi", model=...)`: the reply as it is generated,
+        then a final chunk with its usage and cost; `.result` holds the terminal event after."""
+        if isinstance(prompt, CompletionRequested):
+            return CompletionStream(self, prompt)
+        return CompletionStream(self, self.request(prompt, model=model, **fields))
+
+    async def status(
+        self, request_id: str, *, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> CompletionStatus:
+        """queued, running (since, model, attempts), received or failed (outcome), or unknown."""
+        return await call(self.nc, subjects.COMPLETION_STATUS, RequestRef(request_id=request_id),
+                          CompletionStatus, service="completion", timeout_s=timeout_s)  # fmt: skip
+
+    async def cancel(self, request_id: str, *, timeout_s: float = 15.0) -> CancelReply:
+        """Stop a request: a running call is stopped and what it generated is charged; a queued
+        one ends cancelled when a worker takes it; a finished one says how it ended."""
+        return await call(self.nc, subjects.COMPLETION_CANCEL, RequestRef(request_id=request_id),
+                          CancelReply, service="completion", timeout_s=timeout_s)  # fmt: skip
+
+    def _expect_reply(self) -> "tuple[str, asyncio.Future[bytes]]":
+        token = str(next(self._tokens))
+        reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._replies[token] = reply
+        return token, reply
+
+    async def _reply_to(self, token: str) -> str:
+        return f"{await self._reply_inbox()}.{token}"
 
     async def _reply_inbox(self) -> str:
         if self._reply_prefix is None:
@@ -251,10 +278,3 @@ class Client:
         )
         return await call(self.nc, subjects.CONVERSATION_SEND, request, ChatReply,
                           service="conversation", timeout_s=timeout, late=late)  # fmt: skip
-
-
-def terminal_event(data: bytes) -> CompletionReceived:
-    try:
-        return CompletionReceived.model_validate_json(data)
-    except ValidationError:
-        raise CompletionError(CompletionFailed.model_validate_json(data)) from None

@@ -23,6 +23,10 @@ FLAKY = re.compile(r"^flaky-429-(\d+)$")
 # ctx-N: a model whose context holds N words; a longer prompt gets OpenAI's context error
 CONTEXT = re.compile(r"^ctx-(\d+)$")
 ECHO_KEY = re.compile(r"^echo-key-(masked|split|header|zwsp)$")
+# drip-MS-N: a reply of N words, streamed one word every MS ms (a slow stream to cancel)
+DRIP = re.compile(r"^drip-(\d+)-(\d+)$")
+# cut-N: a stream that breaks off after N words, as a provider that fails mid-way
+CUT = re.compile(r"^cut-(\d+)$")
 LISTENING = "LISTENING "
 STARTUP_TIMEOUT_S = 30.0
 
@@ -100,8 +104,12 @@ def word_count(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content", "")).split()) for m in messages) or 1
 
 
-def reply_text(prompt: str, max_tokens: int | None) -> tuple[str, str]:
-    words = f"fake reply to: {prompt[:40]}".split()
+def reply_text(model: str, prompt: str, max_tokens: int | None) -> tuple[str, str]:
+    drip = DRIP.match(model)
+    if drip:
+        words = [f"w{n}" for n in range(1, int(drip.group(2)) + 1)]
+    else:
+        words = f"fake reply to: {prompt[:40]}".split()
     if max_tokens is not None and len(words) > max_tokens:
         return " ".join(words[:max_tokens]), "length"
     return " ".join(words), "stop"
@@ -166,7 +174,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if delay > 0:
         await asyncio.sleep(delay)
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    content, finish_reason = reply_text(prompt, limit)
+    content, finish_reason = reply_text(model, prompt, limit)
     usage = usage_block(word_count(messages), len(content.split()))
     completion_id = f"chatcmpl-fake-{state.calls.total()}"
     if body.get("stream"):
@@ -223,8 +231,16 @@ async def stream_reply(
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
     words = content.split(" ")
+    drip, cut = DRIP.match(model), CUT.match(model)
+    gap_s = int(drip.group(1)) / 1000 if drip else 0.0
     await response.write(chunk(completion_id, model, {"role": "assistant", "content": ""}, None))
     for index, word in enumerate(words):
+        if cut and index == int(cut.group(1)):
+            assert request.transport is not None
+            request.transport.abort()  # mid-way: no finish_reason, no usage, no [DONE]
+            return response
+        if gap_s and index:
+            await asyncio.sleep(gap_s)
         piece = word if index == 0 else f" {word}"
         await response.write(chunk(completion_id, model, {"content": piece}, None))
     await response.write(chunk(completion_id, model, {}, finish_reason))
