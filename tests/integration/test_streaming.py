@@ -16,12 +16,6 @@ from support import EventLog, pipeline, wait_for
 PROMPT = "Tell me about streams"
 
 
-async def streamed(client: Client, model: str, **fields: object) -> tuple[list[CompletionChunk], object]:
-    stream = client.stream(PROMPT, model=model, **fields)
-    chunks = [chunk async for chunk in stream]
-    return chunks, stream
-
-
 def usage_of(events: EventLog, request_id: str) -> list[dict[str, object]]:
     return [u for u in events.on(subjects.USAGE_RECORDED) if u["request_id"] == request_id]
 
