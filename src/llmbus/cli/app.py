@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from llmbus.cli.app_clients import clients
-from llmbus.cli.app_completion import complete, estimate
+from llmbus.cli.app_completion import cancel, complete, estimate, status
 from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
 from llmbus.cli.app_prompts import prompts
@@ -38,6 +38,8 @@ app.add_typer(prompts, name="prompts")
 app.add_typer(config, name="config")
 app.command()(complete)
 app.command()(estimate)
+app.command()(status)
+app.command()(cancel)
 
 
 @app.callback()

@@ -1,5 +1,6 @@
-"""`llmbus complete` and `llmbus estimate`: one request, sent or priced. Their bodies import
-lazily (commands.py, estimate.py), so --help stays fast."""
+"""`llmbus complete`, `estimate`, `status` and `cancel`: one request, sent, priced, looked up
+or stopped. Their bodies import lazily (commands.py, estimate.py, requests.py), so --help stays
+fast."""
 
 from typing import Annotated
 
@@ -26,17 +27,27 @@ def complete(
     team: Annotated[str | None, typer.Option(help="team_id.")] = None,
     project: Annotated[str | None, typer.Option(help="project_id.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Cap on output tokens.")] = None,
+    stream: Annotated[
+        bool, typer.Option("--stream", "-s", help="Print the reply as it is generated.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the CompletionReceived.")] = False,
 ) -> None:
     """Send one completion request and print the reply and its cost.
 
     After the reply comes a line with the model (and the role and the models that failed before
     it), tokens, cost and latency. A CompletionFailed prints "error: <error_type>: <message>" to
-    stderr and exits with 1.
+    stderr and exits with 1. With --stream the text is printed as it arrives (--json: each
+    chunk as a JSON line), and Ctrl-C cancels the request: what was generated is charged.
     """
     from llmbus.cli.commands import Ask, run_complete
 
-    run_complete(Ask(text, model, role, system, user, team, project, max_tokens), as_json)
+    ask = Ask(text, model, role, system, user, team, project, max_tokens)
+    if stream:
+        from llmbus.cli.requests import run_stream
+
+        run_stream(ask, as_json)
+    else:
+        run_complete(ask, as_json)
 
 
 def estimate(
@@ -60,3 +71,29 @@ def estimate(
     from llmbus.cli.estimate import run_estimate
 
     run_estimate(Ask(text, model, role, system, user, team, project, max_tokens), as_json)
+
+
+RequestIdArgument = Annotated[str, typer.Argument(help="The request_id.")]
+
+
+def status(
+    request_id: RequestIdArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the CompletionStatus.")] = False,
+) -> None:
+    """Where a request is: queued, running (on which model, since when), received or failed
+    (with how it ended), or unknown."""
+    from llmbus.cli.requests import run_status
+
+    run_status(request_id, as_json)
+
+
+def cancel(
+    request_id: RequestIdArgument,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the CancelReply.")] = False,
+) -> None:
+    """Stop a request. A running call is stopped and what it generated is charged; a queued one
+    ends cancelled, with no model call, when a worker takes it; a finished one says how it
+    ended. Exits with 1 when no such request is known."""
+    from llmbus.cli.requests import run_cancel
+
+    run_cancel(request_id, as_json)

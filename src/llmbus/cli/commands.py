@@ -111,6 +111,8 @@ class Ask:
 
 
 def run_complete(ask: Ask, as_json: bool) -> None:
+    from llmbus.cli.requests import summary
+
     settings = query_client_settings()
     fields = ask.fields(settings.default_role)
     from llmbus.client import Client, CompletionError
@@ -127,13 +129,7 @@ def run_complete(ask: Ask, as_json: bool) -> None:
             print(received.model_dump_json(indent=2))
             return
         console.print(received.content, markup=False)
-        routed = f" (role {received.role})" if received.role else ""
-        failed = "".join(f" after {a.model}: {a.error_type}" for a in received.attempts)
-        console.print(
-            f"[dim]{received.model}{routed}{failed} · {received.usage.prompt_tokens} in / "
-            f"{received.usage.completion_tokens} out · ${received.cost_usd:.6f} · "
-            f"{received.latency_ms:.0f} ms[/]"
-        )
+        console.print(summary(received))
 
     run(go())
 
