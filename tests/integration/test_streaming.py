@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from llmbus.client import Client, CompletionError
+from llmbus.client import CompletionError
 from llmbus.shared import subjects
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
