@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmbus.cli.commands import fail, rows_table, settings_or_fail
+from llmbus.cli.demo_stream import show_stream
 from llmbus.client import Client, CompletionError
 from llmbus.shared import subjects
 from llmbus.shared.contracts import (
@@ -96,6 +97,7 @@ async def demo(requests: int) -> None:
             await show_budgets(client, seen)
             watching.cancel()
             await show_bad_request(client)
+            received += await show_stream(console, client, MODELS[1], MAX_TOKENS)
             received += await show_conversation(client)
             received += await show_prompts(client)
             await show_costs(client, received)
@@ -210,7 +212,7 @@ async def show_bad_request(client: Client) -> None:
 
 async def show_conversation(client: Client) -> int:
     """Three chat turns; each request carries the conversation so far. Returns the calls made."""
-    console.rule("5 · a conversation (llmbus.conversation.*): every turn carries the history")
+    console.rule("6 · a conversation (llmbus.conversation.*): every turn carries the history")
     view = await client.conversations.create(
         CHAT_USER, "Naming the project", model=MODELS[0], system="You are a concise assistant."
     )
@@ -243,7 +245,7 @@ async def show_conversation(client: Client) -> int:
 async def show_prompts(client: Client) -> int:
     """A managed prompt with two versions, used by key, and a domain prompt. Returns the
     requests made."""
-    console.rule("6 · prompts by key (llmbus.prompt.*): a managed prompt and a domain prompt")
+    console.rule("7 · prompts by key (llmbus.prompt.*): a managed prompt and a domain prompt")
     variables = [Variable(name="customer"), Variable(name="issue"),
                  Variable(name="tone", required=False, default="friendly")]  # fmt: skip
     await client.prompts.create(
@@ -303,7 +305,7 @@ def short(text: str | None, width: int = 24) -> str:
 
 
 async def show_costs(client: Client, requests: int) -> None:
-    console.rule("7 · cost tables from the DuckDB projection (llmbus.usage.query)")
+    console.rule("8 · cost tables from the DuckDB projection (llmbus.usage.query)")
     with console.status("waiting for the usage service to project every UsageRecorded…"):
         await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"], ["prompt_version"]):
