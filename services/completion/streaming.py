@@ -47,7 +47,7 @@ class Streamed:
         message = getattr(choice, "message", None)
         return ModelReply(
             content=(getattr(message, "content", None) or "") if message else "",
-            finish_reason=getattr(choice, "finish_reason", None),
+            finish_reason=getattr(choice, "finish_reason", None) if self.chunks else None,
             provider=route.provider,
             model=self.model,
             usage=token_usage(getattr(built, "usage", None)),

@@ -71,7 +71,8 @@ class CompletionStream:
 async def _until(
     sub: Subscription, reply: "asyncio.Future[bytes]", timeout_s: float, request_id: str
 ) -> AsyncIterator[Msg]:
-    """The subscription's messages until the terminal event is in, then those queued before it."""
+    """The subscription's messages until the terminal event is in, then those queued before it;
+    an error after `timeout_s` with neither."""
     deadline = time.monotonic() + timeout_s
     getter: asyncio.Task[Msg] | None = None
     try:
@@ -82,10 +83,11 @@ async def _until(
             await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
             if getter.done():
                 msg, getter = getter.result(), None
+                deadline = time.monotonic() + timeout_s  # a long reply is fine; a silent one is not
                 yield msg
             elif not reply.done():
                 raise LlmbusError(
-                    f"no end to stream {request_id} within {timeout_s}s; is a completion "
+                    f"nothing on stream {request_id} for {timeout_s}s; is a completion "
                     "service running?"
                 )
         if getter is not None:
