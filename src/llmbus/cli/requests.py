@@ -54,15 +54,20 @@ def run_stream(ask: Ask, as_json: bool) -> None:
     run(go())
 
 
-def run_status(request_id: str, as_json: bool) -> None:
+def about(request_id: str, action: str) -> Any:
+    """client.status(request_id) or client.cancel(request_id), on a connection of its own."""
     settings = query_client_settings()
     from llmbus.client import Client
 
     async def go() -> Any:
         async with Client(settings=settings) as client:
-            return await client.status(request_id)
+            return await getattr(client, action)(request_id)
 
-    status = run(go())
+    return run(go())
+
+
+def run_status(request_id: str, as_json: bool) -> None:
+    status = about(request_id, "status")
     if as_json:
         print(status.model_dump_json(indent=2))
         return
@@ -82,14 +87,7 @@ def run_status(request_id: str, as_json: bool) -> None:
 
 
 def run_cancel(request_id: str, as_json: bool) -> None:
-    settings = query_client_settings()
-    from llmbus.client import Client
-
-    async def go() -> Any:
-        async with Client(settings=settings) as client:
-            return await client.cancel(request_id)
-
-    answer = run(go())
+    answer = about(request_id, "cancel")
     if as_json:
         print(answer.model_dump_json(indent=2))
         return
