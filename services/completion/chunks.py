@@ -2,6 +2,8 @@
 then a final chunk with the usage and the cost. Only the client that sent the request hears
 them (subjects.chunk_subject); nothing is stored, since the terminal event holds the reply."""
 
+import asyncio
+
 from nats.aio.client import Client as NatsClient
 
 from llmbus.services.completion.answer import ModelReply
@@ -26,6 +28,9 @@ class Chunks:
             chunk["finish_reason"] = finish_reason
         self.index += 1
         await self.nc.publish(self.subject, dumps(chunk))
+        # let the connection's flusher write it now: the chunks litellm has already buffered
+        # (the last delta's successors, the usage) would otherwise keep the loop until the end
+        await asyncio.sleep(0)
 
     async def final(self, reply: ModelReply, error_type: str | None = None) -> None:
         """After the last delta: what the stream came to, before the terminal event."""
