@@ -105,8 +105,8 @@ async def demo(requests: int) -> None:
         with console.status("stopping: draining in-flight work…"):
             await asyncio.to_thread(stack.stop)
     console.print(
-        "[green]✓[/] stopped cleanly. Try it yourself: `llmbus up`, then `llmbus complete` or "
-        "`llmbus chat`."
+        "[green]✓[/] stopped cleanly. Try it yourself: `llmbus up`, then `llmbus complete "
+        "--stream` or `llmbus chat`."
     )
 
 

@@ -11,7 +11,7 @@ QUESTION = "In two sentences, why stream a reply instead of waiting for all of i
 async def show_stream(console: Console, client: Client, model: str, max_tokens: int) -> int:
     """Print the chunks as they arrive; 1: the request it completed."""
     chunks = subjects.COMPLETION_CHUNK.format(request_id="<request_id>")
-    console.rule(f"5 · a streamed reply on {chunks}, then the final chunk with its cost")
+    console.rule(f"5 · a streamed reply, chunk by chunk ({chunks})")
     console.print(f"[dim]> {QUESTION}[/]")
     stream = client.stream(QUESTION, model=model, user_id="erin", project_id="demo",
                            params={"max_tokens": max_tokens})  # fmt: skip
