@@ -6,33 +6,17 @@ import asyncio
 import contextlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import BaseModel
 
 from llmbus.services.completion.job import Job
 from llmbus.shared import subjects
-from llmbus.shared.contracts.completion import Attempt
+from llmbus.shared.contracts.requests import WorkerAnswer, WorkerAsk
 
 # how long a cancelled call may take to end and be recorded before the answer goes without it
 CANCEL_WAIT_S = 10.0
-
-
-class WorkerAsk(BaseModel):
-    op: Literal["status", "cancel"]
-    request_id: str
-
-
-class WorkerAnswer(BaseModel):
-    held: bool
-    owner: str | None = None
-    since: datetime | None = None
-    model: str | None = None
-    attempts: list[Attempt] = []
-    outcome: dict[str, Any] | None = None  # cancel: how the request ended
 
 
 class Control:

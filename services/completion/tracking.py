@@ -16,9 +16,14 @@ from nats.errors import NoRespondersError
 from nats.js.errors import NotFoundError
 
 from llmbus.services.completion.application import CompletionApplication
-from llmbus.services.completion.control import WorkerAnswer, WorkerAsk
 from llmbus.shared import subjects
-from llmbus.shared.contracts.requests import CancelReply, CompletionStatus, RequestRef
+from llmbus.shared.contracts.requests import (
+    CancelReply,
+    CompletionStatus,
+    RequestRef,
+    WorkerAnswer,
+    WorkerAsk,
+)
 from llmbus.shared.identity import caller, is_admin
 
 QUEUE_SCAN_LIMIT = 10_000

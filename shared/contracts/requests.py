@@ -70,3 +70,22 @@ class CancelReply(Contract):
     result: CancelResult
     message: str
     outcome: dict[str, Any] | None = None
+
+
+class WorkerAsk(Contract):
+    """On llmbus.completion.control.<worker>, from the completion service's status and cancel
+    handlers to the worker holding a request's call claim."""
+
+    op: Literal["status", "cancel"]
+    request_id: str
+
+
+class WorkerAnswer(Contract):
+    """held: false when the worker no longer runs the request (it ended, or never came)."""
+
+    held: bool
+    owner: str | None = Field(default=None, description="The client that sent it, if any.")
+    since: datetime | None = None
+    model: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    outcome: dict[str, Any] | None = Field(default=None, description="cancel: how it ended.")
