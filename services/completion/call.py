@@ -49,7 +49,7 @@ class Call:
             await self.record.failed(job, cancelled(None))
             return None
         job.calling = calling = asyncio.ensure_future(self._calling(job))
-        job.call_started = time.time()
+        job.call_started = time.perf_counter()
         try:
             answer = await self.heartbeat.during(job.msg, calling)
         except ModelCallFailed as failed:
@@ -89,9 +89,7 @@ class Call:
         (the provider has read it, and no reply came)."""
         if job.streamed is not None:
             return job.streamed.settle()
-        took_s = time.time() - job.call_started
-        return Streamed(self.gateway, job.model, job.messages,
-                        started=time.perf_counter() - took_s).settle()  # fmt: skip
+        return Streamed(self.gateway, job.model, job.messages, started=job.call_started).settle()
 
     def learn(self, model: str, failed: ModelCallFailed) -> None:
         """What every later request of this worker should know about the model."""

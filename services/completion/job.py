@@ -45,7 +45,7 @@ class Job:
     attempts: list[Attempt] = field(default_factory=list)
     # the reply, for copies of this request delivered while it runs (see claim.py)
     replied: "asyncio.Future[bytes] | None" = None
-    # set by call: the model call under way (a cancel stops it), since when (time.time()), and
+    # set by call: the model call under way (a cancel stops it), since when (perf_counter), and
     # a stream's chunks and what it delivered so far
     calling: "asyncio.Future[Any] | None" = None
     call_started: float = 0.0

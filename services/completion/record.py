@@ -70,7 +70,7 @@ class Record:
             usage=partial.usage if partial else None, cost_usd=partial.cost_usd if partial else None,
             **job.ids(),
         )  # fmt: skip
-        if job.claim is None or (partial is None and failed.error_type is ErrorType.cancelled):
+        if partial is None and failed.error_type is ErrorType.cancelled:
             # cancelled before any call: nothing was paid, so there is no UsageRecorded
             await self.reply.send(
                 job, stored_reply(await self._store_failed_before_call(job, event))

@@ -9,7 +9,7 @@ only of its own requests: another's is `unknown` to it, as one never sent is.
 import asyncio
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
@@ -21,6 +21,7 @@ from llmbus.shared.contracts.requests import (
     CancelReply,
     CompletionStatus,
     RequestRef,
+    Status,
     WorkerAnswer,
     WorkerAsk,
 )
@@ -38,26 +39,38 @@ class Tracking:
 
     async def status(self, ref: RequestRef) -> CompletionStatus:
         rid = ref.request_id
-        ended = await asyncio.to_thread(self.app.find, rid)
-        if ended is not None and ended.is_terminal:
-            if not self._visible(ended.request.get("owner")):
-                return CompletionStatus(request_id=rid, status="unknown")
-            return self._ended(rid, ended.status, ended.outcome)
-        marked = await asyncio.to_thread(self.app.cancel_marked, rid)
+        stored = await self._stored(rid)
+        if stored is not None:
+            return stored
         running = await self._holder(rid, "status")
         if running is not None and running.held:
             if not self._visible(running.owner):
                 return CompletionStatus(request_id=rid, status="unknown")
             return CompletionStatus(
                 request_id=rid, status="running", since=running.since, model=running.model,
-                attempts=running.attempts, cancel_requested=marked,
+                attempts=running.attempts, cancel_requested=await self._marked(rid),
             )  # fmt: skip
-        ended = await asyncio.to_thread(self.app.find, rid)  # it may have ended meanwhile
-        if ended is not None and ended.is_terminal and self._visible(ended.request.get("owner")):
-            return self._ended(rid, ended.status, ended.outcome)
+        stored = await self._stored(rid)  # it may have ended meanwhile
+        if stored is not None:
+            return stored
         if await self._queued(rid):
-            return CompletionStatus(request_id=rid, status="queued", cancel_requested=marked)
+            return CompletionStatus(request_id=rid, status="queued",
+                                    cancel_requested=await self._marked(rid))  # fmt: skip
         return CompletionStatus(request_id=rid, status="unknown")
+
+    async def _stored(self, rid: str) -> CompletionStatus | None:
+        """How the request ended, as the store has it (unknown: another client's); None: not
+        ended."""
+        ended = await asyncio.to_thread(self.app.find, rid)
+        if ended is None or not ended.is_terminal:
+            return None
+        if not self._visible(ended.request.get("owner")):
+            return CompletionStatus(request_id=rid, status="unknown")
+        status: Status = "received" if ended.status == "received" else "failed"
+        return CompletionStatus(request_id=rid, status=status, outcome=ended.outcome)
+
+    async def _marked(self, rid: str) -> bool:
+        return await asyncio.to_thread(self.app.cancel_marked, rid)
 
     async def cancel(self, ref: RequestRef) -> CancelReply:
         rid = ref.request_id
@@ -88,13 +101,13 @@ class Tracking:
         return is_admin(who) or (who is not None and owner == who.name)
 
     async def _holder(
-        self, rid: str, op: str, timeout_s: float = WORKER_TIMEOUT_S
+        self, rid: str, op: Literal["status", "cancel"], timeout_s: float = WORKER_TIMEOUT_S
     ) -> WorkerAnswer | None:
         """What the worker holding the request's live claim says; None: no one holds it."""
         claim = await asyncio.to_thread(self.app.latest_claim, rid)
         if claim is None or claim.lapsed(time.time()):
             return None
-        ask = WorkerAsk(op=op, request_id=rid).model_dump_json().encode()  # type: ignore[arg-type]
+        ask = WorkerAsk(op=op, request_id=rid).model_dump_json().encode()
         try:
             reply = await self.nc.request(subjects.worker_subject(claim.holder), ask,
                                           timeout=timeout_s)  # fmt: skip
@@ -115,10 +128,6 @@ class Tracking:
             if msg.data and needle in msg.data and _request_id(msg.data) == rid:
                 return self._visible(subjects.client_of(msg.subject or ""))
         return False
-
-    @staticmethod
-    def _ended(rid: str, status: str, outcome: dict[str, Any] | None) -> CompletionStatus:
-        return CompletionStatus(request_id=rid, status=status, outcome=outcome)  # type: ignore[arg-type]
 
     @staticmethod
     def _finished(rid: str, outcome: dict[str, Any] | None) -> CancelReply:

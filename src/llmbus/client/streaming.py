@@ -39,10 +39,6 @@ class CompletionStream:
     def request_id(self) -> str:
         return self.request.request_id
 
-    @property
-    def text(self) -> str:
-        return self.result.content or "" if self.result is not None else ""
-
     async def cancel(self) -> CancelReply:
         return await self._client.cancel(self.request_id)
 
