@@ -15,6 +15,7 @@ class ModelReply:
     usage: TokenUsage
     cost_usd: float
     latency_ms: float
+    ttft_ms: float | None = None  # streamed calls: when the first delta arrived
 
 
 def cached_tokens(usage: Any) -> int:

@@ -87,6 +87,7 @@ class Job:
             "team_id": request.team_id,
             "project_id": request.project_id,
             "conversation_id": request.conversation_id,
+            "workflow_id": request.workflow_id,
             "prompt_key": request.prompt.key if request.prompt else None,
             "prompt_version": self.prompt.version if self.prompt else None,
         }

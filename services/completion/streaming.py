@@ -36,10 +36,12 @@ class Streamed:
     chunks: list[Any] = field(default_factory=list)
     deltas: int = 0
     started: float = field(default_factory=time.perf_counter)
+    first_delta_at: float | None = None
 
     def settle(self) -> ModelReply:
         """The reply the chunks so far make, with its usage and its cost."""
         route = self.route or self.gateway.route(self.model)
+        first = self.first_delta_at
         built = litellm.stream_chunk_builder(self.chunks, messages=self.messages)
         if not isinstance(built, litellm.ModelResponse):
             built = self._prompt_only(route)  # no chunk yet: the prompt was read, nothing more
@@ -53,6 +55,7 @@ class Streamed:
             usage=token_usage(getattr(built, "usage", None)),
             cost_usd=self.gateway.cost(route, built),
             latency_ms=(time.perf_counter() - self.started) * 1000,
+            ttft_ms=None if first is None else (first - self.started) * 1000,
         )
 
     def _prompt_only(self, route: Route) -> litellm.ModelResponse:
@@ -80,6 +83,8 @@ async def stream(
             streamed.chunks.append(chunk)
             choice = chunk.choices[0] if chunk.choices else None
             if choice is not None and (choice.delta.content or choice.finish_reason):
+                if streamed.first_delta_at is None:
+                    streamed.first_delta_at = time.perf_counter()
                 await sink(choice.delta.content or "", choice.finish_reason)
                 streamed.deltas += 1
         finished = True

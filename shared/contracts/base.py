@@ -103,6 +103,9 @@ class Identity(Contract):
     team_id: str | None = None
     project_id: str | None = None
     conversation_id: str | None = None
+    workflow_id: str | None = Field(
+        default=None, description="The run of an agent or workflow this request belongs to."
+    )
 
 
 class ErrorReply(Contract):

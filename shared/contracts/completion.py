@@ -121,6 +121,9 @@ class CompletionRequested(Identity):
     team_id: IdText | None = None
     project_id: IdText | None = None
     conversation_id: IdText | None = None
+    workflow_id: IdText | None = Field(
+        default=None, description="The agent or workflow run this request belongs to."
+    )
     model: ModelName | None = None
     role: str | None = Field(default=None, min_length=1, max_length=100)
     messages: list[Message] | None = Field(default=None, min_length=1)

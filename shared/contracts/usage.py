@@ -1,12 +1,13 @@
 from datetime import datetime
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from llmbus.shared.contracts.base import Contract, Identity, utcnow
 from llmbus.shared.contracts.completion import Attempt
+from llmbus.shared.usage_groups import DEFAULT_METRICS, GroupField, Metric
 from llmbus.shared.usage_groups import GROUP_FIELDS as GROUP_FIELDS
-from llmbus.shared.usage_groups import GroupField
 
 
 class UsageRecorded(Identity):
@@ -24,6 +25,12 @@ class UsageRecorded(Identity):
         ge=0, allow_inf_nan=False, description="0 for failed calls: they are not charged."
     )
     latency_ms: float = Field(ge=0, allow_inf_nan=False)
+    ttft_ms: float | None = Field(
+        default=None,
+        ge=0,
+        allow_inf_nan=False,
+        description="Time to the first streamed delta; None for a call not streamed.",
+    )
     status: Literal["ok", "error"]
     error_type: str | None = None
     role: str | None = None
@@ -50,10 +57,40 @@ class UsageQuery(Contract):
     """The request on llmbus.usage.query. Without group_by the answer is one row of totals."""
 
     group_by: list[GroupField] = Field(default_factory=list)
+    metrics: list[Metric] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS),
+        min_length=1,
+        description="What to measure; percentiles read every matching row, sums read rollups.",
+    )
     since: datetime | None = Field(default=None, description="Inclusive lower bound on time.")
     until: datetime | None = Field(default=None, description="Exclusive upper bound on time.")
-    filters: dict[GroupField, str] = Field(default_factory=dict)
-    limit: int | None = Field(default=None, ge=1, le=100_000)
+    filters: dict[GroupField, str] = Field(
+        default_factory=dict,
+        description="Equality on any dimension but the time buckets; tag: the request has it.",
+    )
+    timezone: str = Field(
+        default="UTC",
+        max_length=64,
+        description="IANA timezone of the hour, day, week and month buckets.",
+    )
+    order_by: Metric | None = Field(
+        default=None,
+        description="Sort by this metric (it is measured even if not in metrics); default: "
+        "time buckets first, then cost.",
+    )
+    ascending: bool = Field(default=False, description="With order_by: smallest first.")
+    limit: int | None = Field(default=None, ge=1, le=100_000, description="Top N rows.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {zone!r}: use an IANA name such as Europe/Paris or UTC"
+            ) from None
+        return zone
 
 
 class UsageQueryResult(Contract):

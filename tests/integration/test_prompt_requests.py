@@ -324,15 +324,14 @@ INSERT INTO projection_state VALUES ('usage', 1);
 """
 
 
-def test_a_projection_from_the_previous_release_opens_and_breaks_down_by_prompt_version(
-    tmp_path: Path,
-) -> None:
+def test_a_projection_of_an_earlier_schema_is_rebuilt_from_the_events(tmp_path: Path) -> None:
     path = tmp_path / "usage.duckdb"
     with duckdb.connect(str(path)) as con:
         con.execute(PREVIOUS_RELEASE_SCHEMA)
     with UsageProjection(path) as projection:
-        assert projection.position == 1
-        projection.apply([call(2, "summarizer", 1, 0.5)])
+        # dropped, to be caught up from the event store from its first event
+        assert (projection.position, projection.count()) == (0, 0)
+        projection.apply([call(1, None, None, 0.25), call(2, "summarizer", 1, 0.5)])
         rows = projection.query(UsageQuery(group_by=["prompt_version"])).rows
     assert [(r["prompt_version"], r["cost_usd"]) for r in rows] == [
         ("summarizer@1", 0.5),

@@ -89,13 +89,13 @@ def test_an_empty_projection_answers_one_row_of_zeros(projection: UsageProjectio
         {
             "requests": 0,
             "errors": 0,
+            "error_rate": None,
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "cached_tokens": 0,
             "total_tokens": 0,
             "cost_usd": 0.0,
-            "latency_ms_p50": None,
-            "latency_ms_p95": None,
+            "latency_ms_mean": None,
         }
     ]
     assert result.events_projected == 0
@@ -244,9 +244,10 @@ def test_limit_keeps_the_most_expensive_groups(projection: UsageProjection) -> N
 def test_latency_percentiles_are_nearest_rank(projection: UsageProjection) -> None:
     projection.apply([(i, recorded(i, latency_ms=float(i))) for i in range(1, 21)])
 
-    (row,) = projection.query(UsageQuery()).rows
+    percentiles = ["latency_ms_p50", "latency_ms_p95", "latency_ms_p99"]
+    (row,) = projection.query(UsageQuery(metrics=percentiles)).rows
 
-    assert (row["latency_ms_p50"], row["latency_ms_p95"]) == (10.0, 19.0)
+    assert (row["latency_ms_p50"], row["latency_ms_p95"], row["latency_ms_p99"]) == (10, 19, 20)
 
 
 def test_reapplying_applied_positions_appends_nothing(projection: UsageProjection) -> None:

@@ -11,10 +11,8 @@ from llmbus.cli.app_completion import cancel, complete, estimate, status
 from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
 from llmbus.cli.app_prompts import prompts
+from llmbus.cli.app_usage import Format, usage
 from llmbus.cli.options import UserOption
-
-# the contract's own list, from a module that does not import pydantic (kept off --help)
-from llmbus.shared.usage_groups import GROUP_FIELDS
 
 app = typer.Typer(
     name="llmbus",
@@ -36,6 +34,7 @@ app.add_typer(conversations, name="conversations")
 app.add_typer(clients, name="clients")
 app.add_typer(prompts, name="prompts")
 app.add_typer(config, name="config")
+app.add_typer(usage, name="usage")
 app.command()(complete)
 app.command()(estimate)
 app.command()(status)
@@ -65,12 +64,6 @@ class Service(StrEnum):
     conversation = "conversation"
 
 
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-
-
 @app.command()
 def up(
     workers: Annotated[int, typer.Option(help="Completion worker processes.", min=1)] = 1,
@@ -95,33 +88,6 @@ def serve(service: Annotated[Service, typer.Argument(help="Which service to run.
     from llmbus.cli.commands import run_serve
 
     run_serve(service.value)
-
-
-@app.command()
-def usage(
-    by: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--by",
-            help=f"Group by: {', '.join(GROUP_FIELDS)}. Repeatable.",
-        ),
-    ] = None,
-    since: Annotated[str | None, typer.Option(help="From this ISO date/time (inclusive).")] = None,
-    until: Annotated[str | None, typer.Option(help="Until this ISO date/time (exclusive).")] = None,
-    where: Annotated[
-        list[str] | None, typer.Option("--where", help="FIELD=VALUE filter. Repeatable.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many rows.")] = None,
-    fmt: Annotated[Format, typer.Option("--format", help="Output format.")] = Format.table,
-) -> None:
-    """Query cost, tokens and requests from the usage projection.
-
-    The usage service answers over llmbus.usage.query: this command never opens DuckDB. Without
-    --by the answer is one row of totals; rows come in time order, then most expensive first.
-    """
-    from llmbus.cli.commands import run_usage
-
-    run_usage(by or [], since, until, where or [], limit, fmt.value)
 
 
 @projections.command("rebuild")

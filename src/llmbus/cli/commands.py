@@ -153,32 +153,61 @@ def parse_filters(where: list[str], option: str = "--where") -> dict[str, str]:
     return filters
 
 
-def run_usage(
-    by: list[str], since: str | None, until: str | None, where: list[str], limit: int | None,
-    fmt: str,
-) -> None:  # fmt: skip
-    settings = query_client_settings()
-    from pydantic import ValidationError
+@dataclass(frozen=True)
+class UsageAsk:
+    """A usage query as `llmbus usage` takes it from its options."""
 
+    by: list[str]
+    metrics: list[str]
+    since: str | None
+    until: str | None
+    where: list[str]
+    timezone: str = "UTC"
+    order_by: str | None = None
+    ascending: bool = False
+    limit: int | None = None
+
+    def query(self) -> Any:
+        """The UsageQuery, or a clear error for an option it cannot take."""
+        from pydantic import ValidationError
+
+        from llmbus.shared.contracts import UsageQuery
+
+        fields = {
+            "group_by": self.by, "since": parse_time(self.since, "--since"),
+            "until": parse_time(self.until, "--until"), "filters": parse_filters(self.where),
+            "timezone": self.timezone, "order_by": self.order_by, "ascending": self.ascending,
+            "limit": self.limit,
+        }  # fmt: skip
+        if self.metrics:
+            fields["metrics"] = self.metrics
+        try:
+            return UsageQuery.model_validate(fields)
+        except ValidationError as exc:
+            fail("invalid usage query: " + "; ".join(_problem(e) for e in exc.errors()))
+
+
+def _problem(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {error['msg']}"
+
+
+def run_usage(ask: UsageAsk, fmt: str) -> None:
+    settings = query_client_settings()
+    query = ask.query()
     from llmbus.client import Client
 
     async def go() -> Any:
         async with Client(settings=settings) as client:
-            return await client.usage.query(
-                by, parse_time(since, "--since"), parse_time(until, "--until"),
-                parse_filters(where), limit,
-            )  # fmt: skip
+            return await client.usage.ask(query)
 
-    try:
-        result = run(go())
-    except ValidationError as exc:
-        fail(
-            "invalid usage query: " + "; ".join(f"{e['input']!r}: {e['msg']}" for e in exc.errors())
-        )
-    print_rows(result.columns, result.rows, fmt)
+    result = run(go())
+    print_rows(result.columns, result.rows, fmt, every=bool(ask.metrics))
 
 
-def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None:
+def print_rows(
+    columns: list[str], rows: list[dict[str, Any]], fmt: str, every: bool = False
+) -> None:
     if fmt == "json":
         print(json.dumps(rows, indent=2))
     elif fmt == "csv":
@@ -188,18 +217,21 @@ def print_rows(columns: list[str], rows: list[dict[str, Any]], fmt: str) -> None
         writer.writerows(rows)
         sys.stdout.write(out.getvalue())
     else:
-        console.print(rows_table(columns, rows))
+        console.print(rows_table(columns, rows, every=every))
 
 
 GROUP_COLUMNS = set(GROUP_FIELDS)
 # the table shows what fits a terminal; json and csv carry every column
 TABLE_LABELS = {"requests": "requests", "prompt_tokens": "tokens in",
                 "completion_tokens": "tokens out", "cost_usd": "cost_usd",
-                "latency_ms_p50": "p50 ms"}  # fmt: skip
+                "error_rate": "errors", "latency_ms_mean": "mean ms"}  # fmt: skip
 
 
-def rows_table(columns: list[str], rows: list[dict[str, Any]], title: str | None = None) -> Table:
-    shown = [c for c in columns if c in GROUP_COLUMNS or c in TABLE_LABELS]
+def rows_table(
+    columns: list[str], rows: list[dict[str, Any]], title: str | None = None, every: bool = False
+) -> Table:
+    """The rows as a table; of the metrics, those that fit a terminal unless `every`."""
+    shown = [c for c in columns if c in GROUP_COLUMNS or every or c in TABLE_LABELS]
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in shown:
         numeric = column not in GROUP_COLUMNS
@@ -212,8 +244,10 @@ def rows_table(columns: list[str], rows: list[dict[str, Any]], title: str | None
 def format_cell(column: str, value: Any) -> str:
     if value is None:
         return "—"
-    if column == "cost_usd":
+    if column.endswith("cost_usd"):
         return f"${value:,.6f}"
+    if column == "error_rate":
+        return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:,.1f}"
     return str(value)

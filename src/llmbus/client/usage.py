@@ -19,11 +19,24 @@ class Usage(SubClient):
         filters: dict[str, str] | None = None,
         limit: int | None = None,
         timeout_s: float = 30.0,
+        *,
+        metrics: Sequence[str] | None = None,
+        timezone: str = "UTC",
+        order_by: str | None = None,
+        ascending: bool = False,
     ) -> UsageQueryResult:
-        """Cost, tokens and requests, grouped `by` any of GROUP_FIELDS (none: one row of totals).
-        Raises pydantic's ValidationError for a group or filter field that does not exist."""
-        query = UsageQuery.model_validate(
-            {"group_by": list(by), "since": since, "until": until, "filters": filters or {},
-             "limit": limit}
-        )  # fmt: skip
+        """Usage grouped `by` any of GROUP_FIELDS (none: one row of totals), measured in
+        `metrics` (default: DEFAULT_METRICS), top `limit` by `order_by`. Raises pydantic's
+        ValidationError for a field, metric or timezone that does not exist."""
+        fields = {
+            "group_by": list(by), "since": since, "until": until, "filters": filters or {},
+            "limit": limit, "timezone": timezone, "order_by": order_by, "ascending": ascending,
+        }  # fmt: skip
+        if metrics is not None:
+            fields["metrics"] = list(metrics)
+        query = UsageQuery.model_validate(fields)
+        return await self.ask(query, timeout_s)
+
+    async def ask(self, query: UsageQuery, timeout_s: float = 30.0) -> UsageQueryResult:
+        """Any usage query: metrics, a timezone, an order and a top N as well (see UsageQuery)."""
         return await self._call(subjects.USAGE_QUERY, query, UsageQueryResult, timeout_s)

@@ -10,51 +10,25 @@ from typing import Any, TypeAlias
 
 import duckdb
 
-from llmbus.services.usage.queries import query_sql
+from llmbus.services.usage.projection.query import plan
+from llmbus.services.usage.projection.rollup import merge_appended
+from llmbus.services.usage.projection.schema import SCHEMA, SCHEMA_VERSION, TABLES, row
 from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
 from llmbus.shared.contracts.usage import UsageQuery, UsageQueryResult, UsageRecorded
 from llmbus.shared.errors import LlmbusError
 
 log = logging.getLogger("llmbus.usage.projection")
 STATE_NAME = "usage"
+SCHEMA_NAME = "schema"  # its position column holds the SCHEMA_VERSION the file was built with
+# DuckDB spills what does not fit: the usage service stays small at any number of rows
+MEMORY_LIMIT = "512MB"
 Stored: TypeAlias = UsageRecorded | Unrecordable
 OnSkip = Callable[[int, Unrecordable], None]  # an event's position, and why it is skipped
 # what DuckDB (or the appender's conversion from Python) raises for a value it cannot hold
 ROW_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, OverflowError, UnicodeError)
 
-# cost_usd is an exact DECIMAL so sums do not depend on aggregation order: a rebuild must
-# give bit-identical answers. occurred_at is a TIMESTAMP holding UTC, so day/week/month
-# buckets never depend on the session's TimeZone setting.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage (
-    position BIGINT NOT NULL,
-    usage_id VARCHAR NOT NULL,
-    request_id VARCHAR NOT NULL,
-    provider VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    user_id VARCHAR,
-    team_id VARCHAR,
-    project_id VARCHAR,
-    conversation_id VARCHAR,
-    role VARCHAR,
-    prompt_key VARCHAR,
-    prompt_version INTEGER,
-    status VARCHAR NOT NULL,
-    error_type VARCHAR,
-    prompt_tokens BIGINT NOT NULL,
-    completion_tokens BIGINT NOT NULL,
-    cached_tokens BIGINT NOT NULL,
-    total_tokens BIGINT NOT NULL,
-    cost_usd DECIMAL(18, 10) NOT NULL,
-    latency_ms DOUBLE NOT NULL,
-    occurred_at TIMESTAMP NOT NULL,
-    tags VARCHAR[] NOT NULL
-);
-CREATE TABLE IF NOT EXISTS projection_state (
-    name VARCHAR PRIMARY KEY,
-    position BIGINT NOT NULL
-);
-"""
+TABLES_SQL = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'projection_state'"
+VERSION_SQL = "SELECT coalesce(max(position), 0) FROM projection_state WHERE name = ?"
 
 
 class ProjectionLockedError(LlmbusError):
@@ -66,10 +40,13 @@ class UsageProjection:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = _connect(self.path)
-        self._con.execute(SCHEMA)
-        self._con.execute(
-            "INSERT INTO projection_state VALUES (?, 0) ON CONFLICT DO NOTHING", [STATE_NAME]
-        )
+        self._con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
+        if self._scalar(TABLES_SQL) == 0:
+            self.reset()  # a new file
+        elif self._scalar(VERSION_SQL, [SCHEMA_NAME]) != SCHEMA_VERSION:
+            log.warning("%s holds another version of the usage projection: rebuilding it from "
+                        "the event store", self.path)  # fmt: skip
+            self.reset()
         # Cached so callers on other threads can read it without touching the connection.
         self._position = self._stored_position()
 
@@ -102,6 +79,7 @@ class UsageProjection:
             if rows:
                 with self._con.appender("usage") as appender:
                     appender.append_rows(rows)
+                merge_appended(self._con, start, position)
             if position > start:
                 self._con.execute(
                     "UPDATE projection_state SET position = ? WHERE name = ?",
@@ -127,19 +105,23 @@ class UsageProjection:
             return self._apply([(position, Unrecordable.of(event, reason))], on_skip)
 
     def query(self, q: UsageQuery) -> UsageQueryResult:
-        sql, params, columns = query_sql(q)
         # One snapshot, so events_projected describes exactly the rows that were summed.
         with self._transaction():
-            records = self._con.execute(sql, params).fetchall()
+            span = self._con.execute("SELECT min(hour), max(hour) FROM usage_hourly").fetchall()
+            found = plan(q, span[0])
+            records = self._con.execute(found.sql, found.params).fetchall()
             projected = self.count()
-        rows = [dict(zip(columns, map(_plain, record), strict=True)) for record in records]
-        return UsageQueryResult(columns=columns, rows=rows, events_projected=projected)
+        rows = [dict(zip(found.columns, map(_plain, record), strict=True)) for record in records]
+        return UsageQueryResult(columns=found.columns, rows=rows, events_projected=projected)
 
     def reset(self) -> None:
         with self._transaction():
-            self._con.execute("DROP TABLE usage; DROP TABLE projection_state")
+            self._con.execute("; ".join(f"DROP TABLE IF EXISTS {table}" for table in TABLES))
             self._con.execute(SCHEMA)
-            self._con.execute("INSERT INTO projection_state VALUES (?, 0)", [STATE_NAME])
+            self._con.execute(
+                "INSERT INTO projection_state VALUES (?, 0), (?, ?)",
+                [STATE_NAME, SCHEMA_NAME, SCHEMA_VERSION],
+            )
         self._position = 0
 
     def count(self) -> int:
@@ -217,19 +199,8 @@ def _rows_after(
         elif (reason := out_of_bounds(event)) is not None:
             skipped.append((event_position, Unrecordable.of(event, reason)))
         else:
-            rows.append(_row(event_position, event))
+            rows.append(row(event_position, event))
     return last, rows, skipped
-
-
-def _row(position: int, e: UsageRecorded) -> tuple[Any, ...]:
-    # The appender converts an aware occurred_at to UTC and keeps a naive one as UTC.
-    return (
-        position, e.usage_id, e.request_id, e.provider, e.model,
-        e.user_id, e.team_id, e.project_id, e.conversation_id,
-        e.role, e.prompt_key, e.prompt_version, e.status, e.error_type,
-        e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.total_tokens,
-        e.cost_usd, e.latency_ms, e.occurred_at, e.tags,
-    )  # fmt: skip
 
 
 def _plain(value: Any) -> Any:
