@@ -124,6 +124,20 @@ async def test_the_cli_prints_usage_as_json_csv_and_a_table(settings: Settings) 
         bad = await asyncio.to_thread(llmbus_cli, "usage", "--by", "colour")
         assert bad.returncode != 0 and "colour" in bad.stderr
 
+        top = await asyncio.to_thread(
+            llmbus_cli, "usage", "--by", "user", "--metric", "latency_ms_p95", "--tz",
+            "Asia/Tokyo", "--since", "2000-01-01", "--order-by", "cost_usd", "--top", "1",
+            "--format", "json",
+        )  # fmt: skip
+        assert top.returncode == 0, top.stderr
+        [row] = json.loads(top.stdout)
+        assert row.keys() == {"user", "latency_ms_p95", "cost_usd"} and row["user"] == "ann"
+        assert row["latency_ms_p95"] > 0 and row["cost_usd"] == rows[0]["cost_usd"]
+
+        elsewhere = await asyncio.to_thread(llmbus_cli, "usage", "--tz", "Mars/Olympus")
+        assert elsewhere.returncode == 1
+        assert "unknown timezone 'Mars/Olympus'" in elsewhere.stderr
+
 
 def test_query_commands_say_clearly_when_no_stack_is_running(tmp_path: Path) -> None:
     result = subprocess.run(

@@ -91,3 +91,30 @@ async def test_a_re_sent_streamed_request_gets_its_stored_outcome_without_a_call
         again = client.stream(first.request)
         chunks = [chunk async for chunk in again]
         assert chunks == [] and again.result == first.result
+
+
+async def test_a_workflow_run_and_its_time_to_first_token_reach_the_usage_query(
+    settings: Settings,
+) -> None:
+    async with pipeline(settings) as (nc, events, client):
+        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+        stream = client.stream(PROMPT, model="drip-40-60", workflow_id="nightly-42")
+        [_ async for _ in stream]
+        whole = await client.complete(PROMPT, model="fake-gpt", workflow_id="nightly-42")
+        await one_terminal(events, whole.request_id)
+        [streamed] = usage_of(events, stream.request_id)
+        [not_streamed] = usage_of(events, whole.request_id)
+        assert streamed["workflow_id"] == not_streamed["workflow_id"] == "nightly-42"
+        # 60 words 40 ms apart: the first comes 2.36 s before the last; a call not streamed
+        # has no first token
+        ttft, latency = float(streamed["ttft_ms"]), float(streamed["latency_ms"])  # type: ignore[arg-type]
+        assert 0 < ttft < latency - 2000
+        assert not_streamed["ttft_ms"] is None
+
+        async def counted() -> bool:
+            result = await client.usage.query(["workflow"], metrics=["requests", "ttft_ms_p50"])
+            return result.rows == [
+                {"workflow": "nightly-42", "requests": 2, "ttft_ms_p50": streamed["ttft_ms"]}
+            ]
+
+        await wait_for(counted, 30, "both calls of the run in the usage query")

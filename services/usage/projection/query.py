@@ -62,15 +62,18 @@ class Plan:
     rollup: bool  # answered from usage_hourly
 
 
-def plan(q: UsageQuery, span: Span) -> Plan:
+def plan(q: UsageQuery, span: Span, allow_rollup: bool = True) -> Plan:
     """The SQL for `q`. `span` is the first and last hour with usage, which bounds the local-time
-    calendar of a query in another timezone."""
+    calendar of a query in another timezone. Without `allow_rollup` it reads every row (to check
+    one path against the other)."""
     groups: list[str] = list(dict.fromkeys(q.group_by))
     metrics: list[str] = list(dict.fromkeys([*q.metrics, *([q.order_by] if q.order_by else [])]))
     since, until = to_utc(q.since, q.timezone), to_utc(q.until, q.timezone)
     local = q.timezone != "UTC" and any(g in TIME_FIELDS for g in groups)
-    rollup = _fits_rollup(q, groups, metrics, since, until) and (
-        not local or whole_hours(q.timezone, span, since, until)
+    rollup = (
+        allow_rollup
+        and _fits_rollup(q, groups, metrics, since, until)
+        and (not local or whole_hours(q.timezone, span, since, until))
     )
     time_column = "hour" if rollup else "occurred_at"
     params: list[Any] = []

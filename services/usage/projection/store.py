@@ -104,11 +104,11 @@ class UsageProjection:
             reason = f"DuckDB refused it: {type(exc).__name__}: {exc}"[:300]
             return self._apply([(position, Unrecordable.of(event, reason))], on_skip)
 
-    def query(self, q: UsageQuery) -> UsageQueryResult:
+    def query(self, q: UsageQuery, allow_rollup: bool = True) -> UsageQueryResult:
         # One snapshot, so events_projected describes exactly the rows that were summed.
         with self._transaction():
             span = self._con.execute("SELECT min(hour), max(hour) FROM usage_hourly").fetchall()
-            found = plan(q, span[0])
+            found = plan(q, span[0], allow_rollup)
             records = self._con.execute(found.sql, found.params).fetchall()
             projected = self.count()
         rows = [dict(zip(found.columns, map(_plain, record), strict=True)) for record in records]

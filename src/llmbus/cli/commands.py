@@ -187,9 +187,15 @@ class UsageAsk:
             fail("invalid usage query: " + "; ".join(_problem(e) for e in exc.errors()))
 
 
+OPTION_OF = {"group_by": "--by", "metrics": "--metric", "filters": "--where", "timezone": "--tz",
+             "order_by": "--order-by", "limit": "--top"}  # fmt: skip
+
+
 def _problem(error: Any) -> str:
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}"
+    field = str(error["loc"][0]) if error["loc"] else ""
+    value = error.get("input")
+    shown = f" {value!r}" if isinstance(value, str | int) else ""
+    return f"{OPTION_OF.get(field, field)}{shown}: {error['msg']}"
 
 
 def run_usage(ask: UsageAsk, fmt: str) -> None:
