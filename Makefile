@@ -7,7 +7,7 @@ UV := $(VENV)/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install demo test lint typecheck pytest unit schemas docs bench clean
+.PHONY: install demo test lint typecheck pytest unit browser schemas docs bench clean
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
+pytest: install browser
 	$(VENV)/bin/pytest -q
+
+# chromium for the report's browser test: Debian's, since Playwright's own download does not
+# work everywhere. Best effort and quiet: only as root with apt-get, and a failure is no
+# failure (without chromium that test skips and says why).
+browser:
+	-@command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || \
+	  ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium; } >/dev/null 2>&1 || echo "could not install chromium: the browser test skips"
 
 unit: install
 	$(VENV)/bin/pytest -q tests/unit

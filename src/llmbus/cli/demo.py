@@ -16,6 +16,8 @@ from rich.table import Table
 from llmbus.cli.commands import fail, rows_table, settings_or_fail
 from llmbus.cli.demo_stream import show_stream
 from llmbus.client import Client, CompletionError
+from llmbus.report.data import collect
+from llmbus.report.page import write
 from llmbus.shared import subjects
 from llmbus.shared.contracts import (
     CompletionParams,
@@ -101,6 +103,7 @@ async def demo(requests: int) -> None:
             received += await show_conversation(client)
             received += await show_prompts(client)
             await show_costs(client, received)
+            report = await write_report(client, settings.state_dir / "report.html")
     finally:
         with console.status("stopping: draining in-flight work…"):
             await asyncio.to_thread(stack.stop)
@@ -108,6 +111,7 @@ async def demo(requests: int) -> None:
         "[green]✓[/] stopped cleanly. Try it yourself: `llmbus up`, then `llmbus complete "
         "--stream` or `llmbus chat`."
     )
+    console.print(f"report: {report} — open it in a browser", markup=False, soft_wrap=True)
 
 
 async def publish_batch(client: Client, requests: int) -> int:
@@ -316,6 +320,12 @@ async def show_costs(client: Client, requests: int) -> None:
         console.print(rows_table(columns, rows, title=f"cost by {', '.join(by)}"))
     total = (await client.usage.query()).rows[0]
     console.print(f"total: {total['requests']} requests, ${total['cost_usd']:.6f}")
+
+
+async def write_report(client: Client, path: Path) -> Path:
+    """What `llmbus report` writes, from this stack while it still runs."""
+    with console.status("writing the HTML report…"):
+        return write(await collect(client), path)
 
 
 async def wait_until_projected(client: Client, requests: int, timeout_s: float = 30.0) -> None:
