@@ -1,7 +1,7 @@
 """What a client may see of usage and budgets: its own, unless its credentials are admin's
 (shared.identity). Trusted callers (services, the operator) see everything."""
 
-from llmbus.shared.contracts import UsageQuery
+from llmbus.shared.contracts import UsageQuery, UsageRowsQuery
 from llmbus.shared.contracts.budget import RequestAttributes
 from llmbus.shared.contracts.clients import ClientIdentity
 from llmbus.shared.errors import ForbiddenError
@@ -20,6 +20,12 @@ def own_usage(identity: ClientIdentity | None, query: UsageQuery) -> UsageQuery:
             "usage of other users needs admin credentials"
         )
     return query.model_copy(update={"filters": query.filters | {"user": identity.user_id}})
+
+
+def own_rows(identity: ClientIdentity | None, query: UsageRowsQuery) -> UsageRowsQuery:
+    """An export's query, narrowed as own_usage narrows a usage query."""
+    filters = own_usage(identity, UsageQuery(filters=query.filters)).filters
+    return query.model_copy(update={"filters": filters})
 
 
 def own_attributes(
