@@ -21,6 +21,7 @@ import litellm
 from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.errors import LlmbusError
+from llmbus.shared.pricing import Price
 from llmbus.shared.settings import ModelEntry, Settings
 
 log = logging.getLogger(__name__)
@@ -90,13 +91,19 @@ class Route:
     params: Mapping[str, Any] = field(default_factory=dict)
 
 
-# What a worst-case estimate needs to know about one model.
+# What a worst-case estimate needs to know about one model, and what a call is priced at.
 @dataclass(frozen=True)
 class ListPrice:
     input_per_token: Decimal
     output_per_token: Decimal
     output_limit: int | None
     priced: bool
+    # litellm bills cached prompt tokens at the cache price, at 0 when the model has none
+    cached_per_token: Decimal = Decimal(0)
+
+    @property
+    def price(self) -> Price:
+        return Price(self.input_per_token, self.output_per_token, self.cached_per_token)
 
 
 def per_token(value: Any) -> Decimal | None:
@@ -268,6 +275,21 @@ class ModelCatalog:
         cost = prompt_tokens * price.input_per_token + output_tokens * price.output_per_token
         return max(cost, Decimal(0)).quantize(COST_QUANTUM, rounding=ROUND_CEILING)
 
+    def known_models(self) -> list[str]:
+        """The names this catalog prices without a request naming them: configured and sim."""
+        return [*self._entries, *(name for name in SIM_MODELS if name not in self._entries)]
+
+    def set_price(self, model: str, price: Price) -> None:
+        """Charge `model` at `price` from now on (a price set in the usage service's book)."""
+        route = self.resolve(model)
+        litellm.register_model({route.target: {
+            "litellm_provider": route.provider, "mode": "chat",
+            "input_cost_per_token": float(price.input_per_token),
+            "output_cost_per_token": float(price.output_per_token),
+            "cache_read_input_token_cost": float(price.cached_per_token),
+        }})  # fmt: skip
+        self._prices.pop(model, None)  # read again from litellm's map, as it now says
+
     def list_price(self, model: str) -> ListPrice:
         price = self._prices.get(model)
         if price is None:
@@ -301,4 +323,5 @@ class ModelCatalog:
             output_per_token=output_price or Decimal(0),
             output_limit=output_limit,
             priced=input_price is not None or output_price is not None,
+            cached_per_token=per_token(info.get("cache_read_input_token_cost")) or Decimal(0),
         )

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmbus.shared import contracts, subjects
-from llmbus.shared.contracts import budget, conversation, estimate, prompt, requests
+from llmbus.shared.contracts import budget, conversation, estimate, prices, prompt, requests
 
 REQUEST_REPLY = "request/reply"
 EVENT = "JetStream event"
@@ -31,6 +31,12 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     ),
     subjects.USAGE_RECORDED: (EVENT, contracts.UsageRecorded),
     subjects.USAGE_QUERY: (REQUEST_REPLY, contracts.UsageQuery),
+    subjects.USAGE_ROWS: (REQUEST_REPLY, contracts.UsageRowsQuery),
+    subjects.USAGE_REPRICE: (REQUEST_REPLY, prices.RepriceRequest),
+    subjects.PRICES_SET: (REQUEST_REPLY, prices.PriceSet),
+    subjects.PRICES_LIST: (REQUEST_REPLY, prices.PriceListQuery),
+    subjects.PRICES_SYNC: (REQUEST_REPLY, prices.PriceSync),
+    subjects.PRICES_CHANGED: (BROADCAST, prices.PricesChanged),
     subjects.BUDGET_THRESHOLD_REACHED: (EVENT, budget.BudgetThresholdReached),
     subjects.BUDGET_EXCEEDED: (EVENT, budget.BudgetExceeded),
     subjects.BUDGET_RESERVE: (REQUEST_REPLY, budget.BudgetReservation),
@@ -70,6 +76,11 @@ REPLIES: dict[str, type[BaseModel]] = {
     subjects.COMPLETION_CANCEL: requests.CancelReply,
     subjects.COMPLETION_CONTROL: requests.WorkerAnswer,
     subjects.USAGE_QUERY: contracts.UsageQueryResult,
+    subjects.USAGE_ROWS: contracts.UsageRows,
+    subjects.USAGE_REPRICE: prices.RepriceResult,
+    subjects.PRICES_SET: prices.PriceEntry,
+    subjects.PRICES_LIST: prices.PriceList,
+    subjects.PRICES_SYNC: prices.PriceList,
     subjects.BUDGET_RESERVE: budget.BudgetAdmission,
     subjects.BUDGET_STATUS: budget.BudgetStatusList,
     subjects.BUDGET_SET: budget.BudgetStatus,
@@ -130,6 +141,16 @@ MODELS: list[type[BaseModel]] = [
     contracts.UsageRecorded,
     contracts.UsageQuery,
     contracts.UsageQueryResult,
+    contracts.UsageRowsQuery,
+    contracts.UsageRows,
+    prices.RepriceRequest,
+    prices.RepriceResult,
+    prices.PriceSet,
+    prices.PriceEntry,
+    prices.PriceListQuery,
+    prices.PriceList,
+    prices.PriceSync,
+    prices.PricesChanged,
     contracts.ErrorReply,
     budget.BudgetThresholdReached,
     budget.BudgetExceeded,

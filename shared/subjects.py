@@ -14,6 +14,16 @@ COMPLETION_CANCEL = "llmbus.completion.cancel"
 COMPLETION_CONTROL = "llmbus.completion.control.{worker}"
 USAGE_RECORDED = "llmbus.usage.recorded"
 USAGE_QUERY = "llmbus.usage.query"
+# the usage rows themselves, a page at a time, for exports
+USAGE_ROWS = "llmbus.usage.rows"
+# what usage would cost at other prices; applied, it records UsageRepriced events (admin)
+USAGE_REPRICE = "llmbus.usage.reprice"
+# the price book: set by hand (admin), listed, and synced from a worker's catalog at its start
+PRICES_SET = "llmbus.prices.set"
+PRICES_LIST = "llmbus.prices.list"
+PRICES_SYNC = "llmbus.prices.sync"
+# a model's price was set: workers ask for the current prices again
+PRICES_CHANGED = "llmbus.prices.changed"
 BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
 BUDGET_EXCEEDED = "llmbus.budget.exceeded"
 BUDGET_RESERVE = "llmbus.budget.reserve"
@@ -63,6 +73,10 @@ CLIENT_SUBJECTS = (
     COMPLETION_STATUS,
     COMPLETION_CANCEL,
     USAGE_QUERY,
+    USAGE_ROWS,
+    USAGE_REPRICE,
+    PRICES_SET,
+    PRICES_LIST,
     BUDGET_SET,
     BUDGET_STATUS,
     BUDGET_REMAINING,

@@ -16,6 +16,7 @@ class ModelReply:
     cost_usd: float
     latency_ms: float
     ttft_ms: float | None = None  # streamed calls: when the first delta arrived
+    price_version: str | None = None  # the price cost_usd was computed at
 
 
 def cached_tokens(usage: Any) -> int:

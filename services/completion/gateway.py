@@ -101,6 +101,7 @@ class ModelGateway:
             usage=token_usage(getattr(response, "usage", None)),
             cost_usd=self.cost(route, response),
             latency_ms=(time.perf_counter() - started) * 1000,
+            price_version=self.price_version(model),
         )
 
     def call_kwargs(
@@ -182,6 +183,11 @@ class ModelGateway:
             latency_ms=(time.perf_counter() - started) * 1000,
             retry_after_s=retry_after_s(exc),
         )
+
+    def price_version(self, model: str) -> str | None:
+        """The version of the price this worker charges `model` at (None: it has none)."""
+        listed = self.catalog.list_price(model)
+        return listed.price.version if listed.priced else None
 
     def cost(self, route: Route, response: litellm.ModelResponse) -> float:
         # litellm has already run completion_cost for its own logging; pricing twice costs ~0.1 ms.

@@ -47,7 +47,7 @@ class Record:
             cost_usd=answer.cost_usd, latency_ms=answer.latency_ms, **job.ids(),
         )  # fmt: skip
         usage = self._usage(job, answer.provider, answer.latency_ms, answer.usage, answer.cost_usd,
-                            ttft_ms=answer.ttft_ms)  # fmt: skip
+                            reply=answer)  # fmt: skip
         event = received.model_dump(mode="json")
         payload = dumps(event)
         if self.metadata_only:
@@ -80,8 +80,7 @@ class Record:
         usage = self._usage(job, failed.provider or "unknown", failed.latency_ms,
                             partial.usage if partial else None,
                             partial.cost_usd if partial else 0.0,
-                            error_type=failed.error_type.value,
-                            ttft_ms=partial.ttft_ms if partial else None)  # fmt: skip
+                            error_type=failed.error_type.value, reply=partial)  # fmt: skip
         outcome = Outcome(job.request_id, self._request(job), "failed",
                           event.model_dump(mode="json"), usage.model_dump(mode="json"))  # fmt: skip
         completion = await self.store.record(outcome)
@@ -148,7 +147,7 @@ class Record:
         usage: TokenUsage | None = None,
         cost_usd: float = 0.0,
         error_type: str | None = None,
-        ttft_ms: float | None = None,
+        reply: ModelReply | None = None,
     ) -> UsageRecorded:
         assert job.claim is not None
         tokens = usage or TokenUsage()
@@ -165,7 +164,8 @@ class Record:
             total_tokens=tokens.total_tokens,
             cost_usd=cost_usd,
             latency_ms=latency_ms,
-            ttft_ms=ttft_ms,
+            ttft_ms=reply.ttft_ms if reply else None,
+            price_version=reply.price_version if reply else None,
             status="error" if error_type else "ok",
             error_type=error_type,
             tags=job.request.tags,

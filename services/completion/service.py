@@ -10,6 +10,7 @@ from llmbus.services.completion.credentials import CredentialCheck
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.handlers import CompletionHandlers, completion_router
 from llmbus.services.completion.outbox import TOPICS, route
+from llmbus.services.completion.prices import PriceFollower
 from llmbus.services.completion.tracking import Tracking
 from llmbus.services.completion.worker import CompletionWorker
 from llmbus.shared.auth.directory import ClientDirectory
@@ -42,6 +43,7 @@ class CompletionService:
         )  # fmt: skip
         self.worker = CompletionWorker(settings, app, gateway, nc, self.relay, probe)
         self.credentials = CredentialCheck(settings, gateway.catalog, gateway.health)
+        self.prices = PriceFollower(nc, gateway.catalog)
         self._watching: asyncio.Task[None] | None = None
         # requests (estimates) are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
@@ -58,6 +60,7 @@ class CompletionService:
             self.limits.request_bytes, self.limits.request_limit_text(),
         )  # fmt: skip
         await self.check_credentials()
+        await self.prices.start()
         await self.broker.start()
 
     async def check_credentials(self) -> None:
@@ -77,6 +80,7 @@ class CompletionService:
         finally:
             await self.broker.stop()  # answers the requests in hand
             await self._stop_watching()
+            await self.prices.stop()
 
     async def _stop_watching(self) -> None:
         watching, self._watching = self._watching, None

@@ -56,6 +56,7 @@ class Streamed:
             cost_usd=self.gateway.cost(route, built),
             latency_ms=(time.perf_counter() - self.started) * 1000,
             ttft_ms=None if first is None else (first - self.started) * 1000,
+            price_version=self.gateway.price_version(self.model),
         )
 
     def _prompt_only(self, route: Route) -> litellm.ModelResponse:

@@ -16,10 +16,16 @@ from nats.aio.msg import Msg
 from pydantic import ValidationError
 
 from llmbus.services.usage.recordable import out_of_bounds
-from llmbus.services.usage.scoping import applies_to, own_attributes, own_usage
+from llmbus.services.usage.scoping import applies_to, own_attributes, own_rows, own_usage
 from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
-from llmbus.shared.contracts import UsageQuery, UsageQueryResult, UsageRecorded
+from llmbus.shared.contracts import (
+    UsageQuery,
+    UsageQueryResult,
+    UsageRecorded,
+    UsageRows,
+    UsageRowsQuery,
+)
 from llmbus.shared.contracts.budget import (
     BudgetAdmission,
     BudgetDefinition,
@@ -59,6 +65,11 @@ class UsageHandlers:
         """A usage query, answered from DuckDB once it has caught up with the store. A client
         without admin credentials is answered about its own user only."""
         return await self.service.query(own_usage(caller(), query))
+
+    async def rows(self, query: UsageRowsQuery) -> UsageRows:
+        """A page of the usage rows themselves, for an export; a client without admin
+        credentials gets its own user's rows only."""
+        return await self.service.rows(own_rows(caller(), query))
 
     async def reserve(self, reservation: BudgetReservation) -> BudgetAdmission:
         """Reserve a request's worst-case cost in every budget it falls under, or refuse it."""
@@ -159,6 +170,7 @@ def usage_router(
 ) -> RpcRouter:
     router = RpcRouter("usage", QUEUE, max_payload, clients)
     router.answer(subjects.USAGE_QUERY, handlers.query)
+    router.answer(subjects.USAGE_ROWS, handlers.rows)
     router.answer(subjects.BUDGET_RESERVE, handlers.reserve, hot=True)  # every request's path
     router.answer(subjects.BUDGET_STATUS, handlers.status)
     router.answer(subjects.BUDGET_REMAINING, handlers.remaining)

@@ -8,6 +8,7 @@ from recording a paid call; nor may a stored event stop validating when read bac
 """
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from llmbus.shared.contracts import UsageRecorded
@@ -33,6 +34,15 @@ class Unrecordable:
     @classmethod
     def of(cls, event: UsageRecorded, reason: str) -> "Unrecordable":
         return cls(event.usage_id, reason, event.model_dump(mode="json"))
+
+
+@dataclass(frozen=True)
+class Repriced:
+    """A stored UsageRepriced, as the projection applies it: the call's row gets a new cost."""
+
+    call_position: int  # the position of the call's UsageRecorded
+    cost_usd: Decimal
+    price_version: str
 
 
 def out_of_bounds(event: UsageRecorded) -> str | None:

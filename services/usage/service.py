@@ -17,22 +17,27 @@ from llmbus.services.usage.application import (
     UsageApplication,
     utc_now,
 )
+from llmbus.services.usage.application.price_book import PriceBook
 from llmbus.services.usage.handlers import UsageHandlers, usage_router
 from llmbus.services.usage.outbox import TOPICS, route
+from llmbus.services.usage.pricing import PriceHandlers, price_routes
 from llmbus.services.usage.projection import UsageProjection
+from llmbus.services.usage.projection.export import page_bytes
 from llmbus.services.usage.recordable import Unrecordable
 from llmbus.services.usage.recording import UsageRecording
 from llmbus.shared import bus, subjects
 from llmbus.shared.auth.directory import ClientDirectory
-from llmbus.shared.contracts import UsageQuery, UsageQueryResult
+from llmbus.shared.contracts import UsageQuery, UsageQueryResult, UsageRows, UsageRowsQuery
 from llmbus.shared.lifecycle import serve_service
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.rpc import SharedConnectionBroker
+from llmbus.shared.rpc.replies import HEADER_ROOM
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
 PROJECT_EVERY_S = 0.25
+CATCH_UP_BATCH = 5000
 T = TypeVar("T")
 
 
@@ -49,6 +54,7 @@ class UsageService:
         # budgets live in memory: one thread changes them and writes the store
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
         self.book = BudgetBook(app, clock)
+        self.prices = PriceBook(app, clock)
         self.relay = OutboxRelay(
             app, self.js, route, service="usage", name="usage-outbox", topics=TOPICS,
             on_loop=settings.event_store == "sqlite",
@@ -61,11 +67,13 @@ class UsageService:
         self.handlers = UsageHandlers(self)
         # requests are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
-        self.broker.include_router(
-            usage_router(self.handlers, lambda: nc.max_payload, ClientDirectory(nc.jetstream()))
+        router = usage_router(
+            self.handlers, lambda: nc.max_payload, ClientDirectory(nc.jetstream())
         )
+        price_routes(router, PriceHandlers(self))
+        self.broker.include_router(router)
 
-    async def _on_duck(self, fn: Any, *args: Any) -> Any:
+    async def on_duck(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.duck, fn, *args)
 
     async def on_store(self, fn: Callable[..., T], *args: Any) -> T:
@@ -76,8 +84,9 @@ class UsageService:
         return await asyncio.get_running_loop().run_in_executor(self.store, fn, *args)
 
     async def start(self) -> None:
-        self.projection = await self._on_duck(UsageProjection, self.settings.duckdb_path)
+        self.projection = await self.on_duck(UsageProjection, self.settings.duckdb_path)
         await self.on_store(self.book.load, self.settings.budgets)
+        await self.on_store(self.prices.load)
         # grants from before this start (or from a replica that changed budgets meanwhile) are
         # dropped before any change is answered: workers ask afresh
         await self.handlers.revoke_grants(wait=False)
@@ -125,8 +134,10 @@ class UsageService:
                 await asyncio.wait_for(stop.wait(), every_s)
 
     async def catch_up(self) -> None:
-        """Project every stored usage event into DuckDB (exactly once: position is in DuckDB).
-        A stored event it cannot hold is skipped, and parked."""
+        """Project every usage event stored before the call into DuckDB (exactly once: position
+        is in DuckDB). A stored event it cannot hold is skipped, and parked. A read shorter than
+        a batch has reached what was stored when it began: under steady load there is always
+        more, and going on would keep the query waiting for the load to stop."""
         skipped: list[tuple[int, Unrecordable]] = []
 
         def on_skip(position: int, event: Unrecordable) -> None:  # on the DuckDB thread
@@ -136,23 +147,34 @@ class UsageService:
             assert self.projection is not None
             while True:
                 position = self.projection.position
-                batch = await asyncio.to_thread(self.app.recorded_since, position, 5000)
-                if not batch:
-                    return
-                await self._on_duck(self.projection.apply, batch, on_skip)
+                batch = await asyncio.to_thread(self.app.recorded_since, position, CATCH_UP_BATCH)
+                if batch:
+                    await self.on_duck(self.projection.apply, batch, on_skip)
                 for at, event in skipped:
                     await self.recording.park_stored(at, event)
                 skipped.clear()
+                if len(batch) < CATCH_UP_BATCH:
+                    return
 
     async def query(self, query: UsageQuery) -> UsageQueryResult:
         await self.catch_up()
         assert self.projection is not None
-        result: UsageQueryResult = await self._on_duck(self.projection.query, query)
+        result: UsageQueryResult = await self.on_duck(self.projection.query, query)
+        return result
+
+    async def rows(self, query: UsageRowsQuery) -> UsageRows:
+        """A page of usage rows, sized to fit a reply. The first page catches up, and fixes the
+        snapshot (its position) that the next pages read: they need no catching up."""
+        if query.through is None:
+            await self.catch_up()
+        assert self.projection is not None
+        max_bytes = page_bytes(self.nc.max_payload, HEADER_ROOM)
+        result: UsageRows = await self.on_duck(self.projection.rows, query, max_bytes)
         return result
 
     async def close(self) -> None:
         if self.projection is not None:
-            await self._on_duck(self.projection.close)
+            await self.on_duck(self.projection.close)
         self.duck.shutdown()
         self.store.shutdown()
 

@@ -20,6 +20,7 @@ from llmbus.shared.contracts.usage import (
     UsageQueryResult,
     UsageRecorded,
 )
+from llmbus.shared.contracts.usage_rows import UsageRows, UsageRowsQuery
 
 __all__ = [
     "GROUP_FIELDS",
@@ -36,4 +37,6 @@ __all__ = [
     "UsageQuery",
     "UsageQueryResult",
     "UsageRecorded",
+    "UsageRows",
+    "UsageRowsQuery",
 ]

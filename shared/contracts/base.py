@@ -2,6 +2,7 @@ import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -66,8 +67,21 @@ def printable(text: str) -> str:
 
 
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
+
+
 # an id a request is booked to: carried by every event the request causes, so it is bounded
 # (as long as a conversation's user_id may be)
+def known_zone(zone: str) -> str:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown timezone {zone!r}: use an IANA name such as Europe/Paris or UTC"
+        ) from None
+    return zone
+
+
+TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(known_zone)]
 IdText = Annotated[str, StringConstraints(max_length=200), AfterValidator(printable)]
 
 

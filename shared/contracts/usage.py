@@ -1,10 +1,9 @@
 from datetime import datetime
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from llmbus.shared.contracts.base import Contract, Identity, utcnow
+from llmbus.shared.contracts.base import Contract, Identity, TimezoneName, utcnow
 from llmbus.shared.contracts.completion import Attempt
 from llmbus.shared.usage_groups import DEFAULT_METRICS, GroupField, Metric
 from llmbus.shared.usage_groups import GROUP_FIELDS as GROUP_FIELDS
@@ -30,6 +29,11 @@ class UsageRecorded(Identity):
         ge=0,
         allow_inf_nan=False,
         description="Time to the first streamed delta; None for a call not streamed.",
+    )
+    price_version: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The version of the model's price cost_usd was computed at (llmbus prices).",
     )
     status: Literal["ok", "error"]
     error_type: str | None = None
@@ -68,10 +72,8 @@ class UsageQuery(Contract):
         default_factory=dict,
         description="Equality on any dimension but the time buckets; tag: the request has it.",
     )
-    timezone: str = Field(
-        default="UTC",
-        max_length=64,
-        description="IANA timezone of the hour, day, week and month buckets.",
+    timezone: TimezoneName = Field(
+        default="UTC", description="IANA timezone of the hour, day, week and month buckets."
     )
     order_by: Metric | None = Field(
         default=None,
@@ -80,17 +82,6 @@ class UsageQuery(Contract):
     )
     ascending: bool = Field(default=False, description="With order_by: smallest first.")
     limit: int | None = Field(default=None, ge=1, le=100_000, description="Top N rows.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone {zone!r}: use an IANA name such as Europe/Paris or UTC"
-            ) from None
-        return zone
 
 
 class UsageQueryResult(Contract):

@@ -2,6 +2,7 @@
 idempotent under redelivery; a call and the budget settlements it causes are saved together."""
 
 from collections.abc import Iterator, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, cast
 
 from eventsourcing.application import AggregateNotFoundError
@@ -9,8 +10,8 @@ from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.utils import get_topic
 from pydantic import ValidationError
 
-from llmbus.services.usage.domain import ProviderCall
-from llmbus.services.usage.recordable import Unrecordable
+from llmbus.services.usage.domain import ProviderCall, RepricedCall
+from llmbus.services.usage.recordable import Repriced, Unrecordable
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.eventstore import OutboxApplication, retry_on_conflict
 
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from llmbus.services.usage.application.budget_book import BudgetBook
 
 CALL_RECORDED = get_topic(ProviderCall.UsageRecorded)
+CALL_REPRICED = get_topic(RepricedCall.UsageRepriced)
+# what the projection reads, in the store's order
+Projected = UsageRecorded | Unrecordable | Repriced
+SAVE_CHUNK = 1000
 
 
 def provider_call(event: UsageRecorded) -> ProviderCall:
@@ -73,13 +78,22 @@ class UsageApplication(OutboxApplication):
             return False
         return True
 
-    def recorded_since(
-        self, position: int, limit: int
-    ) -> list[tuple[int, UsageRecorded | Unrecordable]]:
+    def recorded_since(self, position: int, limit: int) -> list[tuple[int, Projected]]:
         notifications = self.recorder.select_notifications(
-            position, limit, topics=[CALL_RECORDED], inclusive_of_start=False
+            position, limit, topics=[CALL_RECORDED, CALL_REPRICED], inclusive_of_start=False
         )
-        return [(n.id, self._recorded(n)) for n in notifications]
+        return [(n.id, self._projected(n)) for n in notifications]
+
+    def _projected(self, notification: Notification) -> Projected:
+        if notification.topic != CALL_REPRICED:
+            return self._recorded(notification)
+        repriced = cast(RepricedCall.UsageRepriced, self.mapper.to_domain_event(notification))
+        return Repriced(repriced.position, Decimal(repriced.new_cost_usd), repriced.price_version)
+
+    def record_repricing(self, calls: Sequence[RepricedCall]) -> None:
+        """Save a repricing's calls, a chunk per transaction (a repricing may touch millions)."""
+        for start in range(0, len(calls), SAVE_CHUNK):
+            self.save(*calls[start : start + SAVE_CHUNK])
 
     def _recorded(self, notification: Notification) -> UsageRecorded | Unrecordable:
         recorded = cast(ProviderCall.UsageRecorded, self.mapper.to_domain_event(notification))
@@ -91,9 +105,7 @@ class UsageApplication(OutboxApplication):
             reason = f"no longer a valid UsageRecorded: {exc.error_count()} schema errors"
             return Unrecordable(str(usage.get("usage_id")), reason, usage)
 
-    def all_recorded(
-        self, batch_size: int = 5000
-    ) -> Iterator[tuple[int, UsageRecorded | Unrecordable]]:
+    def all_recorded(self, batch_size: int = 5000) -> Iterator[tuple[int, Projected]]:
         position = 0
         while batch := self.recorded_since(position, batch_size):
             yield from batch

@@ -1,5 +1,5 @@
 """The usage service's domain: budgets (reservations, grants, settlements) and the ledger of
-provider calls. Aggregates and their events only: no NATS, no database, no provider."""
+provider calls, model prices and repricings. Aggregates and their events only: no NATS, no database, no provider."""
 
 from llmbus.services.usage.domain.budget import Budget
 from llmbus.services.usage.domain.budget_state import Cover
@@ -11,6 +11,7 @@ from llmbus.services.usage.domain.errors import (
 )
 from llmbus.services.usage.domain.holdings import Reservation
 from llmbus.services.usage.domain.ledger import ProviderCall
+from llmbus.services.usage.domain.prices import ModelPrice, RepricedCall
 from llmbus.services.usage.domain.window import LIFETIME_START, window_start
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "BudgetExceededError",
     "BudgetRenamedError",
     "Cover",
+    "ModelPrice",
     "ProviderCall",
+    "RepricedCall",
     "Reservation",
     "UnknownReservationError",
     "window_start",

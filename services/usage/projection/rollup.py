@@ -1,9 +1,13 @@
 """Keeping usage_hourly in step with `usage`: the rows a batch appended are summed per hour and
-merged in, in the batch's own transaction, so the rollup never disagrees with the rows."""
+merged in, and a repriced call's difference added to its hour, in the batch's own transaction,
+so the rollup never disagrees with the rows."""
+
+from collections.abc import Mapping
 
 import duckdb
 
 from llmbus.services.usage.projection.schema import PARTIALS, ROLLUP_COLUMNS
+from llmbus.services.usage.recordable import Repriced
 
 KEYS = ["hour", *ROLLUP_COLUMNS.values()]
 _SUMS = ", ".join(f"{expression} AS {name}" for name, expression in PARTIALS.items())
@@ -26,3 +30,32 @@ WHEN NOT MATCHED THEN INSERT BY NAME
 def merge_appended(con: duckdb.DuckDBPyConnection, after: int, through: int) -> None:
     """Add the rows with positions in (after, through] to usage_hourly."""
     con.execute(MERGE_APPENDED, [after, through])
+
+
+# A repricing changes only cost_usd: its difference is added to the row's hour, before the row
+# itself changes (the difference needs the old cost).
+_DIMS = ", ".join(f"u.{column}" for column in ROLLUP_COLUMNS.values())
+_ZEROS = ", ".join(f"0 AS {name}" for name in PARTIALS if name != "cost_usd")
+REPRICE_ROLLUP = f"""
+MERGE INTO usage_hourly AS r
+USING (
+    SELECT date_trunc('hour', u.occurred_at) AS hour, {_DIMS}, {_ZEROS},
+        sum(n.cost_usd - u.cost_usd) AS cost_usd
+    FROM usage AS u JOIN repricing AS n ON u.position = n.call_position GROUP BY ALL
+) AS b
+ON {_MATCH}
+WHEN MATCHED THEN UPDATE SET cost_usd = r.cost_usd + b.cost_usd
+"""
+REPRICE_ROWS = """
+UPDATE usage SET cost_usd = n.cost_usd, price_version = n.price_version
+FROM repricing AS n WHERE usage.position = n.call_position
+"""
+
+
+def reprice_rows(con: duckdb.DuckDBPyConnection, repriced: Mapping[int, Repriced]) -> None:
+    """Give each repriced call's row its new cost, and its hour the difference."""
+    with con.appender("repricing") as appender:
+        appender.append_rows([(p, r.cost_usd, r.price_version) for p, r in repriced.items()])
+    con.execute(REPRICE_ROLLUP)
+    con.execute(REPRICE_ROWS)
+    con.execute("DELETE FROM repricing")

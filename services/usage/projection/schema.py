@@ -8,12 +8,13 @@ from llmbus.shared.contracts import UsageRecorded
 
 # Bumped whenever a table changes: a file of another version is dropped and rebuilt from the
 # event store when it is opened (the events are the truth; the projection is a cache of them).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # cost_usd is an exact DECIMAL so sums do not depend on aggregation order: a rebuild must
 # give bit-identical answers. occurred_at is a TIMESTAMP holding UTC, so buckets never depend
-# on the session's TimeZone setting. cost_usd is the current cost, original_cost_usd the cost
-# the call was recorded with.
+# on the session's TimeZone setting. cost_usd is the current cost (and price_version its price),
+# original_cost_usd the cost the call was recorded with. `repricing` only stages the repricings
+# of a batch, within its transaction.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     position BIGINT NOT NULL,
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS usage (
     total_tokens BIGINT NOT NULL,
     cost_usd DECIMAL(18, 10) NOT NULL,
     original_cost_usd DECIMAL(18, 10) NOT NULL,
+    price_version VARCHAR,
     latency_ms DOUBLE NOT NULL,
     ttft_ms DOUBLE,
     occurred_at TIMESTAMP NOT NULL,
@@ -65,12 +67,17 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     ttft_ms_sum DECIMAL(38, 3) NOT NULL,
     ttft_count BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS repricing (
+    call_position BIGINT NOT NULL,
+    cost_usd DECIMAL(18, 10) NOT NULL,
+    price_version VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS projection_state (
     name VARCHAR PRIMARY KEY,
     position BIGINT NOT NULL
 );
 """
-TABLES = ("usage", "usage_hourly", "projection_state")
+TABLES = ("usage", "usage_hourly", "repricing", "projection_state")
 
 # The dimensions usage_hourly keeps, by their query names. Users, conversations, workflows and
 # tags have too many values to roll up usefully: queries on them read `usage` (docs/analytics.md).
@@ -111,5 +118,5 @@ def row(position: int, e: UsageRecorded) -> tuple[Any, ...]:
         e.user_id, e.team_id, e.project_id, e.conversation_id, e.workflow_id,
         e.role, e.prompt_key, e.prompt_version, e.status, e.error_type,
         e.prompt_tokens, e.completion_tokens, e.cached_tokens, e.total_tokens,
-        e.cost_usd, e.cost_usd, e.latency_ms, e.ttft_ms, e.occurred_at, e.tags,
+        e.cost_usd, e.cost_usd, e.price_version, e.latency_ms, e.ttft_ms, e.occurred_at, e.tags,
     )  # fmt: skip

@@ -10,11 +10,16 @@ from typing import Any, TypeAlias
 
 import duckdb
 
+from llmbus.services.usage.projection import reprice
+from llmbus.services.usage.projection.export import page as export_page
 from llmbus.services.usage.projection.query import plan
-from llmbus.services.usage.projection.rollup import merge_appended
+from llmbus.services.usage.projection.reprice import Pricing
+from llmbus.services.usage.projection.rollup import merge_appended, reprice_rows
 from llmbus.services.usage.projection.schema import SCHEMA, SCHEMA_VERSION, TABLES, row
-from llmbus.services.usage.recordable import Unrecordable, out_of_bounds
+from llmbus.services.usage.recordable import Repriced, Unrecordable, out_of_bounds
+from llmbus.shared.contracts.prices import RepriceRequest, RepriceRow
 from llmbus.shared.contracts.usage import UsageQuery, UsageQueryResult, UsageRecorded
+from llmbus.shared.contracts.usage_rows import UsageRows, UsageRowsQuery
 from llmbus.shared.errors import LlmbusError
 
 log = logging.getLogger("llmbus.usage.projection")
@@ -22,7 +27,7 @@ STATE_NAME = "usage"
 SCHEMA_NAME = "schema"  # its position column holds the SCHEMA_VERSION the file was built with
 # DuckDB spills what does not fit: the usage service stays small at any number of rows
 MEMORY_LIMIT = "512MB"
-Stored: TypeAlias = UsageRecorded | Unrecordable
+Stored: TypeAlias = UsageRecorded | Unrecordable | Repriced
 OnSkip = Callable[[int, Unrecordable], None]  # an event's position, and why it is skipped
 # what DuckDB (or the appender's conversion from Python) raises for a value it cannot hold
 ROW_ERRORS = (duckdb.DataError, duckdb.InvalidInputException, OverflowError, UnicodeError)
@@ -61,9 +66,9 @@ class UsageProjection:
         return self._position
 
     def apply(self, batch: Sequence[tuple[int, Stored]], on_skip: OnSkip | None = None) -> int:
-        """Project a batch; returns how many rows it added. An event the projection cannot
-        hold is skipped, logged once and passed to `on_skip`; the position moves past it, so
-        it never holds up the events after it."""
+        """Project a batch (calls, and repricings of calls); returns how many rows it added. An
+        event the projection cannot hold is skipped, logged once and passed to `on_skip`; the
+        position moves past it, so it never holds up the events after it."""
         try:
             return self._apply(batch, on_skip)
         except ROW_ERRORS:
@@ -75,11 +80,13 @@ class UsageProjection:
         with self._transaction():
             # Read inside the transaction: another connection to this file may have applied.
             start = self._stored_position()
-            position, rows, skipped = _rows_after(start, batch)
+            position, rows, skipped, repriced = _rows_after(start, batch)
             if rows:
                 with self._con.appender("usage") as appender:
                     appender.append_rows(rows)
                 merge_appended(self._con, start, position)
+            if repriced:  # after the rows: a call and its repricing may come in one batch
+                reprice_rows(self._con, repriced)
             if position > start:
                 self._con.execute(
                     "UPDATE projection_state SET position = ? WHERE name = ?",
@@ -100,7 +107,8 @@ class UsageProjection:
             return self._apply([item], on_skip)
         except ROW_ERRORS as exc:
             position, event = item
-            assert isinstance(event, UsageRecorded)
+            if not isinstance(event, UsageRecorded):
+                raise
             reason = f"DuckDB refused it: {type(exc).__name__}: {exc}"[:300]
             return self._apply([(position, Unrecordable.of(event, reason))], on_skip)
 
@@ -113,6 +121,19 @@ class UsageProjection:
             projected = self.count()
         rows = [dict(zip(found.columns, map(_plain, record), strict=True)) for record in records]
         return UsageQueryResult(columns=found.columns, rows=rows, events_projected=projected)
+
+    def rows(self, q: UsageRowsQuery, max_bytes: int) -> UsageRows:
+        """A page of an export (export.py), read in one snapshot with its count."""
+        with self._transaction():
+            return export_page(self._con, q, max_bytes, self._stored_position())
+
+    def reprice_summary(self, request: RepriceRequest, pricing: Pricing) -> list[RepriceRow]:
+        return reprice.summary(self._con, request, pricing, self._position)
+
+    def reprice_changed(
+        self, request: RepriceRequest, pricing: Pricing, through: int, after: int, limit: int
+    ) -> list[tuple[int, str, str, Decimal, Decimal]]:
+        return reprice.changed_after(self._con, request, pricing, through, after, limit)
 
     def reset(self) -> None:
         with self._transaction():
@@ -178,12 +199,14 @@ def _connect(path: Path) -> duckdb.DuckDBPyConnection:
         ) from exc
 
 
-def _rows_after(
-    position: int, batch: Sequence[tuple[int, Stored]]
-) -> tuple[int, list[tuple[Any, ...]], list[tuple[int, Unrecordable]]]:
-    """The rows of the events after `position`, the position of the last, and those skipped."""
+def _rows_after(position: int, batch: Sequence[tuple[int, Stored]]) -> tuple[
+    int, list[tuple[Any, ...]], list[tuple[int, Unrecordable]], dict[int, Repriced]
+]:  # fmt: skip
+    """The rows of the events after `position`, the position of the last, those skipped, and
+    the repricings by the position of the call each reprices (the last one of a call wins)."""
     rows: list[tuple[Any, ...]] = []
     skipped: list[tuple[int, Unrecordable]] = []
+    repriced: dict[int, Repriced] = {}
     last = position
     for event_position, event in batch:
         if event_position <= position:
@@ -194,13 +217,15 @@ def _rows_after(
                 f"follows {last}"
             )
         last = event_position
-        if isinstance(event, Unrecordable):
+        if isinstance(event, Repriced):
+            repriced[event.call_position] = event
+        elif isinstance(event, Unrecordable):
             skipped.append((event_position, event))
         elif (reason := out_of_bounds(event)) is not None:
             skipped.append((event_position, Unrecordable.of(event, reason)))
         else:
             rows.append(row(event_position, event))
-    return last, rows, skipped
+    return last, rows, skipped, repriced
 
 
 def _plain(value: Any) -> Any:

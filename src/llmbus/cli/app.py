@@ -10,6 +10,7 @@ from llmbus.cli.app_clients import clients
 from llmbus.cli.app_completion import cancel, complete, estimate, status
 from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
+from llmbus.cli.app_prices import prices
 from llmbus.cli.app_prompts import prompts
 from llmbus.cli.app_usage import Format, usage
 from llmbus.cli.options import UserOption
@@ -35,6 +36,7 @@ app.add_typer(clients, name="clients")
 app.add_typer(prompts, name="prompts")
 app.add_typer(config, name="config")
 app.add_typer(usage, name="usage")
+app.add_typer(prices, name="prices")
 app.command()(complete)
 app.command()(estimate)
 app.command()(status)
@@ -179,6 +181,23 @@ def demo(
     from llmbus.cli.demo import run_demo
 
     run_demo(requests)
+
+
+@app.command()
+def report(
+    out: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "report.html",
+    since: Annotated[str | None, typer.Option(help="From this ISO date/time (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option(help="Until this ISO date/time (exclusive).")] = None,
+) -> None:
+    """Write a usage report as one HTML file: cost per day by model, top users and teams,
+    latency percentiles by model, error rate per day, and budget status.
+
+    The charts are inline SVG, with no script and nothing to fetch: the file opens offline. The
+    data comes from the usage service (llmbus.usage.query, llmbus.budget.status).
+    """
+    from llmbus.cli.report import run_report
+
+    run_report(out, since, until)
 
 
 @app.command()

@@ -2,6 +2,7 @@
 lazily (commands.py and the subcommands' modules), so --help stays fast."""
 
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -82,3 +83,79 @@ def query(
         by or [], metric or [], since, until, where or [], tz, order_by, ascending, limit
     )
     run_usage(ask, fmt.value)
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+@usage.command("export")
+def export(
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="The file to write (with --partition, a directory)."),
+    ],
+    fmt: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="csv, json (one object per line) or parquet."),
+    ],
+    since: SinceOption = None,
+    until: UntilOption = None,
+    where: WhereOption = None,
+    tz: Annotated[
+        str,
+        typer.Option("--tz", help="IANA timezone of --since/--until and of the day partitions."),
+    ] = "UTC",
+    partition: Annotated[
+        bool,
+        typer.Option("--partition", help="Parquet only: one directory per day, day=YYYY-MM-DD."),
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+) -> None:
+    """Export every usage row (one per provider call) to a CSV, JSON or Parquet file.
+
+    The rows come from the usage service over llmbus.usage.rows, a page at a time, into a
+    temporary DuckDB file beside --out, then DuckDB writes --out: memory stays flat at any
+    number of rows. JSON is newline-delimited, one object per row. --partition writes Hive-style
+    directories (--out/day=2026-11-01/…) that DuckDB, Spark, Athena and ClickHouse read as one
+    table. Times are UTC; a client without admin credentials exports its own rows only.
+    """
+    from llmbus.cli.export import ExportAsk, run_export
+
+    run_export(ExportAsk(out, fmt.value, since, until, where or [], tz, partition, force))
+
+
+@usage.command("reprice")
+def reprice(
+    model: Annotated[
+        str | None, typer.Option(help="What if every call had been priced at this model's price.")
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(
+            "--prices",
+            help="A YAML or JSON file: MODEL: {input_per_million, output_per_million, "
+            "cached_per_million}. What the calls of those models cost at these prices.",
+        ),
+    ] = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    where: WhereOption = None,
+    tz: TimezoneOption = "UTC",
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Record the new costs (--prices only; admin).")
+    ] = False,
+    reason: Annotated[str | None, typer.Option(help="Why (needed with --apply).")] = None,
+) -> None:
+    """What usage would have cost at other prices, by model and day; nothing changes without
+    --apply.
+
+    With --apply each call whose cost changes gets a UsageRepriced event (who, why, the old and
+    the new cost): queries then show the new cost as cost_usd and the recorded one as
+    original_cost_usd, and a rebuild gives the same.
+    """
+    from llmbus.cli.reprice import RepriceAsk, run_reprice
+
+    run_reprice(RepriceAsk(model, prices, since, until, where or [], tz, apply, reason))

@@ -15,6 +15,7 @@ from llmbus.client._transport import DEFAULT_TIMEOUT_S, call, new_request_id
 from llmbus.client.budgets import Budgets
 from llmbus.client.conversations import Conversations
 from llmbus.client.outcome import CompletionError, terminal_event
+from llmbus.client.prices import Prices
 from llmbus.client.prompts import Prompts
 from llmbus.client.streaming import CompletionStream
 from llmbus.client.usage import Usage
@@ -64,6 +65,7 @@ class Client:
         self.budgets = Budgets(self)
         self.conversations = Conversations(self)
         self.usage = Usage(self)
+        self.prices = Prices(self)
 
     async def __aenter__(self) -> "Client":
         await self.connect()

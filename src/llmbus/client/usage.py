@@ -1,11 +1,15 @@
-"""client.usage: llmbus.usage.query, answered by the usage service from its DuckDB projection."""
+"""client.usage: llmbus.usage.query and llmbus.usage.rows, answered by the usage service from its
+DuckDB projection."""
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
+from typing import Any
 
 from llmbus.client._transport import SubClient
 from llmbus.shared import subjects
-from llmbus.shared.contracts import UsageQuery, UsageQueryResult
+from llmbus.shared.contracts import UsageQuery, UsageQueryResult, UsageRows, UsageRowsQuery
+from llmbus.shared.contracts.prices import RepriceRequest, RepriceResult
 
 
 class Usage(SubClient):
@@ -40,3 +44,63 @@ class Usage(SubClient):
     async def ask(self, query: UsageQuery, timeout_s: float = 30.0) -> UsageQueryResult:
         """Any usage query: metrics, a timezone, an order and a top N as well (see UsageQuery)."""
         return await self._call(subjects.USAGE_QUERY, query, UsageQueryResult, timeout_s)
+
+    async def rows(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: dict[str, str] | None = None,
+        timezone: str = "UTC",
+        page_rows: int = 2000,
+        timeout_s: float = 30.0,
+    ) -> AsyncIterator[UsageRows]:
+        """Every usage row in the range that matches `filters`, one page at a time (at most
+        `page_rows` rows, fewer when they would not fit a NATS message). The first page's
+        `total` counts the rows of all pages. The pages are one snapshot: rows recorded after
+        the first page was read are not in it. Raises pydantic's ValidationError for a filter
+        field or timezone that does not exist."""
+        query = UsageRowsQuery.model_validate(
+            {"since": since, "until": until, "filters": filters or {}, "timezone": timezone,
+             "limit": page_rows}
+        )  # fmt: skip
+        page = await self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
+        while True:
+            ahead = None
+            if page.next_after is not None:
+                # ask for the next page while the caller handles this one: the service reads
+                # as the caller writes (two pages in memory at most)
+                query = query.model_copy(update={"after": page.next_after, "through": page.through})
+                ahead = asyncio.ensure_future(
+                    self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
+                )
+            try:
+                yield page
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            if ahead is None:
+                return
+            page = await ahead
+
+    async def reprice(
+        self,
+        *,
+        model: str | None = None,
+        prices: dict[str, dict[str, Any]] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: dict[str, str] | None = None,
+        timezone: str = "UTC",
+        apply: bool = False,
+        reason: str | None = None,
+        timeout_s: float = 600.0,
+    ) -> RepriceResult:
+        """What the usage would cost on `model` (at its current price), or at `prices` ({model:
+        {input_per_million, output_per_million, cached_per_million}}), by model and day. With
+        `apply` (prices only, and a `reason`), the new costs are recorded (admin)."""
+        request = RepriceRequest.model_validate({
+            "model": model, "prices": prices, "since": since, "until": until,
+            "filters": filters or {}, "timezone": timezone, "apply": apply, "reason": reason,
+        })  # fmt: skip
+        return await self._call(subjects.USAGE_REPRICE, request, RepriceResult, timeout_s)
