@@ -3,7 +3,7 @@ position, each page cut to fit the NATS server's max_payload.
 
 `WHERE position > ? ORDER BY position LIMIT ?` costs the same at any depth: rows are appended in
 position order, so DuckDB's zone maps skip every row group before the cursor. The filters are
-those of a usage query (query._where), so an export holds exactly the rows a query sums.
+those of a usage query (query.where_sql), so an export holds exactly the rows a query sums.
 """
 
 from typing import Any
@@ -11,7 +11,7 @@ from typing import Any
 import duckdb
 from pydantic_core import to_json
 
-from llmbus.services.usage.projection.query import _where
+from llmbus.services.usage.projection.query import where_sql
 from llmbus.services.usage.projection.zones import to_utc
 from llmbus.shared.contracts import UsageQuery, UsageRows, UsageRowsQuery
 from llmbus.shared.contracts.usage_rows import USAGE_ROW_COLUMNS
@@ -43,7 +43,7 @@ def page(
     through = position if q.through is None else min(q.through, position)
     params: list[Any] = []
     since, until = to_utc(q.since, q.timezone), to_utc(q.until, q.timezone)
-    where = _where(UsageQuery(filters=q.filters), since, until, False, params)
+    where = where_sql(UsageQuery(filters=q.filters), since, until, False, params)
     where += (" AND " if where else " WHERE ") + "position <= ?"
     params.append(through)
     total = None

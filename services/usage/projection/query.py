@@ -80,7 +80,7 @@ def plan(q: UsageQuery, span: Span, allow_rollup: bool = True) -> Plan:
     cte = ""
     if local:
         cte, time_column = calendar_sql(q.timezone, span, since, until, rollup, params)
-    where = _where(q, since, until, rollup, params)
+    where = where_sql(q, since, until, rollup, params)
     keys = [f'{_group_key(g, time_column)} AS "{g}"' for g in groups]
     sums = [f"{_sum(name, rollup)} AS {name}" for name in _partials(metrics)]
     sums += _percentiles(metrics) if not rollup else []
@@ -154,9 +154,11 @@ def _label(group: str) -> str:
     return f'"{group}"'
 
 
-def _where(
+def where_sql(
     q: UsageQuery, since: datetime | None, until: datetime | None, rollup: bool, params: list[Any]
 ) -> str:
+    """The WHERE clause of q's bounds (UTC) and filters, its values appended to `params`; the
+    export and repricing select their rows with it, so they cover what a query sums."""
     clauses: list[str] = []
     moment = "hour" if rollup else "occurred_at"
     for bound, op in ((since, ">="), (until, "<")):

@@ -7,7 +7,7 @@ from typing import Any
 
 import duckdb
 
-from llmbus.services.usage.projection.query import _where
+from llmbus.services.usage.projection.query import where_sql
 from llmbus.services.usage.projection.zones import to_utc
 from llmbus.shared.contracts import UsageQuery
 from llmbus.shared.contracts.prices import RepriceRequest, RepriceRow
@@ -72,7 +72,7 @@ def _repriced(request: RepriceRequest, pricing: Pricing, through: int, params: l
     """The usage rows the request covers, each with its new cost."""
     since, until = to_utc(request.since, request.timezone), to_utc(request.until, request.timezone)
     query = UsageQuery(filters=request.filters, timezone=request.timezone)
-    where = _where(query, since, until, False, params)
+    where = where_sql(query, since, until, False, params)
     where += (" AND " if where else " WHERE ") + "position <= ?"
     params.append(through)
     rows = f"(SELECT * FROM usage{where}) AS u"
