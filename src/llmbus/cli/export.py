@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,6 +27,11 @@ from llmbus.cli.commands import (
 )
 from llmbus.shared.settings import Settings
 from llmbus.shared.usage_groups import FILTER_FIELDS
+
+if TYPE_CHECKING:  # imported where used: `llmbus --help` loads neither
+    import duckdb
+
+    from llmbus.shared.contracts import UsageRowsQuery
 
 # the staged rows as they come off the wire (see USAGE_ROW_COLUMNS); costs and times are typed
 # in the COPY, where DuckDB converts them faster than Python would per row
@@ -46,8 +51,10 @@ TYPED = {
     "original_cost_usd": "CAST(original_cost_usd AS DECIMAL(18, 10))",
     "occurred_at": "CAST(occurred_at AS TIMESTAMPTZ)",
 }
-# DuckDB's own settings for the staged file: bounded memory, spilled beside it
-STAGE_MEMORY = "256MB"
+# DuckDB's settings for the staged file: it spills beyond this, beside the file. One thread
+# writes rows in order without holding what others wrote ahead of them: measured on 2 million
+# rows, as fast as two, and JSON and partitioned Parquet use half the memory.
+STAGE_SETTINGS = {"memory_limit": "'128MB'", "threads": "1", "TimeZone": "'UTC'"}
 PAGE_ROWS = 2000
 
 
@@ -79,7 +86,7 @@ def run_export(ask: ExportAsk) -> None:
     console.print(f"wrote {count:,} usage rows to {out}", soft_wrap=True)
 
 
-def checked(ask: ExportAsk) -> Any:
+def checked(ask: ExportAsk) -> "UsageRowsQuery":
     """The UsageRowsQuery of the first page, or a clear error for an option it cannot take."""
     from pydantic import ValidationError
 
@@ -117,17 +124,23 @@ def is_partitioned_export(folder: Path) -> bool:
     return all(entry.name.startswith("day=") for entry in folder.iterdir())
 
 
-def stage_and_write(settings: Settings, query: Any, ask: ExportAsk, db: Path, staged: Path) -> int:
+def stage_and_write(
+    settings: Settings, query: "UsageRowsQuery", ask: ExportAsk, db: Path, staged: Path
+) -> int:
     import duckdb
 
-    with duckdb.connect(str(db)) as con, export_progress() as progress:
-        con.execute(f"SET memory_limit = '{STAGE_MEMORY}'")
-        con.execute("SET TimeZone = 'UTC'")  # how TIMESTAMPTZ prints in CSV and JSON
-        columns = ", ".join(f"{name} {kind}" for name, kind in STAGED.items())
-        con.execute(f"CREATE TABLE rows ({columns})")
-        count = run(fetch(settings, query, con, progress))
-        progress.add_task(f"writing {ask.out}", total=None)
-        con.execute(copy_sql(ask, staged))
+    try:
+        with duckdb.connect(str(db)) as con, export_progress() as progress:
+            for name, value in STAGE_SETTINGS.items():  # TimeZone: how CSV and JSON print times
+                con.execute(f"SET {name} = {value}")
+            columns = ", ".join(f"{name} {kind}" for name, kind in STAGED.items())
+            con.execute(f"CREATE TABLE rows ({columns})")
+            count = run(fetch(settings, query, con, progress))
+            writing = progress.add_task(f"writing {ask.out}", total=None)
+            con.execute(copy_sql(ask, staged))
+            progress.remove_task(writing)  # the line that follows says it is written
+    except duckdb.Error as exc:  # a full disk, say: --out is left as it was
+        fail(f"exporting to {ask.out} failed: {exc}")
     if ask.partition and not staged.exists():
         staged.mkdir()  # no rows: an empty table, as a directory of no partitions
     return count
@@ -140,17 +153,19 @@ def export_progress() -> Progress:
     )  # fmt: skip
 
 
-async def fetch(settings: Settings, query: Any, con: Any, progress: Progress) -> int:
+async def fetch(
+    settings: Settings,
+    query: "UsageRowsQuery",
+    con: "duckdb.DuckDBPyConnection",
+    progress: Progress,
+) -> int:
     """Page through llmbus.usage.rows into the staged table; the bar moves with each page."""
     from llmbus.client import Client
 
     task = progress.add_task("fetching usage rows", total=None)
     count = 0
     async with Client(settings=settings) as client:
-        pages = client.usage.rows(
-            query.since, query.until, query.filters, query.timezone, query.limit
-        )
-        async for page in pages:
+        async for page in client.usage.row_pages(query):
             if page.total is not None:
                 progress.update(task, total=page.total)
             values = [tuple(row.get(name) for name in STAGED) for row in page.rows]
@@ -161,7 +176,7 @@ async def fetch(settings: Settings, query: Any, con: Any, progress: Progress) ->
     return count
 
 
-def append(con: Any, values: list[tuple[Any, ...]]) -> None:
+def append(con: "duckdb.DuckDBPyConnection", values: list[tuple[Any, ...]]) -> None:
     with con.appender("rows") as appender:
         appender.append_rows(values)
 

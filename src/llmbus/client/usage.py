@@ -63,6 +63,13 @@ class Usage(SubClient):
             {"since": since, "until": until, "filters": filters or {}, "timezone": timezone,
              "limit": page_rows}
         )  # fmt: skip
+        async for page in self.row_pages(query, timeout_s):
+            yield page
+
+    async def row_pages(
+        self, query: UsageRowsQuery, timeout_s: float = 30.0
+    ) -> AsyncIterator[UsageRows]:
+        """The pages of any UsageRowsQuery, from its `after` on (see rows)."""
         page = await self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
         while True:
             ahead = None
