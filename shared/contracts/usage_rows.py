@@ -16,7 +16,8 @@ USAGE_ROW_COLUMNS = (
     "usage_id", "request_id", "provider", "model", "user_id", "team_id", "project_id",
     "conversation_id", "workflow_id", "role", "prompt_key", "prompt_version", "status",
     "error_type", "prompt_tokens", "completion_tokens", "cached_tokens", "total_tokens",
-    "cost_usd", "original_cost_usd", "latency_ms", "ttft_ms", "occurred_at", "tags",
+    "cost_usd", "original_cost_usd", "price_version", "latency_ms", "ttft_ms", "occurred_at",
+    "tags",
 )  # fmt: skip
 MAX_PAGE_ROWS = 10_000
 
@@ -77,7 +78,7 @@ class UsageRows(Contract):
 
     rows: list[dict[str, Any]] = Field(
         description="Each row's USAGE_ROW_COLUMNS: ids, tokens, cost_usd and original_cost_usd "
-        "(USD), latency_ms, ttft_ms, occurred_at (UTC), tags."
+        "(USD), price_version, latency_ms, ttft_ms, occurred_at (UTC), tags."
     )
     next_after: int | None = Field(
         description="The `after` of the next page; null when this page is the last."

@@ -42,7 +42,8 @@ STAGED = {
     "prompt_key": "VARCHAR", "prompt_version": "INTEGER", "status": "VARCHAR",
     "error_type": "VARCHAR", "prompt_tokens": "BIGINT", "completion_tokens": "BIGINT",
     "cached_tokens": "BIGINT", "total_tokens": "BIGINT", "cost_usd": "DOUBLE",
-    "original_cost_usd": "DOUBLE", "latency_ms": "DOUBLE", "ttft_ms": "DOUBLE",
+    "original_cost_usd": "DOUBLE", "price_version": "VARCHAR", "latency_ms": "DOUBLE",
+    "ttft_ms": "DOUBLE",
     "occurred_at": "VARCHAR", "tags": "VARCHAR[]",
 }  # fmt: skip
 # exact, as the projection keeps them; TIMESTAMPTZ is written as UTC (isAdjustedToUTC in Parquet)
