@@ -3,6 +3,7 @@ merged in, and a repriced call's difference added to its hour, in the batch's ow
 so the rollup never disagrees with the rows."""
 
 from collections.abc import Mapping
+from datetime import datetime
 
 import duckdb
 
@@ -21,15 +22,20 @@ USING (
     SELECT date_trunc('hour', occurred_at) AS hour, {", ".join(ROLLUP_COLUMNS.values())}, {_SUMS}
     FROM usage WHERE position > ? AND position <= ? GROUP BY ALL
 ) AS b
-ON {_MATCH}
+ON r.hour >= ? AND {_MATCH}
 WHEN MATCHED THEN UPDATE SET {_ADD}
 WHEN NOT MATCHED THEN INSERT BY NAME
 """
 
 
-def merge_appended(con: duckdb.DuckDBPyConnection, after: int, through: int) -> None:
-    """Add the rows with positions in (after, through] to usage_hourly."""
-    con.execute(MERGE_APPENDED, [after, through])
+def merge_appended(
+    con: duckdb.DuckDBPyConnection, after: int, through: int, first_hour: datetime
+) -> None:
+    """Add the rows with positions in (after, through] to usage_hourly. `first_hour` is the
+    earliest hour among them: only the rollup's rows from then on can match, and bounding the
+    match by it lets DuckDB skip the rest (the rollup grows in time order), so a merge costs
+    the same at any size."""
+    con.execute(MERGE_APPENDED, [after, through, first_hour])
 
 
 # A repricing changes only cost_usd: its difference is added to the row's hour, before the row

@@ -111,6 +111,9 @@ PARTIALS = {
 }
 
 
+OCCURRED_AT = 24  # row()'s index of occurred_at (every projection test fails if it is wrong)
+
+
 def row(position: int, e: UsageRecorded) -> tuple[Any, ...]:
     # The appender converts an aware occurred_at to UTC and keeps a naive one as UTC.
     return (

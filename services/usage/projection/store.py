@@ -3,6 +3,7 @@
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -15,7 +16,13 @@ from llmbus.services.usage.projection.export import page as export_page
 from llmbus.services.usage.projection.query import plan
 from llmbus.services.usage.projection.reprice import Pricing
 from llmbus.services.usage.projection.rollup import merge_appended, reprice_rows
-from llmbus.services.usage.projection.schema import SCHEMA, SCHEMA_VERSION, TABLES, row
+from llmbus.services.usage.projection.schema import (
+    OCCURRED_AT,
+    SCHEMA,
+    SCHEMA_VERSION,
+    TABLES,
+    row,
+)
 from llmbus.services.usage.recordable import Repriced, Unrecordable, out_of_bounds
 from llmbus.shared.contracts.prices import RepriceRequest, RepriceRow
 from llmbus.shared.contracts.usage import UsageQuery, UsageQueryResult, UsageRecorded
@@ -84,7 +91,7 @@ class UsageProjection:
             if rows:
                 with self._con.appender("usage") as appender:
                     appender.append_rows(rows)
-                merge_appended(self._con, start, position)
+                merge_appended(self._con, start, position, _first_hour(rows))
             if repriced:  # after the rows: a call and its repricing may come in one batch
                 reprice_rows(self._con, repriced)
             if position > start:
@@ -226,6 +233,16 @@ def _rows_after(position: int, batch: Sequence[tuple[int, Stored]]) -> tuple[
         else:
             rows.append(row(event_position, event))
     return last, rows, skipped, repriced
+
+
+def _first_hour(rows: list[tuple[Any, ...]]) -> datetime:
+    """The earliest hour of these rows' times, as naive UTC (how occurred_at is stored)."""
+    first = min(_utc(r[OCCURRED_AT]) for r in rows)
+    return first.replace(minute=0, second=0, microsecond=0)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _plain(value: Any) -> Any:
