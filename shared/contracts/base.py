@@ -69,8 +69,6 @@ def printable(text: str) -> str:
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json)]
 
 
-# an id a request is booked to: carried by every event the request causes, so it is bounded
-# (as long as a conversation's user_id may be)
 def known_zone(zone: str) -> str:
     try:
         ZoneInfo(zone)
@@ -82,6 +80,8 @@ def known_zone(zone: str) -> str:
 
 
 TimezoneName = Annotated[str, StringConstraints(max_length=64), AfterValidator(known_zone)]
+# an id a request is booked to: carried by every event the request causes, so it is bounded
+# (as long as a conversation's user_id may be)
 IdText = Annotated[str, StringConstraints(max_length=200), AfterValidator(printable)]
 
 

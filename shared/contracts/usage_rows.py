@@ -4,11 +4,10 @@ is cheap at any depth, and each reply fits the NATS server's max_payload."""
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from llmbus.shared.contracts.base import Contract
+from llmbus.shared.contracts.base import Contract, TimezoneName
 from llmbus.shared.usage_groups import FILTER_FIELDS, GroupField
 
 # the keys of each row, in the order an export writes them (occurred_at is UTC)
@@ -33,9 +32,7 @@ class UsageRowsQuery(Contract):
         default_factory=dict,
         description="Equality on any dimension but the time buckets; tag: the row has it.",
     )
-    timezone: str = Field(
-        default="UTC", max_length=64, description="IANA timezone of naive since/until."
-    )
+    timezone: TimezoneName = Field(default="UTC", description="IANA timezone of naive since/until.")
     after: int = Field(default=0, ge=0, description="Rows after this position (the cursor).")
     through: int | None = Field(
         default=None,
@@ -60,17 +57,6 @@ class UsageRowsQuery(Contract):
                 f"{', '.join(FILTER_FIELDS)}; use since/until for time"
             )
         return filters
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, zone: str) -> str:
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown timezone {zone!r}: use an IANA name such as Europe/Paris or UTC"
-            ) from None
-        return zone
 
 
 class UsageRows(Contract):
