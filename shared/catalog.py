@@ -14,6 +14,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
+from functools import cached_property
 from typing import Any
 
 import litellm
@@ -101,7 +102,7 @@ class ListPrice:
     # litellm bills cached prompt tokens at the cache price, at 0 when the model has none
     cached_per_token: Decimal = Decimal(0)
 
-    @property
+    @cached_property  # a cached ListPrice is read on every call: its Price (and version) once
     def price(self) -> Price:
         return Price(self.input_per_token, self.output_per_token, self.cached_per_token)
 

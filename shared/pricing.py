@@ -6,6 +6,7 @@
 import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 PER_MILLION = Decimal(1_000_000)
@@ -19,7 +20,7 @@ class Price:
     output_per_token: Decimal
     cached_per_token: Decimal
 
-    @property
+    @cached_property  # priced on every call: hashed once
     def version(self) -> str:
         """Names the price by its content, so a worker knows the version of the price it uses
         without asking anyone, and two processes with the same catalog agree."""

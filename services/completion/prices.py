@@ -26,7 +26,6 @@ class PriceFollower:
         self.catalog = catalog
         self.asked = asyncio.Event()  # a price changed: sync again
         self.task: asyncio.Task[None] | None = None
-        self.synced = asyncio.Event()  # answered at least once
 
     async def start(self) -> None:
         await self.nc.subscribe(subjects.PRICES_CHANGED, cb=self._changed)
@@ -64,7 +63,6 @@ class PriceFollower:
         current = PriceList.model_validate_json(reply.data)  # an ErrorReply: tried again
         for entry in current.prices:
             self._charge(entry.model, entry.price, entry.version)
-        self.synced.set()
 
     def _charge(self, model: str, quote: PriceQuote, version: str) -> None:
         try:

@@ -77,7 +77,8 @@ class PriceHandlers:
         projection = service.projection
         assert projection is not None
         through = projection.position
-        rows = await service.on_duck(projection.reprice_summary, request, pricing)
+        # the summary and the calls recorded read one snapshot: what was projected by now
+        rows = await service.on_duck(projection.reprice_summary, request, pricing, through)
         repricing_id, changed = None, sum(row.changed for row in rows)
         if request.apply and changed:
             repricing_id = str(uuid.uuid4())

@@ -98,10 +98,10 @@ async def test_a_dry_run_changes_nothing_and_apply_keeps_the_original_cost(
         assert (dry.cost_usd, dry.new_cost_usd) == (cost, new)
         assert [(r.model, r.calls) for r in dry.rows] == [("fake-gpt", 3)]
         before = await client.usage.query(metrics=["cost_usd", "original_cost_usd"])
-        [applied] = await asyncio.gather(asyncio.to_thread(
+        applied = await asyncio.to_thread(
             llmbus_cli, "usage", "reprice", "--prices", str(prices), "--apply",
             "--reason", "negotiated discount",
-        ))  # fmt: skip
+        )  # fmt: skip
         assert applied.returncode == 0, applied.stderr
         assert "applied: 3 calls repriced" in applied.stdout
 

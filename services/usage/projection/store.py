@@ -140,8 +140,10 @@ class UsageProjection:
         with self._transaction():
             return export_page(self._con, q, max_bytes, self._stored_position())
 
-    def reprice_summary(self, request: RepriceRequest, pricing: Pricing) -> list[RepriceRow]:
-        return reprice.summary(self._con, request, pricing, self._position)
+    def reprice_summary(
+        self, request: RepriceRequest, pricing: Pricing, through: int
+    ) -> list[RepriceRow]:
+        return reprice.summary(self._con, request, pricing, through)
 
     def reprice_changed(
         self, request: RepriceRequest, pricing: Pricing, through: int, after: int, limit: int

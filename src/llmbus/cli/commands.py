@@ -184,15 +184,18 @@ class UsageAsk:
         try:
             return UsageQuery.model_validate(fields)
         except ValidationError as exc:
-            fail("invalid usage query: " + "; ".join(_problem(e) for e in exc.errors()))
+            fail("invalid usage query: " + "; ".join(problem(e) for e in exc.errors()))
 
 
 OPTION_OF = {"group_by": "--by", "metrics": "--metric", "filters": "--where", "timezone": "--tz",
              "order_by": "--order-by", "limit": "--top"}  # fmt: skip
 
 
-def _problem(error: Any) -> str:
-    field = str(error["loc"][0]) if error["loc"] else ""
+def problem(error: Any) -> str:
+    """A validation error of a contract, as the option it came from and what is wrong."""
+    if not error["loc"]:
+        return str(error["msg"])  # about the whole request, not one option
+    field = str(error["loc"][0])
     value = error.get("input")
     shown = f" {value!r}" if isinstance(value, str | int) else ""
     return f"{OPTION_OF.get(field, field)}{shown}: {error['msg']}"

@@ -14,6 +14,7 @@ from llmbus.cli.commands import (
     fail,
     parse_filters,
     parse_time,
+    problem,
     query_client_settings,
     run,
 )
@@ -73,7 +74,7 @@ def run_reprice(ask: RepriceAsk) -> None:
     try:
         result = run(go())
     except ValidationError as exc:
-        fail("invalid repricing: " + "; ".join(_problem(e) for e in exc.errors()))
+        fail("invalid repricing: " + "; ".join(problem(e) for e in exc.errors()))
     console.print(result_table(result))
     versions = ", ".join(f"{m} at {v}" for m, v in result.versions.items())
     if result.applied:
@@ -82,11 +83,6 @@ def run_reprice(ask: RepriceAsk) -> None:
     else:
         err.print(f"dry run: {result.changed} calls would change ({versions}); "
                   "nothing was recorded" + ("" if ask.model else ", --apply records it"))  # fmt: skip
-
-
-def _problem(error: Any) -> str:
-    where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}" if where else error["msg"]
 
 
 def result_table(result: Any) -> Table:
