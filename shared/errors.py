@@ -20,6 +20,7 @@ class ReplyErrorType(StrEnum):
     store_busy = "store_busy"
     unavailable = "unavailable"
     forbidden = "forbidden"
+    unauthorized = "unauthorized"
     request_conflict = "request_conflict"
     internal = "internal"
 
@@ -48,6 +49,13 @@ class ForbiddenError(LlmbusError, PermissionError):
     change without admin rights, another team's prompt."""
 
     error_type = ReplyErrorType.forbidden
+
+
+class UnauthorizedError(LlmbusError, PermissionError):
+    """No credentials, or ones that are unknown, revoked or expired (a gateway key): the message
+    never says which, so a guesser learns nothing."""
+
+    error_type = ReplyErrorType.unauthorized
 
 
 class RequestConflictError(LlmbusError):

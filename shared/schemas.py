@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from llmbus.shared import contracts, subjects
-from llmbus.shared.contracts import budget, conversation, estimate, prices, prompt, requests
+from llmbus.shared.contracts import budget, conversation, estimate, keys, prices, prompt, requests
 
 REQUEST_REPLY = "request/reply"
 EVENT = "JetStream event"
@@ -37,6 +37,11 @@ CHANNELS: dict[str, tuple[str, type[BaseModel]]] = {
     subjects.PRICES_LIST: (REQUEST_REPLY, prices.PriceListQuery),
     subjects.PRICES_SYNC: (REQUEST_REPLY, prices.PriceSync),
     subjects.PRICES_CHANGED: (BROADCAST, prices.PricesChanged),
+    subjects.KEYS_CREATE: (REQUEST_REPLY, keys.KeyCreate),
+    subjects.KEYS_LIST: (REQUEST_REPLY, keys.KeyListQuery),
+    subjects.KEYS_REVOKE: (REQUEST_REPLY, keys.KeyRevoke),
+    subjects.KEYS_VERIFY: (REQUEST_REPLY, keys.KeyVerify),
+    subjects.KEYS_REVOKED: (BROADCAST, keys.KeyRevoked),
     subjects.BUDGET_THRESHOLD_REACHED: (EVENT, budget.BudgetThresholdReached),
     subjects.BUDGET_EXCEEDED: (EVENT, budget.BudgetExceeded),
     subjects.BUDGET_RESERVE: (REQUEST_REPLY, budget.BudgetReservation),
@@ -81,6 +86,10 @@ REPLIES: dict[str, type[BaseModel]] = {
     subjects.PRICES_SET: prices.PriceEntry,
     subjects.PRICES_LIST: prices.PriceList,
     subjects.PRICES_SYNC: prices.PriceList,
+    subjects.KEYS_CREATE: keys.KeyCreated,
+    subjects.KEYS_LIST: keys.KeyList,
+    subjects.KEYS_REVOKE: keys.KeyInfo,
+    subjects.KEYS_VERIFY: keys.KeyVerified,
     subjects.BUDGET_RESERVE: budget.BudgetAdmission,
     subjects.BUDGET_STATUS: budget.BudgetStatusList,
     subjects.BUDGET_SET: budget.BudgetStatus,
@@ -151,6 +160,15 @@ MODELS: list[type[BaseModel]] = [
     prices.PriceList,
     prices.PriceSync,
     prices.PricesChanged,
+    keys.KeyCreate,
+    keys.KeyInfo,
+    keys.KeyCreated,
+    keys.KeyListQuery,
+    keys.KeyList,
+    keys.KeyRevoke,
+    keys.KeyVerify,
+    keys.KeyVerified,
+    keys.KeyRevoked,
     contracts.ErrorReply,
     budget.BudgetThresholdReached,
     budget.BudgetExceeded,

@@ -24,6 +24,12 @@ PRICES_LIST = "llmbus.prices.list"
 PRICES_SYNC = "llmbus.prices.sync"
 # a model's price was set: workers ask for the current prices again
 PRICES_CHANGED = "llmbus.prices.changed"
+# gateway keys (shared/contracts/keys.py): admin requests, the gateway's check, and a broadcast
+KEYS_CREATE = "llmbus.keys.create"
+KEYS_LIST = "llmbus.keys.list"
+KEYS_REVOKE = "llmbus.keys.revoke"
+KEYS_VERIFY = "llmbus.keys.verify"  # the gateway only: never a client subject
+KEYS_REVOKED = "llmbus.keys.revoked"
 BUDGET_THRESHOLD_REACHED = "llmbus.budget.threshold_reached"
 BUDGET_EXCEEDED = "llmbus.budget.exceeded"
 BUDGET_RESERVE = "llmbus.budget.reserve"
@@ -77,6 +83,9 @@ CLIENT_SUBJECTS = (
     USAGE_REPRICE,
     PRICES_SET,
     PRICES_LIST,
+    KEYS_CREATE,
+    KEYS_LIST,
+    KEYS_REVOKE,
     BUDGET_SET,
     BUDGET_STATUS,
     BUDGET_REMAINING,
