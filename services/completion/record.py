@@ -6,6 +6,7 @@ Then the budget learns the true cost (settle), and the reply goes out.
 import logging
 from typing import Any
 
+from llmbus.services.completion import metering
 from llmbus.services.completion.admission import Admission
 from llmbus.services.completion.answer import ModelReply
 from llmbus.services.completion.application import Outcome
@@ -55,9 +56,12 @@ class Record:
         outcome = Outcome(job.request_id, self._request(job), "received", event,
                           usage.model_dump(mode="json"))  # fmt: skip
         completion = await self.store.record(outcome)
+        metering.paid(job.model, answer)
+        metering.answered(job.model, answer)
         if completion.outcome is not event:
             await self.reply.send(job, stored_reply(completion))  # a racing copy stored first
             return
+        metering.ended(job.model)
         await self.admission.settle(usage)
         await self.reply.send(job, payload)
 
@@ -84,6 +88,10 @@ class Record:
         outcome = Outcome(job.request_id, self._request(job), "failed",
                           event.model_dump(mode="json"), usage.model_dump(mode="json"))  # fmt: skip
         completion = await self.store.record(outcome)
+        if partial is not None:
+            metering.paid(job.model, partial)
+        if completion.outcome is outcome.event:  # not a racing copy's
+            metering.ended(job.model, failed.error_type.value)
         await self.admission.settle(usage)
         await self.reply.send(job, stored_reply(completion))
 
@@ -134,7 +142,10 @@ class Record:
         """No provider call was made, so there is no UsageRecorded."""
         outcome = Outcome(job.request_id, self._request(job), "failed",
                           event.model_dump(mode="json"))  # fmt: skip
-        return await self.store.record(outcome)
+        completion = await self.store.record(outcome)
+        if completion.outcome is outcome.event:  # not a racing copy's
+            metering.ended(job.model, event.error_type.value)
+        return completion
 
     def _request(self, job: Job) -> dict[str, Any]:
         return job.stored_request(self.metadata_only)

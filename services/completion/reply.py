@@ -11,6 +11,7 @@ import logging
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from llmbus.services.completion import metering
 from llmbus.services.completion.domain import Completion
 from llmbus.services.completion.job import Job
 from llmbus.services.completion.outbox import dumps
@@ -84,6 +85,7 @@ class Reply:
             conversation_id=request.conversation_id,
         )
         payload = dumps(refused.model_dump(mode="json"))
+        metering.ended(job.model, ErrorType.request_conflict.value)
         await self.publish(job.reply_to, payload)
         if job.owner is None and request.conversation_id is not None:
             await self.publish(subjects.CONVERSATION_TURN_CONFLICT, payload)
@@ -94,6 +96,7 @@ class Reply:
         kept as a dead letter. No event is stored or published under its request_id, which may
         be another owner's (a forged refusal would end their request)."""
         log.warning("refused request %s: %s", rejected.request_id, rejected.error_type.value)
+        metering.ended(None, rejected.error_type.value)
         if rejected.request_id is not None:
             refused = rejected_event(rejected, rejected.request_id)
             await self.publish(reply_to, dumps(refused.model_dump(mode="json")))
@@ -111,11 +114,13 @@ class Reply:
         log.warning(
             "rejected request %s: %s", rejected.request_id or "(no id)", rejected.error_type.value
         )
-        if rejected.request_id is not None:
-            event = rejected_event(rejected, rejected.request_id)
-            stored = await self.store.record_rejected(
-                rejected.request_id, event.model_dump(mode="json")
-            )
+        if rejected.request_id is None:
+            metering.ended(None, rejected.error_type.value)
+        else:
+            event = rejected_event(rejected, rejected.request_id).model_dump(mode="json")
+            stored = await self.store.record_rejected(rejected.request_id, event)
+            if stored.outcome is event:  # not a copy's, rejected before
+                metering.ended(None, rejected.error_type.value)
             self.relay.poke()
             await self.publish(reply_to, stored_reply(stored))
         await self.dead_letter(data, subject, seq, rejected)

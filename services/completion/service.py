@@ -9,6 +9,7 @@ from llmbus.services.completion.application import CompletionApplication
 from llmbus.services.completion.credentials import CredentialCheck
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.services.completion.handlers import CompletionHandlers, completion_router
+from llmbus.services.completion.metering import completion_metrics
 from llmbus.services.completion.outbox import TOPICS, route
 from llmbus.services.completion.prices import PriceFollower
 from llmbus.services.completion.tracking import Tracking
@@ -45,6 +46,7 @@ class CompletionService:
         self.credentials = CredentialCheck(settings, gateway.catalog, gateway.health)
         self.prices = PriceFollower(nc, gateway.catalog)
         self._watching: asyncio.Task[None] | None = None
+        self.metrics = completion_metrics(settings.completion, self.worker.router)
         # requests (estimates) are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
         handlers = CompletionHandlers(self.worker.router, self.worker.prompts, nc)
@@ -55,6 +57,7 @@ class CompletionService:
         )
 
     async def start(self) -> None:
+        self.metrics.start(self.nc.jetstream())  # first: a port in use stops the start
         log.info(
             "requests may take %d bytes (%s)",
             self.limits.request_bytes, self.limits.request_limit_text(),
@@ -81,6 +84,7 @@ class CompletionService:
             await self.broker.stop()  # answers the requests in hand
             await self._stop_watching()
             await self.prices.stop()
+            await self.metrics.stop()
 
     async def _stop_watching(self) -> None:
         watching, self._watching = self._watching, None
@@ -90,6 +94,7 @@ class CompletionService:
 
     async def close(self) -> None:
         await self._stop_watching()
+        await self.metrics.stop()  # if it started, and run never did
         if self.probe is not None:
             self.probe.close()
 

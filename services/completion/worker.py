@@ -28,7 +28,7 @@ from llmbus.services.completion.prompts import PromptResolver
 from llmbus.services.completion.record import Record
 from llmbus.services.completion.reply import Reply, reply_subject
 from llmbus.services.completion.store import CompletionStore
-from llmbus.shared import bus, subjects
+from llmbus.shared import bus, metrics, subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
@@ -72,6 +72,8 @@ class CompletionWorker:
         self.given_up = GivenUp(nc.jetstream(), self.store, self.reply)
         self.control = Control(nc, self.admission.holder, self.claim.running)
         self.tasks: set[asyncio.Task[None]] = set()
+        # read when scraped: nothing to count on the request's path
+        metrics.IN_FLIGHT("completion").set_function(lambda: len(self.tasks))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.prompts.watch()  # before the first request: no change may go unseen
