@@ -46,7 +46,18 @@ class ModelEntry(Section):
         return self.litellm_model or self.name
 
 
-class CompletionSettings(Section):
+class Metered(Section):
+    """A service process's Prometheus metrics (docs/metrics.md)."""
+
+    metrics_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Serve /metrics on this port; null: off."
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", min_length=1, description="The address /metrics listens on."
+    )
+
+
+class CompletionSettings(Metered):
     concurrency: int = Field(default=64, ge=1, description="Requests in flight per worker.")
     ack_wait_s: float = Field(default=30.0, gt=0, description="Redelivery after a silent worker.")
     max_deliver: int = Field(default=20, ge=1)
@@ -98,16 +109,40 @@ class CompletionSettings(Section):
     )
 
 
-class UsageSettings(Section):
+class UsageSettings(Metered):
     duckdb_path: Path | None = Field(default=None, description="Defaults to <state>/usage.duckdb")
 
 
-class ConversationSettings(Section):
+class ConversationSettings(Metered):
     default_model: str | None = Field(
         default=None,
         min_length=1,
         description="The model of a chat turn that names none, in a conversation that has none.",
     )
+
+
+class GatewaySettings(Section):
+    """The OpenAI-compatible HTTP gateway (`llmbus serve gateway`)."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, description="Address to listen on.")
+    port: int = Field(
+        default=4000, ge=0, le=65535, description="Port to listen on; 0: a free one, written "
+        "to <state_dir>/gateway.url.",
+    )  # fmt: skip
+    key_cache_s: float = Field(
+        default=30.0, ge=0, le=3600, description="How long a verified key is trusted before it "
+        "is asked about again (a revocation reaches every gateway at once).",
+    )  # fmt: skip
+    # below the NATS default max_payload (1 MiB), less the headers a request gets on its way
+    max_body_bytes: int = Field(default=1_000_000, ge=1024, le=64_000_000)
+    request_timeout_s: float = Field(
+        default=300.0, gt=0, description="A request with no answer (or a stream silent) this "
+        "long is cancelled and answered 504.",
+    )  # fmt: skip
+
+
+# the gateway writes the URL it listens on here, under the state folder (port 0 included)
+GATEWAY_URL_FILE = "gateway.url"
 
 
 class PostgresSettings(Section):
@@ -142,9 +177,14 @@ class Settings(Section):
     )
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     log_level: str = "INFO"
+    metrics_base_port: int | None = Field(
+        default=None, ge=1, le=65535, description="`llmbus up` gives each service process a "
+        "metrics port from here: usage, conversation, then each completion worker.",
+    )  # fmt: skip
     completion: CompletionSettings = Field(default_factory=CompletionSettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
     conversation: ConversationSettings = Field(default_factory=ConversationSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     models: list[ModelEntry] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
     roles: dict[RoleName, RoleEntry] = Field(default_factory=dict)
@@ -202,6 +242,15 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_COOLDOWN_S": "completion.cooldown_s",
     "LLMBUS_DUCKDB_PATH": "usage.duckdb_path",
     "LLMBUS_CONVERSATION_MODEL": "conversation.default_model",
+    "LLMBUS_METRICS_BASE_PORT": "metrics_base_port",
+    "LLMBUS_COMPLETION_METRICS_PORT": "completion.metrics_port",
+    "LLMBUS_COMPLETION_METRICS_HOST": "completion.metrics_host",
+    "LLMBUS_USAGE_METRICS_PORT": "usage.metrics_port",
+    "LLMBUS_USAGE_METRICS_HOST": "usage.metrics_host",
+    "LLMBUS_CONVERSATION_METRICS_PORT": "conversation.metrics_port",
+    "LLMBUS_CONVERSATION_METRICS_HOST": "conversation.metrics_host",
+    "LLMBUS_GATEWAY_HOST": "gateway.host",
+    "LLMBUS_GATEWAY_PORT": "gateway.port",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",
     "POSTGRES_USER": "postgres.user",

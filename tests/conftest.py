@@ -93,6 +93,7 @@ def config_file(tmp_path: Path, nats_url: str, fake_provider: FakeProvider) -> P
         "state_dir": str(tmp_path / "state"),
         "nats_url": nats_url,
         "completion": {"ack_wait_s": 3, "num_retries": 2, "concurrency": 64, "claim_lease_s": 10},
+        "gateway": {"port": 0},  # a free port: tests run side by side, and beside `llmbus up`
         "models": [
             {
                 "name": name,

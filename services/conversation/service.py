@@ -35,6 +35,7 @@ from llmbus.services.conversation.handlers import (
     PromptHandlers,
     conversation_router,
 )
+from llmbus.services.conversation.metering import RpcMetrics, conversation_metrics
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.auth.directory import ClientDirectory
@@ -114,12 +115,14 @@ class ConversationService:
             lambda: nc.max_payload,
             ClientDirectory(nc.jetstream()),
         )
-        self.broker.include_router(router)
+        self.broker.include_router(router, middlewares=[RpcMetrics])
+        self.metrics = conversation_metrics(settings)
 
     async def on_store(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.store, fn, *args)
 
     async def start(self) -> None:
+        self.metrics.start(self.js)  # first: a port in use stops the start
         await self.on_store(self.listings.catch_up)
         await self.broker.start()
         await self.nc.subscribe(
@@ -151,7 +154,7 @@ class ConversationService:
             conversation = await self.on_store(
                 self.app.send, req.user_id, target, req.content, request_id,
                 req.model, req.params.model_dump(exclude_none=True), self.fitter, self.limits(),
-                self.settings.conversation.default_model,
+                self.settings.conversation.default_model, req.stream,
             )  # fmt: skip
             self.relay.poke()
             log.info("turn %s stored on conversation %s", request_id, conversation.id)
@@ -206,6 +209,7 @@ class ConversationService:
     async def run(self, stop: asyncio.Event) -> None:
         await self.consume(stop)
         await self.stop_serving()
+        await self.metrics.stop()
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("conversation service ready")
@@ -283,6 +287,7 @@ class ConversationService:
             await asyncio.wait_for(self.relay.published_past(stored), ANNOUNCE_WAIT_S)
 
     async def close(self) -> None:
+        await self.metrics.stop()  # if it started, and run did not end
         self.store.shutdown()
 
 

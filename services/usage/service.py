@@ -17,8 +17,11 @@ from llmbus.services.usage.application import (
     UsageApplication,
     utc_now,
 )
+from llmbus.services.usage.application.keys import KeyRing
 from llmbus.services.usage.application.price_book import PriceBook
 from llmbus.services.usage.handlers import UsageHandlers, usage_router
+from llmbus.services.usage.keys import KeyHandlers, key_routes
+from llmbus.services.usage.metering import UsageGauges, usage_metrics
 from llmbus.services.usage.outbox import TOPICS, route
 from llmbus.services.usage.pricing import PriceHandlers, price_routes
 from llmbus.services.usage.projection import UsageProjection
@@ -55,6 +58,7 @@ class UsageService:
         self.store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-store")
         self.book = BudgetBook(app, clock)
         self.prices = PriceBook(app, clock)
+        self.keys = KeyRing(app, clock)
         self.relay = OutboxRelay(
             app, self.js, route, service="usage", name="usage-outbox", topics=TOPICS,
             on_loop=settings.event_store == "sqlite",
@@ -64,6 +68,12 @@ class UsageService:
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
         self.projecting = asyncio.Event()  # stored usage not projected yet
+        gauges = UsageGauges(
+            app,
+            lambda: self.on_store(self.book.status),
+            lambda: self.projection.position if self.projection else None,
+        )
+        self.metrics = usage_metrics(settings, gauges)
         self.handlers = UsageHandlers(self)
         # requests are served on this process's one connection
         self.broker = SharedConnectionBroker(nc)
@@ -71,6 +81,7 @@ class UsageService:
             self.handlers, lambda: nc.max_payload, ClientDirectory(nc.jetstream())
         )
         price_routes(router, PriceHandlers(self))
+        key_routes(router, KeyHandlers(self))
         self.broker.include_router(router)
 
     async def on_duck(self, fn: Any, *args: Any) -> Any:
@@ -84,9 +95,11 @@ class UsageService:
         return await asyncio.get_running_loop().run_in_executor(self.store, fn, *args)
 
     async def start(self) -> None:
+        self.metrics.start(self.js)  # first: a port in use stops the start
         self.projection = await self.on_duck(UsageProjection, self.settings.duckdb_path)
         await self.on_store(self.book.load, self.settings.budgets)
         await self.on_store(self.prices.load)
+        await self.on_store(self.keys.load)
         # grants from before this start (or from a replica that changed budgets meanwhile) are
         # dropped before any change is answered: workers ask afresh
         await self.handlers.revoke_grants(wait=False)
@@ -102,6 +115,7 @@ class UsageService:
         self.projecting.set()
         await projecting
         await self.broker.stop()  # answers the requests in hand
+        await self.metrics.stop()
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("usage service ready")
@@ -173,6 +187,7 @@ class UsageService:
         return result
 
     async def close(self) -> None:
+        await self.metrics.stop()  # if it started, and run did not end
         if self.projection is not None:
             await self.on_duck(self.projection.close)
         self.duck.shutdown()

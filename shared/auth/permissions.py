@@ -49,6 +49,27 @@ def _client_side(*names: str) -> tuple[str, ...]:
     return tuple(x for name in names for x in (name, s.from_client(name)))
 
 
+# what the gateway's web console asks (services/gateway/console), through the SDK, as an admin
+CONSOLE_ASKS = (
+    s.COMPLETION_ESTIMATE,
+    s.USAGE_ROWS,
+    s.BUDGET_STATUS,
+    s.CONVERSATION_CREATE,
+    s.CONVERSATION_GET,
+    s.CONVERSATION_LIST,
+    s.CONVERSATION_SEND,
+    s.PROMPT_CREATE,
+    s.PROMPT_UPDATE,
+    s.PROMPT_GET,
+    s.PROMPT_LIST,
+    s.PROMPT_HISTORY,
+    s.PROMPT_LABEL,
+    s.PROMPT_ROLLBACK,
+    s.PROMPT_ACTIVATE,
+    s.PROMPT_DEACTIVATE,
+)
+
+
 SERVICE_PERMISSIONS: dict[str, Permissions] = {
     "completion": Permissions(
         publish=(
@@ -86,6 +107,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.BUDGET_EXCEEDED,
             s.BUDGET_CHANGED,
             s.PRICES_CHANGED,
+            s.KEYS_REVOKED,
             s.USAGE_QUERY,  # its health check asks it (docker-compose.yml)
             s.DEAD_LETTER.format(service="usage"),
             *_COMMON_PUBLISH,
@@ -97,6 +119,7 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.BUDGET_GRANT_RETURN,
             s.BUDGET_HOLDERS,
             s.PRICES_SYNC,
+            s.KEYS_VERIFY,  # the gateway's, in llmbus's own account: never a client's
             *_client_side(
                 s.USAGE_QUERY,
                 s.USAGE_ROWS,
@@ -106,6 +129,9 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
                 s.USAGE_REPRICE,
                 s.PRICES_SET,
                 s.PRICES_LIST,
+                s.KEYS_CREATE,
+                s.KEYS_LIST,
+                s.KEYS_REVOKE,
             ),
             *_COMMON_SUBSCRIBE,
         ),
@@ -126,6 +152,20 @@ SERVICE_PERMISSIONS: dict[str, Permissions] = {
             s.from_client("llmbus.prompt.*"),
             *_COMMON_SUBSCRIBE,
         ),
+        deny_publish=DENIED,
+    ),
+    # the HTTP edge: the SDK's calls on its one connection, key checks, readiness probes
+    "gateway": Permissions(
+        publish=(
+            s.COMPLETION_REQUESTED,
+            s.COMPLETION_STATUS,  # and its readiness probe of the completion service
+            s.COMPLETION_CANCEL,
+            s.KEYS_VERIFY,
+            s.USAGE_QUERY,  # its readiness probe of the usage service
+            *CONSOLE_ASKS,
+            "_INBOX.>",
+        ),
+        subscribe=(s.CLIENT_CHUNKS, s.KEYS_REVOKED, *s.ADMIN_EVENT_SUBJECTS, *_COMMON_SUBSCRIBE),
         deny_publish=DENIED,
     ),
 }

@@ -81,6 +81,12 @@ class SendMessage(Contract):
         description="Answer once the reply (or failure) is stored on the conversation; false: "
         "answer once the turn is stored, with status pending.",
     )
+    stream: bool = Field(
+        default=False,
+        description="Stream the reply: its chunks come on llmbus.completion.chunk.<request_id> "
+        "as it is generated, in llmbus's own account (the gateway's console); the turn is "
+        "stored as any other.",
+    )
     request_id: RequestId | None = Field(
         default=None, description="The idempotency key of this turn; a new one when absent."
     )

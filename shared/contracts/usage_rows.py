@@ -3,11 +3,11 @@ exports (`llmbus usage export`). Pages are keyset-paged on the projection's posi
 is cheap at any depth, and each reply fits the NATS server's max_payload."""
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from llmbus.shared.contracts.base import Contract, TimezoneName
+from llmbus.shared.contracts.base import Contract, RequestId, TimezoneName
 from llmbus.shared.usage_groups import FILTER_FIELDS, GroupField
 
 # the keys of each row, in the order an export writes them (occurred_at is UTC)
@@ -24,7 +24,8 @@ MAX_PAGE_ROWS = 10_000
 class UsageRowsQuery(Contract):
     """The request on llmbus.usage.rows: one page of the rows in a range that match filters.
     Ask first with `after` 0 and no `through`; then pass the reply's `next_after` and
-    `through` back, until `next_after` is null."""
+    `through` back, until `next_after` is null. With `order` desc the newest rows come first,
+    and the cursor goes down: `after` then means before that position."""
 
     since: datetime | None = Field(default=None, description="Inclusive lower bound on time.")
     until: datetime | None = Field(default=None, description="Exclusive upper bound on time.")
@@ -33,7 +34,18 @@ class UsageRowsQuery(Contract):
         description="Equality on any dimension but the time buckets; tag: the row has it.",
     )
     timezone: TimezoneName = Field(default="UTC", description="IANA timezone of naive since/until.")
-    after: int = Field(default=0, ge=0, description="Rows after this position (the cursor).")
+    request_id: RequestId | None = Field(
+        default=None, description="Only this request's rows (one per provider call)."
+    )
+    order: Literal["asc", "desc"] = Field(
+        default="asc",
+        description="asc: oldest first, as stored; desc: newest first (the latest requests).",
+    )
+    after: int = Field(
+        default=0,
+        ge=0,
+        description="The cursor: rows after this position (desc: before it; 0: from the newest).",
+    )
     through: int | None = Field(
         default=None,
         ge=0,
@@ -60,7 +72,8 @@ class UsageRowsQuery(Contract):
 
 
 class UsageRows(Contract):
-    """A page of usage rows, in position order (the order events were stored)."""
+    """A page of usage rows, in position order (the order events were stored), or its reverse
+    for a query in desc order."""
 
     rows: list[dict[str, Any]] = Field(
         description="Each row's USAGE_ROW_COLUMNS: ids, tokens, cost_usd and original_cost_usd "

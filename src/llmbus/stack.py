@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+import aiohttp
 from nats.aio.client import Client as NatsClient
 
 from llmbus.shared import bus, subjects
@@ -18,10 +19,10 @@ from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.auth.registry import load_clients
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.natsserver import EmbeddedNats, secured_nats
-from llmbus.shared.settings import Settings
+from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
 
 log = logging.getLogger("llmbus.stack")
-SERVICES = ("completion", "usage", "conversation")
+SERVICES = ("completion", "usage", "conversation", "gateway")
 
 
 class Stack:
@@ -40,6 +41,7 @@ class Stack:
         self.auth: AuthFiles | None = None  # with the embedded server: its credentials
         self.url = ""
         self.processes: dict[subprocess.Popen[bytes], str] = {}
+        self.gateway_url = ""  # the OpenAI-compatible gateway's, once it is ready
 
     @property
     def state_dir(self) -> Path:
@@ -61,6 +63,8 @@ class Stack:
                 await publish_clients(nc.jetstream(), load_clients(self.auth.registry))
         finally:
             await nc.close()
+        # a previous run's: the gateway writes its own once it listens
+        (self.state_dir / GATEWAY_URL_FILE).unlink(missing_ok=True)
         for service in SERVICES:
             for _ in range(self.workers if service == "completion" else 1):
                 self.processes[self.spawn(service)] = service
@@ -72,6 +76,14 @@ class Stack:
             env["LLMBUS_CONFIG"] = str(self.config)
         if self.auth is not None:
             env["NATS_CREDS"] = str(self.auth.service(service))
+        metrics_at = {"usage": 0, "conversation": 1, "completion": 2}  # offsets from the base
+        if self.settings.metrics_base_port is not None and service in metrics_at:
+            # each completion worker a port of its own: the workers spawned before it count
+            nth = sum(1 for s in self.processes.values() if s == "completion")
+            port = self.settings.metrics_base_port + metrics_at[service]
+            port += nth if service == "completion" else 0
+            env[f"LLMBUS_{service.upper()}_METRICS_PORT"] = str(port)
+            log.info("%s metrics on port %d", service, port)
         log_path = self.state_dir / f"{service}.log"
         output = open(log_path, "ab") if self.quiet else None
         return subprocess.Popen(
@@ -96,12 +108,29 @@ class Stack:
                     await answers(nc, subject)
                     for subject in (subjects.USAGE_QUERY, subjects.PROMPT_LIST)
                 ]
-                if all(answering) and (info.num_waiting or 0) > 0:
+                if all(answering) and (info.num_waiting or 0) > 0 and await self.gateway_ready():
                     return
                 await asyncio.sleep(0.2)  # polling readiness of processes we just started
         finally:
             await nc.close()
         raise LlmbusError(f"services not ready within {timeout_s}s; see {self.state_dir}/*.log")
+
+    async def gateway_ready(self) -> bool:
+        """Whether the gateway answers its /readyz, at the URL it wrote (its port may be one the
+        system chose)."""
+        url_file = self.state_dir / GATEWAY_URL_FILE
+        if not url_file.is_file():
+            return False
+        url = url_file.read_text().strip()
+        try:
+            timeout = aiohttp.ClientTimeout(total=1.0)
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                async with session.get(f"{url}/readyz") as response:
+                    ready = response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        self.gateway_url = url if ready else ""
+        return ready
 
     def check_alive(self) -> None:
         for process, service in self.processes.items():
@@ -112,9 +141,12 @@ class Stack:
                 )
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        # completion workers first: they give their budget grants back to the usage service
+        # the gateway first, so that the requests it holds end while the workers still run; then
+        # completion workers: they give their budget grants back to the usage service
+        gateways = [p for p, service in self.processes.items() if service == "gateway"]
         workers = [p for p, service in self.processes.items() if service == "completion"]
-        for group in (workers, [p for p in self.processes if p not in workers]):
+        rest = [p for p in self.processes if p not in gateways and p not in workers]
+        for group in (gateways, workers, rest):
             for process in group:
                 if process.poll() is None:
                     process.send_signal(signal.SIGTERM)
@@ -160,6 +192,9 @@ async def run_until_stopped(stack: Stack) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with stack:
         print(f"llmbus is up: NATS at {stack.url}, state in {stack.state_dir}", flush=True)
+        print(f"OpenAI-compatible gateway at {stack.gateway_url}/v1", flush=True)
+        print(f"web console at {stack.gateway_url}/ui: log in with an admin key "
+              "(`llmbus keys create --user you --admin`)", flush=True)  # fmt: skip
         print("Ctrl-C drains in-flight work and stops.", flush=True)
         while not stop.is_set():
             stack.check_alive()

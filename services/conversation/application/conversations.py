@@ -88,12 +88,13 @@ class ConversationApplication(OutboxApplication):
         fit: Fitter,
         limits: Limits,
         default_model: str | None = None,
+        stream: bool = False,
     ) -> Conversation:
         """Store the user's turn with the completion request it starts (published by the
-        outbox); a request id sent before stores nothing new. A turn that is refused stores
-        nothing: not even the conversation, when the turn was to start it."""
+        outbox, streamed if `stream`); a request id sent before stores nothing new. A turn that
+        is refused stores nothing: not even the conversation, when the turn was to start it."""
         check_content(content)
-        turn = TurnRequest(content, request_id, model, params, fit, limits, default_model)
+        turn = TurnRequest(content, request_id, model, params, fit, limits, default_model, stream)
 
         def attempt() -> Conversation:
             if isinstance(conversation_id, NewConversation):

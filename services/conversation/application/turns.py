@@ -66,6 +66,7 @@ class TurnRequest:
     fit: Fitter
     limits: Limits
     default_model: str | None = None
+    stream: bool = False  # the request publishes its chunks as they come
 
 
 def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
@@ -89,9 +90,13 @@ def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
             "system messages, as trim_history keeps it"
         )
     # validated now, so the request the outbox rebuilds from the turn is a valid one
-    request = completion_request(conversation, turn.request_id, model, fitted.messages, turn.params)
+    request = completion_request(
+        conversation, turn.request_id, model, fitted.messages, turn.params, turn.stream
+    )
     check_fits(request, len(fitted.messages) - 1, turn.limits)
     stored = {"model": model, "params": request["params"], "dropped": fitted.dropped}
+    if turn.stream:
+        stored["stream"] = True  # only then: a turn stored before streamed turns reads the same
     conversation.add_message("user", turn.content, turn.request_id, request=stored)
     if fitted.dropped:
         conversation.record_trim(
@@ -105,12 +110,13 @@ def completion_request(
     model: str,
     messages: Messages,
     params: dict[str, Any],
+    stream: bool = False,
 ) -> dict[str, Any]:
     """The CompletionRequested of a chat turn, as published (JSON-ready)."""
     return CompletionRequested.model_validate(
         {"request_id": request_id, "model": model, "messages": messages,
          "conversation_id": str(conversation.id), "user_id": conversation.user_id,
-         "params": params}
+         "params": params, "stream": stream}
     ).model_dump(mode="json", exclude_none=True)  # fmt: skip
 
 
@@ -135,7 +141,10 @@ def sent_request(
     if newest is None or newest.request_id != request_id or newest.role != "user":
         raise ValueError(f"turn {request_id} is not the newest of the conversation as read")
     messages = conversation.sent_messages(stored["dropped"])
-    return completion_request(conversation, request_id, stored["model"], messages, stored["params"])
+    return completion_request(
+        conversation, request_id, stored["model"], messages, stored["params"],
+        stored.get("stream", False),
+    )  # fmt: skip
 
 
 def apply_outcome(conversation: Conversation, outcome: Outcome) -> bool:

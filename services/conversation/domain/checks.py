@@ -13,6 +13,8 @@ MAX_TITLE = 200
 MAX_USER_ID = 200
 # what a turn's MessageAdded stores of the request it starts; the messages are read back
 REQUEST_FIELDS = ("model", "params", "dropped")
+# and, for a turn whose reply streams only, stream: true
+STREAMED = "stream"
 
 
 def check_user_id(user_id: str) -> None:
@@ -70,8 +72,12 @@ def check_request_id(request_id: str) -> None:
 def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
     """A turn's request: its model, its params and how many of the oldest turns it leaves out,
     at most `droppable`. Nothing else: in particular not the messages, which are derived."""
-    if not isinstance(request, Mapping) or set(request) != set(REQUEST_FIELDS):
-        raise ConversationError(f"request must hold exactly {', '.join(REQUEST_FIELDS)}")
+    if not isinstance(request, Mapping) or set(request) - {STREAMED} != set(REQUEST_FIELDS):
+        raise ConversationError(
+            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true)"
+        )
+    if request.get(STREAMED, True) is not True:
+        raise ConversationError(f"request {STREAMED} is true or left out")
     model, params, dropped = (request[field] for field in REQUEST_FIELDS)
     if not isinstance(model, str) or not model.strip():
         raise ConversationError("request model must be a non-empty model name")

@@ -3,7 +3,8 @@ position, each page cut to fit the NATS server's max_payload.
 
 `WHERE position > ? ORDER BY position LIMIT ?` costs the same at any depth: rows are appended in
 position order, so DuckDB's zone maps skip every row group before the cursor. The filters are
-those of a usage query (query.where_sql), so an export holds exactly the rows a query sums.
+those of a usage query (query.where_sql), so an export holds exactly the rows a query sums. In
+desc order (the console's latest requests) the cursor goes down: `position < ?`, newest first.
 """
 
 from typing import Any
@@ -46,17 +47,31 @@ def page(
     where = where_sql(UsageQuery(filters=q.filters), since, until, False, params)
     where += (" AND " if where else " WHERE ") + "position <= ?"
     params.append(through)
+    if q.request_id is not None:
+        where += " AND request_id = ?"
+        params.append(q.request_id)
     total = None
     if q.through is None:
         total = int(con.execute(f"SELECT count(*) FROM usage{where}", params).fetchall()[0][0])
     # one row more than the page takes says whether another page follows
-    sql = (
-        f"SELECT position, {SELECTED} FROM usage{where} AND position > ? ORDER BY position LIMIT ?"
-    )
-    records = con.execute(sql, [*params, q.after, q.limit + 1]).fetchall()
+    cursor, at = _cursor(q)
+    records = con.execute(
+        f"SELECT position, {SELECTED} FROM usage{where}{cursor} LIMIT ?",
+        [*params, *at, q.limit + 1],
+    ).fetchall()
     rows, last = _fit(records[: q.limit], max_bytes)
     more = len(rows) < len(records)
     return UsageRows(rows=rows, next_after=last if more else None, total=total, through=through)
+
+
+def _cursor(q: UsageRowsQuery) -> tuple[str, list[int]]:
+    """Where the page starts and which way it reads, and its parameter: asc after the cursor;
+    desc from the newest (after 0), else below the cursor."""
+    if q.order == "asc":
+        return " AND position > ? ORDER BY position", [q.after]
+    if q.after:
+        return " AND position < ? ORDER BY position DESC", [q.after]
+    return " ORDER BY position DESC", []
 
 
 def _fit(records: list[tuple[Any, ...]], max_bytes: int) -> tuple[list[dict[str, Any]], int]:

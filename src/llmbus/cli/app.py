@@ -10,6 +10,7 @@ from llmbus.cli.app_clients import clients
 from llmbus.cli.app_completion import cancel, complete, estimate, status
 from llmbus.cli.app_config import config
 from llmbus.cli.app_conversations import conversations
+from llmbus.cli.app_keys import keys
 from llmbus.cli.app_prices import prices
 from llmbus.cli.app_prompts import prompts
 from llmbus.cli.app_usage import Format, usage
@@ -37,6 +38,7 @@ app.add_typer(prompts, name="prompts")
 app.add_typer(config, name="config")
 app.add_typer(usage, name="usage")
 app.add_typer(prices, name="prices")
+app.add_typer(keys, name="keys")
 app.command()(complete)
 app.command()(estimate)
 app.command()(status)
@@ -64,6 +66,7 @@ class Service(StrEnum):
     completion = "completion"
     usage = "usage"
     conversation = "conversation"
+    gateway = "gateway"
 
 
 @app.command()

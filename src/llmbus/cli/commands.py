@@ -70,6 +70,8 @@ def run_serve(service: str) -> None:
         from llmbus.services.completion.service import serve
     elif service == "usage":
         from llmbus.services.usage.service import serve
+    elif service == "gateway":
+        from llmbus.services.gateway.service import serve
     else:
         from llmbus.services.conversation.service import serve
     try:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from llmbus.cli.commands import fail, rows_table, settings_or_fail
+from llmbus.cli.demo_gateway import show_gateway
 from llmbus.cli.demo_stream import show_stream
 from llmbus.client import Client, CompletionError
 from llmbus.report.data import collect
@@ -74,6 +75,8 @@ def demo_config(settings: Settings) -> Path:
     path = config_path(os.environ)
     config = yaml.safe_load(path.read_text()) if path else {}
     config = (config or {}) | {"budgets": BUDGETS, "state_dir": str(settings.state_dir)}
+    # a free port: the demo never collides with an `llmbus up` on 4000
+    config["gateway"] = (config.get("gateway") or {}) | {"port": 0}
     target = settings.state_dir / "demo.yaml"
     target.write_text(yaml.safe_dump(config))
     return target
@@ -85,7 +88,7 @@ async def demo(requests: int) -> None:
     shutil.rmtree(settings.state_dir, ignore_errors=True)
     settings.state_dir.mkdir(parents=True)
     with console.status(
-        "starting nats-server and the completion, usage and conversation services…"
+        "starting nats-server and the completion, usage, conversation and gateway services…"
     ):
         stack = Stack(settings, quiet=True, config=demo_config(settings))
         await stack.start()
@@ -102,6 +105,7 @@ async def demo(requests: int) -> None:
             received += await show_stream(console, client, MODELS[1], MAX_TOKENS)
             received += await show_conversation(client)
             received += await show_prompts(client)
+            received += await show_gateway(console, client, stack.gateway_url, MODELS[0])
             await show_costs(client, received)
             report = await write_report(client, settings.state_dir / "report.html")
     finally:
@@ -112,6 +116,11 @@ async def demo(requests: int) -> None:
         "--stream` or `llmbus chat`."
     )
     console.print(f"report: {report} — open it in a browser", markup=False, soft_wrap=True)
+    console.print(
+        "web console: run `llmbus up`; in another terminal `llmbus keys create --user you "
+        "--admin` prints an admin key; open http://127.0.0.1:4000/ui and log in with it.",
+        markup=False, soft_wrap=True,
+    )  # fmt: skip
 
 
 async def publish_batch(client: Client, requests: int) -> int:
@@ -309,7 +318,7 @@ def short(text: str | None, width: int = 24) -> str:
 
 
 async def show_costs(client: Client, requests: int) -> None:
-    console.rule("8 · cost tables from the DuckDB projection (llmbus.usage.query)")
+    console.rule("9 · cost tables from the DuckDB projection (llmbus.usage.query)")
     with console.status("waiting for the usage service to project every UsageRecorded…"):
         await wait_until_projected(client, requests)
     for by in (["model"], ["team", "user"], ["prompt_version"]):

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from llmbus.client._transport import DEFAULT_TIMEOUT_S, call, new_request_id
 from llmbus.client.budgets import Budgets
 from llmbus.client.conversations import Conversations
+from llmbus.client.keys import Keys
 from llmbus.client.outcome import CompletionError, terminal_event
 from llmbus.client.prices import Prices
 from llmbus.client.prompts import Prompts
@@ -57,6 +58,7 @@ class Client:
         self.creds = Path(creds) if creds is not None else None
         self.timeout_s = timeout_s
         self._nc: NatsClient | None = None
+        self._owns_nc = True
         # one reply subscription per client, not a SUB/UNSUB per request
         self._reply_prefix: str | None = None
         self._replies: dict[str, asyncio.Future[bytes]] = {}
@@ -66,6 +68,17 @@ class Client:
         self.conversations = Conversations(self)
         self.usage = Usage(self)
         self.prices = Prices(self)
+        self.keys = Keys(self)
+
+    @classmethod
+    def on_connection(
+        cls, nc: NatsClient, settings: Settings, *, timeout_s: float = 120.0
+    ) -> "Client":
+        """A client on a connection its caller made and drains (a service's one connection,
+        from shared/bus): close() leaves the connection to it."""
+        client = cls(settings=settings, timeout_s=timeout_s)
+        client._nc, client._owns_nc = nc, False
+        return client
 
     async def __aenter__(self) -> "Client":
         await self.connect()
@@ -88,6 +101,8 @@ class Client:
     async def close(self) -> None:
         if self._nc is not None:
             nc, self._nc, self._reply_prefix = self._nc, None, None
+            if not self._owns_nc:
+                return  # its owner drains it, and the reply subscription with it
             if nc.is_connected:
                 await nc.drain()  # let what is queued go out and replies in flight land
             else:
@@ -262,16 +277,19 @@ class Client:
         title: str | None = None,
         system: str | None = None,
         metadata: dict[str, Any] | None = None,
+        stream: bool = False,
     ) -> ChatReply:
         """Send a user turn; with wait, return once the reply (or failure) is stored on the
         conversation. A ChatReply with status failed carries the reason; it is not raised.
         Without a conversation_id the turn starts a conversation (title, system, metadata),
-        stored only with the turn: a refused turn leaves none."""
+        stored only with the turn: a refused turn leaves none. With `stream`, the reply's
+        chunks come on llmbus.completion.chunk.<request_id> in llmbus's own account (subscribe
+        first, with the request_id you pass)."""
         request = {
             "user_id": user_id, "conversation_id": conversation_id, "content": content,
             "model": model, "params": params or {}, "wait": wait,
             "request_id": request_id or new_request_id(), "title": title, "system": system,
-            "metadata": metadata or {},
+            "metadata": metadata or {}, "stream": stream or None,  # unsent unless asked for
         }  # fmt: skip
         timeout = timeout_s or (self.timeout_s if wait else DEFAULT_TIMEOUT_S)
         late = (

@@ -4,7 +4,7 @@ DuckDB projection."""
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from llmbus.client._transport import SubClient
 from llmbus.shared import subjects
@@ -53,33 +53,40 @@ class Usage(SubClient):
         timezone: str = "UTC",
         page_rows: int = 2000,
         timeout_s: float = 30.0,
+        *,
+        order: Literal["asc", "desc"] = "asc",
+        request_id: str | None = None,
     ) -> AsyncIterator[UsageRows]:
         """Every usage row in the range that matches `filters`, one page at a time (at most
-        `page_rows` rows, fewer when they would not fit a NATS message). The first page's
-        `total` counts the rows of all pages. The pages are one snapshot: rows recorded after
-        the first page was read are not in it. Raises pydantic's ValidationError for a filter
-        field or timezone that does not exist."""
+        `page_rows` rows, fewer when they would not fit a NATS message), oldest first, or
+        newest first with `order="desc"`; only one request's with `request_id`. The first
+        page's `total` counts the rows of all pages. The pages are one snapshot: rows recorded
+        after the first page was read are not in it. Raises pydantic's ValidationError for a
+        filter field, order or timezone that does not exist."""
         query = UsageRowsQuery.model_validate(
             {"since": since, "until": until, "filters": filters or {}, "timezone": timezone,
-             "limit": page_rows}
+             "limit": page_rows, "order": order, "request_id": request_id}
         )  # fmt: skip
         async for page in self.row_pages(query, timeout_s):
             yield page
+
+    async def row_page(self, query: UsageRowsQuery, timeout_s: float = 30.0) -> UsageRows:
+        """One page of any UsageRowsQuery: the one its `after` and `through` name (see rows);
+        pass the reply's next_after and through back for the next."""
+        return await self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
 
     async def row_pages(
         self, query: UsageRowsQuery, timeout_s: float = 30.0
     ) -> AsyncIterator[UsageRows]:
         """The pages of any UsageRowsQuery, from its `after` on (see rows)."""
-        page = await self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
+        page = await self.row_page(query, timeout_s)
         while True:
             ahead = None
             if page.next_after is not None:
                 # ask for the next page while the caller handles this one: the service reads
                 # as the caller writes (two pages in memory at most)
                 query = query.model_copy(update={"after": page.next_after, "through": page.through})
-                ahead = asyncio.ensure_future(
-                    self._call(subjects.USAGE_ROWS, query, UsageRows, timeout_s)
-                )
+                ahead = asyncio.ensure_future(self.row_page(query, timeout_s))
             try:
                 yield page
             except BaseException:

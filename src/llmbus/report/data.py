@@ -47,13 +47,16 @@ async def collect(
     since: datetime | None = None,
     until: datetime | None = None,
     on_step: Callable[[str], None] | None = None,
+    filters: dict[str, str] | None = None,
 ) -> Report:
-    """Ask each query in turn (on_step names it first, for a status line), then the budgets."""
+    """Ask each query in turn (on_step names it first, for a status line), then the budgets.
+    `filters` narrow every usage query (the console's model and team), not the budgets."""
     step = on_step or (lambda _: None)
     answers: dict[str, Rows] = {}
     for name, (what, query) in QUERIES.items():
         step(what)
-        answers[name] = (await client.usage.query(since=since, until=until, **query)).rows
+        answered = await client.usage.query(since=since, until=until, filters=filters, **query)
+        answers[name] = answered.rows
     step("budgets")
     budgets = [row.model_dump(mode="json") for row in await client.budgets.status()]
     totals = answers["totals"]
