@@ -296,7 +296,7 @@ def main() -> None:
         notes.append(f"fake provider served {fake.stats()['total']} calls in all")
     summary = report(summarize(results), args, notes)
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":
