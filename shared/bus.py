@@ -303,3 +303,15 @@ async def fetch(
         return []
     backoff.succeeded()
     return msgs
+
+
+async def answers(
+    nc: NatsClient, subject: str, payload: bytes = b"{}", timeout_s: float = 0.5
+) -> bool:
+    """Whether a service answers a request on `subject` (any answer, within `timeout_s`): how
+    `llmbus up` and the gateway's /readyz tell that a service is serving."""
+    try:
+        await nc.request(subject, payload, timeout=timeout_s)
+    except Exception:
+        return False
+    return True

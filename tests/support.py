@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from llmbus.shared.auth.clients import apply_clients, issue_client
 from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import LlmbusError
-from llmbus.shared.settings import Settings
+from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
 
 TERMINAL = (subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED)
 
@@ -251,3 +252,49 @@ async def as_client(settings: Settings, creds: Path) -> AsyncIterator[NatsClient
         yield nc
     finally:
         await nc.close()
+
+
+def chromium() -> str | None:
+    """Debian's chromium, which the browser tests drive through Playwright."""
+    if os.access("/usr/bin/chromium", os.X_OK):
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "playwright is not installed (uv sync --frozen installs the dev group)"
+    if chromium() is None:
+        return "no chromium at /usr/bin/chromium or on PATH (make browser, or apt-get install chromium)"
+    return None
+
+
+def gateway_settings(settings: Settings, **gateway: Any) -> Settings:
+    """On a free port, with the gateway service's own credentials where the server has them."""
+    seed = AuthFiles.of(settings.state_dir).service("gateway")
+    return settings.model_copy(update={
+        "gateway": settings.gateway.model_copy(update={"port": 0, **gateway}),
+        "nats_creds": seed if seed.is_file() else settings.nats_creds,
+    })  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(settings: Settings, **options: Any) -> AsyncIterator[str]:
+    """`llmbus serve gateway` in this event loop; its URL, once its /readyz says ready."""
+    import aiohttp
+
+    from llmbus.services.gateway.service import serve
+
+    async def ready(url: str) -> bool:
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
+            return response.status == 200
+
+    url_file = settings.state_dir / GATEWAY_URL_FILE
+    async with running(serve, gateway_settings(settings, **options)):
+        await wait_for(url_file.is_file, 30, "the gateway to listen")
+        url = url_file.read_text().strip()
+        await wait_for(lambda: ready(url), 60, "the gateway to be ready")
+        yield url

@@ -51,19 +51,13 @@ def verifier(nc: NatsClient) -> Verify:
     return verify
 
 
-async def answers(nc: NatsClient, subject: str, payload: bytes) -> bool:
-    try:
-        await nc.request(subject, payload, timeout=PROBE_TIMEOUT_S)
-    except Exception:
-        return False
-    return True
-
-
 def readiness(nc: NatsClient) -> Callable[[], Awaitable[dict[str, bool]]]:
     async def ready() -> dict[str, bool]:
         if not nc.is_connected:
             return {"nats": False} | dict.fromkeys(PROBES, False)
-        answered = await asyncio.gather(*(answers(nc, *probe) for probe in PROBES.values()))
+        answered = await asyncio.gather(
+            *(bus.answers(nc, *probe, PROBE_TIMEOUT_S) for probe in PROBES.values())
+        )
         return {"nats": True} | dict(zip(PROBES, answered, strict=True))
 
     return ready

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
-from nats.aio.client import Client as NatsClient
 
 from llmbus.shared import bus, subjects
 from llmbus.shared.auth.directory import publish_clients
@@ -105,7 +104,7 @@ class Stack:
                     subjects.REQUESTS_STREAM, subjects.COMPLETION_CONSUMER
                 )
                 answering = [
-                    await answers(nc, subject)
+                    await bus.answers(nc, subject)
                     for subject in (subjects.USAGE_QUERY, subjects.PROMPT_LIST)
                 ]
                 if all(answering) and (info.num_waiting or 0) > 0 and await self.gateway_ready():
@@ -174,15 +173,6 @@ class Stack:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.stop)
-
-
-async def answers(nc: NatsClient, subject: str) -> bool:
-    """Whether a service answers a request on `subject` (any answer, within 0.5 s)."""
-    try:
-        await nc.request(subject, b"{}", timeout=0.5)
-    except Exception:
-        return False
-    return True
 
 
 async def run_until_stopped(stack: Stack) -> None:

@@ -4,8 +4,6 @@ credentials), an admin key and a user's key, and headless Debian chromium driven
 that records every console error and every failed request of the pages it opens."""
 
 import contextlib
-import os
-import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,28 +13,18 @@ from nats.aio.client import Client as NatsClient
 
 from llmbus.client import Client
 from llmbus.services.conversation.service import serve as serve_conversation
-from llmbus.services.gateway.service import serve as serve_gateway
 from llmbus.shared import subjects
-from llmbus.shared.auth.files import AuthFiles
-from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
-from llmbus.stack import answers
-from support import EventLog, pipeline, projected_requests, running, wait_for
-
-
-def chromium() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-def browser_missing() -> str | None:
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (uv sync --frozen installs the dev group)"
-    if chromium() is None:
-        return "no chromium at /usr/bin/chromium or on PATH (make browser, or apt-get install chromium)"
-    return None
+from llmbus.shared.bus import answers
+from llmbus.shared.settings import Settings
+from support import (
+    EventLog,
+    chromium,
+    pipeline,
+    projected_requests,
+    running,
+    running_gateway,
+    wait_for,
+)
 
 
 @dataclass
@@ -68,31 +56,13 @@ class Stack:
         await wait_for(done, 30, f"{count} calls in the usage projection")
 
 
-def gateway_settings(settings: Settings) -> Settings:
-    """On a free port, with the gateway service's own credentials where the server has them."""
-    seed = AuthFiles.of(settings.state_dir).service("gateway")
-    return settings.model_copy(update={
-        "gateway": settings.gateway.model_copy(update={"port": 0}),
-        "nats_creds": seed if seed.is_file() else settings.nats_creds,
-    })  # fmt: skip
-
-
-async def ready(url: str) -> bool:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
-        return response.status == 200
-
-
 @contextlib.asynccontextmanager
 async def console_stack(settings: Settings) -> AsyncIterator[Stack]:
-    url_file = settings.state_dir / GATEWAY_URL_FILE
     async with (
         pipeline(settings) as (nc, events, client),
         running(serve_conversation, settings),
-        running(serve_gateway, gateway_settings(settings)),
+        running_gateway(settings) as url,
     ):
-        await wait_for(url_file.is_file, 30, "the gateway to listen")
-        url = url_file.read_text().strip()
-        await wait_for(lambda: ready(url), 60, "the gateway to be ready")
         await wait_for(lambda: answers(nc, subjects.PROMPT_LIST), 60, "the conversation service")
         admin = await client.keys.create("root", team_id="ops", admin=True, name="console")
         user = await client.keys.create("ann", team_id="red", project_id="apollo")

@@ -5,9 +5,10 @@ another site is refused, logging out ends the session, and a revoked key ends it
 
 import aiohttp
 import pytest
-from console_stack import browser, browser_missing, console_stack, log_in
+from console_stack import browser, console_stack, log_in
 
 from llmbus.shared.settings import Settings
+from support import browser_missing
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 PAGES = ("/ui", "/ui/requests", "/ui/prompts", "/ui/chat?user=ann")

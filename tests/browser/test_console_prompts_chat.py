@@ -5,10 +5,10 @@ call and shows its true cost. A chat turn's reply streams in (its text grows), S
 (the request ends cancelled), Retry sends it again and the conversation records the reply."""
 
 import pytest
-from console_stack import browser, browser_missing, console_stack, log_in
+from console_stack import browser, console_stack, log_in
 
 from llmbus.shared.settings import Settings
-from support import wait_for
+from support import browser_missing, wait_for
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 SLOW = "drip-40-60"  # 60 words, one every 40 ms: long enough to stop half-way

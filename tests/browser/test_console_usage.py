@@ -10,11 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from console_stack import browser, browser_missing, console_stack, log_in
+from console_stack import browser, console_stack, log_in
 
 from llmbus.report import charts
 from llmbus.shared.settings import Settings
-from support import wait_for, with_budgets
+from support import browser_missing, wait_for, with_budgets
 
 pytestmark = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")
 BUDGET = {"name": "red-daily", "scope": {"team": "red"}, "window": "daily",

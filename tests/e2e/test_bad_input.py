@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from llmbus.services.completion.parse import Rejected, parse_request, salvage_request_id
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import (
     CompletionFailed,
     CompletionRequested,
@@ -32,7 +33,6 @@ from llmbus.shared.contracts import (
 )
 from llmbus.shared.limits import Limits, encoded_size
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from llmbus.testing.fake_openai import FakeProvider
 from support import (
     EventLog,

@@ -47,6 +47,7 @@ from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import bus, subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived, UsageRecorded
 from llmbus.shared.deadletter import caused_by_entry, error_type, park
 from llmbus.shared.errors import NotReachableError
@@ -54,7 +55,6 @@ from llmbus.shared.eventstore import open_store
 from llmbus.shared.natsserver import EmbeddedNats
 from llmbus.shared.outbox import OutboxRelay
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import (
     connected,
     llmbus_cli,

@@ -9,9 +9,9 @@ import pytest
 
 from llmbus.client import Client, CompletionError
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from llmbus.testing.fake_openai import FakeProvider
 from support import EventLog, budget_status, new_client, pipeline, wait_for, with_budgets
 

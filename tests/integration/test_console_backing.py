@@ -11,10 +11,10 @@ from llmbus.client import Client, new_request_id
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.services.usage.projection import UsageProjection
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import UsageRowsQuery
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import pipeline, projected_requests, running, wait_for
 
 

@@ -24,6 +24,7 @@ from llmbus.services.conversation.domain.history import trim_history
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionReceived
 from llmbus.shared.contracts.completion import TokenUsage
@@ -31,7 +32,6 @@ from llmbus.shared.errors import RequestError
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings, load_settings
-from llmbus.stack import answers
 from support import EventLog, pipeline, running, spawn_service, stop_process, wait_for
 
 MODEL = "fake-gpt"

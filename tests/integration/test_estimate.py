@@ -11,10 +11,10 @@ import pytest
 from llmbus.client import Client
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import RequestError
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from llmbus.testing.fake_openai import FakeProvider
 from support import llmbus_cli, new_client, pipeline, running, wait_for
 

@@ -18,12 +18,10 @@ import pytest
 import yaml
 
 from llmbus.client import Client
-from llmbus.services.gateway.service import serve as serve_gateway
 from llmbus.shared import subjects
-from llmbus.shared.auth.files import AuthFiles
-from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
-from llmbus.stack import answers
-from support import EventLog, pipeline, running, wait_for, with_budgets
+from llmbus.shared.bus import answers
+from llmbus.shared.settings import Settings
+from support import EventLog, pipeline, running_gateway, wait_for, with_budgets
 
 ROLE = "helper"
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello."}]
@@ -56,30 +54,12 @@ def with_role(config_file: Path) -> Settings:
     return Settings.model_validate(config)
 
 
-def gateway_settings(settings: Settings, **gateway: Any) -> Settings:
-    """On a free port, with the gateway service's own credentials where the server has them."""
-    seed = AuthFiles.of(settings.state_dir).service("gateway")
-    return settings.model_copy(update={
-        "gateway": settings.gateway.model_copy(update={"port": 0, **gateway}),
-        "nats_creds": seed if seed.is_file() else settings.nats_creds,
-    })  # fmt: skip
-
-
-async def ready(url: str) -> bool:
-    async with aiohttp.ClientSession() as session, session.get(f"{url}/readyz") as response:
-        return response.status == 200
-
-
 @contextlib.asynccontextmanager
 async def gateway(settings: Settings, **options: Any) -> AsyncIterator[Door]:
-    url_file = settings.state_dir / GATEWAY_URL_FILE
     async with (
         pipeline(settings) as (_, events, client),
-        running(serve_gateway, gateway_settings(settings, **options)),
+        running_gateway(settings, **options) as url,
     ):
-        await wait_for(url_file.is_file, 30, "the gateway to listen")
-        url = url_file.read_text().strip()
-        await wait_for(lambda: ready(url), 60, "the gateway to be ready")
         created = await client.keys.create("ann", team_id="red", project_id="apollo")
         yield Door(url, created.key, created.info.key_id, client, events)
 

@@ -22,6 +22,7 @@ from llmbus.services.completion.grants import Grant, GrantLedger, Key
 from llmbus.services.usage.application import BudgetBook, UsageApplication
 from llmbus.services.usage.domain import Budget
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import UsageRecorded
 from llmbus.shared.contracts.budget import (
     BudgetDefinition,
@@ -31,7 +32,6 @@ from llmbus.shared.contracts.budget import (
 )
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import (
     MAX_TOKENS,
     MESSAGES,

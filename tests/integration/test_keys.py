@@ -19,10 +19,10 @@ from nats.aio.msg import Msg
 from llmbus.client import Client
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts.keys import key_hash
 from llmbus.shared.errors import LlmbusError, RequestError
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import (
     connected,
     llmbus_cli,

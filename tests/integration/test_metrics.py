@@ -22,9 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from llmbus.client import CompletionError
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import metrics, subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.errors import ConfigError
 from llmbus.shared.settings import Settings, load_settings
-from llmbus.stack import Stack, answers
+from llmbus.stack import Stack
 from support import EventLog, connected, pipeline, running, wait_for, with_budgets
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -5,9 +5,9 @@ import pytest
 
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import CompletionRequested, PromptRef
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import pipeline, projected_requests, running, wait_for
 
 MODEL = "fake-gpt"

@@ -4,8 +4,6 @@ data" for no rows. The browser is Debian's chromium driven by Playwright (`make 
 chromium where apt-get can); without either, the browser tests skip and say why."""
 
 import asyncio
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +16,15 @@ from llmbus.report import charts
 from llmbus.report.data import Report
 from llmbus.report.page import render, write
 from llmbus.shared.settings import Settings
-from support import llmbus_cli, pipeline, projected_requests, wait_for, with_budgets
+from support import (
+    browser_missing,
+    chromium,
+    llmbus_cli,
+    pipeline,
+    projected_requests,
+    wait_for,
+    with_budgets,
+)
 
 # chosen by whoever sends requests; unescaped, it would fetch (a network request) or run
 HOSTILE = '<img src="https://evil.example/x.png"><script>window.pwned=1</script>'
@@ -27,22 +33,6 @@ CALLS = [("fake-gpt", "ann", "team-a"), ("fake-gpt", "bob", "team-a"),
 BUDGET = {"name": "team-a-daily", "scope": {"team": "team-a"}, "window": "daily",
           "limit_usd": "1", "mode": "soft"}  # fmt: skip
 SVG = "{http://www.w3.org/2000/svg}"
-
-
-def chromium() -> str | None:
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return shutil.which("chromium")
-
-
-def browser_missing() -> str | None:
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (uv sync --frozen installs the dev group)"
-    if chromium() is None:
-        return "no chromium at /usr/bin/chromium or on PATH (apt-get install chromium)"
-    return None
 
 
 needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=browser_missing() or "")

@@ -12,11 +12,11 @@ from llmbus.client import Client
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.projection import UsageProjection, rebuild
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import UsageQuery
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.pricing import Price
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import EventLog, llmbus_cli, pipeline, wait_for
 
 # the catalog's fake-gpt (tests/conftest.py): $1 in, $2 out per million; cached at the input

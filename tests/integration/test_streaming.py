@@ -6,9 +6,9 @@ import pytest
 
 from llmbus.client import CompletionError
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import EventLog, pipeline, wait_for
 
 PROMPT = "Tell me about streams"

@@ -10,9 +10,9 @@ import pytest
 
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import bus, subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import connected, llmbus_cli, running, wait_for
 
 pytestmark = [

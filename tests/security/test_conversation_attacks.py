@@ -14,12 +14,12 @@ from llmbus.client import Client
 from llmbus.services.conversation.application import ConversationApplication, Fit
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.contracts import CompletionReceived
 from llmbus.shared.contracts.completion import TokenUsage
 from llmbus.shared.errors import RequestConflictError, RequestError
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import new_client, pipeline, running, wait_for
 
 pytestmark = [

@@ -11,9 +11,9 @@ import pytest
 from llmbus.client import Client
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
+from llmbus.shared.bus import answers
 from llmbus.shared.errors import RequestError
 from llmbus.shared.settings import Settings
-from llmbus.stack import answers
 from support import connected, new_client, pipeline, running, wait_for
 
 pytestmark = [
