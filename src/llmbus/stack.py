@@ -78,7 +78,7 @@ class Stack:
         metrics_at = {"usage": 0, "conversation": 1, "completion": 2}  # offsets from the base
         if self.settings.metrics_base_port is not None and service in metrics_at:
             # each completion worker a port of its own: the workers spawned before it count
-            nth = sum(1 for s in self.processes.values() if s == "completion")
+            nth = self.completion_workers
             port = self.settings.metrics_base_port + metrics_at[service]
             port += nth if service == "completion" else 0
             env[f"LLMBUS_{service.upper()}_METRICS_PORT"] = str(port)
@@ -94,6 +94,10 @@ class Stack:
             start_new_session=True,
         )
 
+    @property
+    def completion_workers(self) -> int:
+        return sum(1 for service in self.processes.values() if service == "completion")
+
     async def wait_ready(self, timeout_s: float) -> None:
         nc = await bus.connect(self.settings, "llmbus-up", self.url)
         deadline = time.monotonic() + timeout_s
@@ -107,7 +111,9 @@ class Stack:
                     await bus.answers(nc, subject)
                     for subject in (subjects.USAGE_QUERY, subjects.PROMPT_LIST)
                 ]
-                if all(answering) and (info.num_waiting or 0) > 0 and await self.gateway_ready():
+                # an idle worker holds one pull open: as many pulls as workers, every one pulls
+                pulling = (info.num_waiting or 0) >= max(self.completion_workers, 1)
+                if all(answering) and pulling and await self.gateway_ready():
                     return
                 await asyncio.sleep(0.2)  # polling readiness of processes we just started
         finally:
