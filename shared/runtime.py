@@ -1,6 +1,7 @@
 """How a service process runs: logging, signals, and a clean drain on Ctrl-C or SIGTERM."""
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -83,6 +84,7 @@ def hold_third_party_loggers() -> None:
 
 def run_service(main: ServiceMain, settings: Settings) -> None:
     configure_logging(settings)
+    settle_heap()
 
     async def supervise() -> None:
         stop = asyncio.Event()
@@ -92,3 +94,12 @@ def run_service(main: ServiceMain, settings: Settings) -> None:
         await main(settings, stop)
 
     asyncio.run(supervise())
+
+
+def settle_heap() -> None:
+    """Moves what the imports built (litellm's alone is some 400 k objects) out of the cyclic
+    collector's reach, as CPython's gc.freeze documents for a server after its start: a full
+    collection then walks only what the service made since, instead of pausing every request
+    in hand for 100-200 ms."""
+    gc.collect()
+    gc.freeze()
