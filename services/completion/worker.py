@@ -39,7 +39,7 @@ log = logging.getLogger("llmbus.completion")
 
 FETCH_BATCH = 64
 IDLE_WAIT_S = 0.5  # a pull for one request: how often an idle worker asks again
-BATCH_WAIT_S = 0.005  # a pull for a batch: how long it may hold a request that arrives meanwhile
+BATCH_WAIT_S = 0.005  # a pull for a batch, when requests were queued but others took them
 
 
 class CompletionWorker:
@@ -109,22 +109,22 @@ class CompletionWorker:
     async def _fetch(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
         """Only as many messages as there are free slots: a fetched message waits for no one.
 
-        Idle, the worker waits on a pull for one request, answered the moment one arrives. A
-        pull for a batch returns at once with what is queued, but one left waiting holds the
-        first request to arrive until the rest of its batch does, or it expires (nats-py's
-        fetch): so a batch is asked for only while requests were coming, and waits briefly."""
+        A pull for one request is answered the moment one arrives. A pull for a batch returns
+        at once with what is queued, but one left waiting holds the first request to arrive
+        until the rest of its batch does, or it expires (nats-py's fetch): so a batch is asked
+        for only when the last request fetched said more were queued behind it."""
         backoff = bus.Backoff("fetching completion requests")
-        coming = False
+        queued = False
         while not stop.is_set():
             free = self.concurrency - len(self.tasks)
             if free <= 0:
                 await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            if coming:
+            if queued:
                 msgs = await bus.fetch(sub, min(free, FETCH_BATCH), BATCH_WAIT_S, backoff)
             else:
                 msgs = await bus.fetch(sub, 1, IDLE_WAIT_S, backoff)
-            coming = bool(msgs)
+            queued = bool(msgs) and msgs[-1].metadata.num_pending > 0
             for msg in msgs:
                 task = asyncio.create_task(self.handle(msg))
                 self.tasks.add(task)
