@@ -153,7 +153,8 @@ async def run_all(folder: Path, api_base: str, args: argparse.Namespace,
         settings = Settings(nats_url=server.url, state_dir=folder / "state")
         admin = await provision(settings)
         for service in ("completion", "usage", "gateway"):
-            processes[service] = spawn(service, config, folder / f"{service}.log")
+            profile = args.profile / f"{service}.txt" if args.profile else None
+            processes[service] = spawn(service, config, folder / f"{service}.log", profile)
         notes.append(f"completion worker ready {await wait_ready(admin, processes['completion'], folder / 'completion.log'):.1f} s after spawn")  # fmt: skip
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         ready = await wait_http(f"{gateway_url}/readyz", processes["gateway"], folder / "gateway.log", "the gateway")  # fmt: skip
@@ -196,7 +197,9 @@ async def run_all(folder: Path, api_base: str, args: argparse.Namespace,
             await client.close()
         for name in ("litellm proxy", "gateway", "completion", "usage"):
             if name in processes:
-                notes.append(stop(processes[name], signal.SIGTERM, name))
+                # pyinstrument writes its report on SIGINT, which the services stop on as well
+                sig = signal.SIGINT if args.profile and name != "litellm proxy" else signal.SIGTERM
+                notes.append(stop(processes[name], sig, name))
         for name in ("gateway", "completion", "usage"):
             log = folder / f"{name}.log"
             bad = [ln for ln in log.read_text(errors="replace").splitlines()
@@ -275,13 +278,18 @@ def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--requests", "-n", type=int, default=2000, help="per side, at -c")
     p.add_argument("--concurrency", "-c", type=int, default=50)
-    p.add_argument("--latency-requests", type=int, default=300, help="per side, one by one")
+    p.add_argument("--latency-requests", type=int, default=1000, help="per side, one by one")
     p.add_argument("--warmup", type=int, default=200, help="per side, at -c, not measured")
     p.add_argument("--rounds", type=int, default=4, help="alternations of the sides")
     p.add_argument("--litellm", default=str(DEFAULT_PROXY),
                    help="LiteLLM Proxy's `litellm` command, in a venv of its own")  # fmt: skip
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    return p.parse_args()
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run llmbus's processes under pyinstrument: a report each in DIR")  # fmt: skip
+    args = p.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return args
 
 
 def main() -> None:
