@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import uvloop
+
 from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.runtime")
@@ -93,7 +95,9 @@ def run_service(main: ServiceMain, settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(settings, stop)
 
-    asyncio.run(supervise())
+    # uvloop: the same asyncio API at a fraction of the stock loop's cost per socket read,
+    # write and callback, which a request pays at every hop (NATS, HTTP, the provider)
+    uvloop.run(supervise())
 
 
 def settle_heap() -> None:
