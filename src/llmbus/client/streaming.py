@@ -2,7 +2,12 @@
 
 The chunk subject is subscribed before the request is sent, so no chunk is missed. The chunks
 and the terminal event come from one worker connection in order, so once the terminal event is
-in, every chunk before it is already in the subscription's queue: the stream drains it and ends.
+in, every chunk before it has reached the subscription: the stream drains it and ends.
+
+The subscription hands each chunk at once to a queue of the stream's own, and the stream waits
+on that queue, not on `Subscription.next_msg`: next_msg takes a message in a task of its own,
+so cancelling a wait on it (once the terminal event is in) could drop a chunk it had taken.
+An asyncio.Queue keeps the item of a cancelled get.
 """
 
 import asyncio
@@ -47,13 +52,19 @@ class CompletionStream:
 
     async def _chunks(self) -> AsyncIterator[CompletionChunk]:
         client = self._client
+        received: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def take(msg: Msg) -> None:
+            # in the step that takes it from the subscription: a chunk is always in one queue
+            received.put_nowait(msg)
+
         sub = await client.nc.subscribe(
-            subjects.COMPLETION_CHUNK.format(request_id=self.request_id)
+            subjects.COMPLETION_CHUNK.format(request_id=self.request_id), cb=take
         )
         token, reply = client._expect_reply()
         try:
             await client.submit(self.request, reply_to=await client._reply_to(token))
-            async for msg in _until(sub, reply, client.timeout_s, self.request_id):
+            async for msg in _until(sub, received, reply, client.timeout_s, self.request_id):
                 chunk = CompletionChunk.model_validate_json(msg.data)
                 if chunk.final:
                     self.final = chunk
@@ -65,7 +76,11 @@ class CompletionStream:
 
 
 async def _until(
-    sub: Subscription, reply: "asyncio.Future[bytes]", timeout_s: float, request_id: str
+    sub: Subscription,
+    received: "asyncio.Queue[Msg]",
+    reply: "asyncio.Future[bytes]",
+    timeout_s: float,
+    request_id: str,
 ) -> AsyncIterator[Msg]:
     """The subscription's messages until the terminal event is in, then those queued before it;
     an error after `timeout_s` with neither."""
@@ -73,7 +88,7 @@ async def _until(
     getter: asyncio.Task[Msg] | None = None
     try:
         while not reply.done():
-            getter = getter or asyncio.ensure_future(sub.next_msg(timeout=None))
+            getter = getter or asyncio.ensure_future(received.get())
             remaining = deadline - time.monotonic()
             waiting: set[asyncio.Future[object]] = {getter, reply}  # type: ignore[arg-type]
             await asyncio.wait(waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
@@ -87,13 +102,17 @@ async def _until(
                     "service running?"
                 )
         if getter is not None:
-            getter.cancel()
+            getter.cancel()  # a get cancelled after its item came leaves it in the queue
             msg_or_none = await asyncio.gather(getter, return_exceptions=True)
             if isinstance(msg_or_none[0], Msg):
                 yield msg_or_none[0]
             getter = None
-        while sub.pending_msgs:
-            yield await sub.next_msg()
+        # chunks that reached the subscription and wait for its task to hand them over: no
+        # more can come, so a few turns of the loop hand them all
+        while sub.pending_msgs:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        while not received.empty():
+            yield received.get_nowait()
     finally:
         if getter is not None:
             getter.cancel()
