@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmbus.client import Client, CompletionError
-from llmbus.client.streaming import CompletionStream, _until
+from llmbus.client.streaming import CompletionStream, _subscribe, _until
 from llmbus.services.gateway.application.completions import Completions
 from llmbus.services.gateway.domain.openai import ChunkObjects
-from llmbus.shared import subjects
 from llmbus.shared.contracts import CompletionFailed, CompletionRequested
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.contracts.conversation import ChatReply
@@ -63,9 +62,7 @@ class TurnStream(CompletionStream):
     async def _chunks(self) -> AsyncIterator[CompletionChunk]:
         client, turn = self._client, self.turn
         # subscribed before the turn is sent: no chunk is missed
-        sub = await client.nc.subscribe(
-            subjects.COMPLETION_CHUNK.format(request_id=self.request_id)
-        )
+        sub, received = await _subscribe(client, self.request_id)
         sent = asyncio.ensure_future(client.chat(
             turn.user_id, turn.conversation_id, turn.content, model=turn.model,
             request_id=self.request_id, stream=True,
@@ -73,7 +70,7 @@ class TurnStream(CompletionStream):
         answered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         sent.add_done_callback(lambda _: settle(answered))
         try:
-            async for msg in _until(sub, answered, client.timeout_s, self.request_id):
+            async for msg in _until(sub, received, answered, client.timeout_s, self.request_id):
                 chunk = CompletionChunk.model_validate_json(msg.data)
                 if chunk.final:
                     self.final = chunk

@@ -52,15 +52,7 @@ class CompletionStream:
 
     async def _chunks(self) -> AsyncIterator[CompletionChunk]:
         client = self._client
-        received: asyncio.Queue[Msg] = asyncio.Queue()
-
-        async def take(msg: Msg) -> None:
-            # in the step that takes it from the subscription: a chunk is always in one queue
-            received.put_nowait(msg)
-
-        sub = await client.nc.subscribe(
-            subjects.COMPLETION_CHUNK.format(request_id=self.request_id), cb=take
-        )
+        sub, received = await _subscribe(client, self.request_id)
         token, reply = client._expect_reply()
         try:
             await client.submit(self.request, reply_to=await client._reply_to(token))
@@ -73,6 +65,22 @@ class CompletionStream:
         finally:
             client._replies.pop(token, None)
             await sub.unsubscribe()
+
+
+async def _subscribe(
+    client: "Client", request_id: str
+) -> tuple[Subscription, "asyncio.Queue[Msg]"]:
+    """The request's chunk subscription, and the queue it hands each chunk to."""
+    received: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def take(msg: Msg) -> None:
+        # in the step that takes it from the subscription: a chunk is always in one queue
+        received.put_nowait(msg)
+
+    sub = await client.nc.subscribe(
+        subjects.COMPLETION_CHUNK.format(request_id=request_id), cb=take
+    )
+    return sub, received
 
 
 async def _until(
