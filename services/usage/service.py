@@ -39,7 +39,13 @@ from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
-PROJECT_EVERY_S = 0.25
+# a fetch that brought less than a batch waits this long before the next: at low rates usage
+# is stored several events a transaction instead of one, with fewer pulls and wakeups
+RECORD_LINGER_S = 0.1
+# a DuckDB transaction costs milliseconds however few rows it adds: project once a second, or
+# sooner when this many events wait (a query catches up the rest itself, so waits on no more)
+PROJECT_EVERY_S = 1.0
+PROJECT_AFTER = 1000
 CATCH_UP_BATCH = 5000
 T = TypeVar("T")
 
@@ -68,6 +74,8 @@ class UsageService:
         self.projection: UsageProjection | None = None
         self._catch_up_lock = asyncio.Lock()
         self.projecting = asyncio.Event()  # stored usage not projected yet
+        self.project_now = asyncio.Event()  # PROJECT_AFTER events (or the stop) wait
+        self.unprojected = 0
         gauges = UsageGauges(
             app,
             lambda: self.on_store(self.book.status),
@@ -113,6 +121,7 @@ class UsageService:
         await self.consume(stop)
         await admitting
         self.projecting.set()
+        self.project_now.set()
         await projecting
         await self.broker.stop()  # answers the requests in hand
         await self.metrics.stop()
@@ -121,7 +130,7 @@ class UsageService:
         log.info("usage service ready")
         await bus.consume(
             self.js, subjects.USAGE_CONSUMER, subjects.EVENTS_STREAM, self.record, stop,
-            FETCH_BATCH, "usage events",
+            FETCH_BATCH, "usage events", RECORD_LINGER_S,
         )  # fmt: skip
 
     async def record(self, msgs: list[Msg]) -> None:
@@ -129,23 +138,28 @@ class UsageService:
         self.relay.poke()
         self.desk.room_freed()
         self.projecting.set()
+        self.unprojected += len(msgs)
+        if self.unprojected >= PROJECT_AFTER:
+            self.project_now.set()
         # acked only once stored or parked: a crash before this line redelivers, and ids dedupe
         await asyncio.gather(*(m.ack() for m in msgs))
 
     async def project(self, stop: asyncio.Event, every_s: float = PROJECT_EVERY_S) -> None:
         """Keep DuckDB close behind the store, a batch at a time. Queries catch up themselves,
         so the lag is never seen; projecting less often keeps the DuckDB thread (and the GIL)
-        away from admission, which runs on the loop."""
+        away from admission, which runs on the loop, and from the request path's processes."""
         while not stop.is_set():
             await self.projecting.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.project_now.wait(), every_s)
             self.projecting.clear()
+            self.project_now.clear()
+            self.unprojected = 0
             try:
                 await self.catch_up()
             except Exception:
                 log.exception("projecting usage into DuckDB failed; retrying")
                 self.projecting.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every_s)
 
     async def catch_up(self) -> None:
         """Project every usage event stored before the call into DuckDB (exactly once: position
