@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -60,6 +61,7 @@ from pipeline import (  # it also sets LITELLM_LOCAL_MODEL_COST_MAP, before any 
 Call = Callable[[], Awaitable[Any]]
 READY_TIMEOUT_S = 90.0
 PROXY_KEY = "sk-bench-proxy-master-key-0123456789"
+RESAMPLES = 2000  # bootstrap resamples for the intervals of the latency differences
 DEFAULT_PROXY = Path("/var/tmp/litellm-proxy/bin/litellm")
 
 
@@ -228,12 +230,26 @@ async def measure(sides: dict[str, Call], args: argparse.Namespace) -> dict[str,
     return results
 
 
-def summarize(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, float]]:
+def interval(ours: list[float], theirs: list[float], q: float) -> tuple[float, float]:
+    """95 % bootstrap interval of percentile q of `ours` less that of `theirs`: whether a
+    difference in p99, which rests on a side's ten slowest requests in a thousand, is more than
+    the luck of which requests were slow."""
+    rng = random.Random(15)
+    diffs = sorted(
+        percentile(rng.choices(ours, k=len(ours)), q)
+        - percentile(rng.choices(theirs, k=len(theirs)), q)
+        for _ in range(RESAMPLES)
+    )
+    return diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES)]
+
+
+def summarize(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, Any]]:
     figures = {}
     for name, r in results.items():
         latencies = [ms for s in r["seqs"] for ms in s["latencies"]]
         ok = sum(x["n"] - x["error_count"] for x in r["loads"])
         figures[name] = {
+            "latencies": latencies,
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "throughput": ok / sum(x["seconds"] for x in r["loads"]),
             "errors": sum(x["error_count"] for x in r["loads"] + r["seqs"]),
@@ -247,7 +263,8 @@ def summarize(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, f
     return figures
 
 
-def report(figures: dict[str, dict[str, float]], args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:  # fmt: skip
+def report(results: dict[str, dict[str, list[Any]]], figures: dict[str, dict[str, Any]],
+           args: argparse.Namespace, notes: list[str]) -> dict[str, Any]:  # fmt: skip
     print(f"\n{args.latency_requests} sequential requests and {args.requests} at concurrency "
           f"{args.concurrency} per side, {args.rounds} rounds:")  # fmt: skip
     print(f"  {'side':16s} {'p50':>8s} {'p99':>8s} {'+p50':>8s} {'+p99':>8s} {'req/s':>8s} {'x direct':>9s} errors")  # fmt: skip
@@ -261,17 +278,26 @@ def report(figures: dict[str, dict[str, float]], args: argparse.Namespace, notes
           f"pipeline (target <= 3 ms): {'met' if checks['gateway_over_sdk_ok'] else 'MISSED'}")  # fmt: skip
     proxy = figures.get("LiteLLM Proxy")
     if proxy is not None:
-        for what, ours, theirs, better in (
-            ("added p50", gateway["added_p50_ms"], proxy["added_p50_ms"], lambda a, b: a < b),
-            ("added p99", gateway["added_p99_ms"], proxy["added_p99_ms"], lambda a, b: a < b),
-            ("throughput", gateway["throughput"], proxy["throughput"], lambda a, b: a > b),
-        ):
-            checks[f"beats_proxy_{what.replace(' ', '_')}"] = better(ours, theirs)
-            print(f"  {what}: gateway {ours:.2f}, LiteLLM Proxy {theirs:.2f}: "
-                  f"{'beats it' if better(ours, theirs) else 'does NOT beat it'}")  # fmt: skip
+        for q in (50, 99):
+            what = f"added p{q}"
+            ours, theirs = gateway[f"added_p{q}_ms"], proxy[f"added_p{q}_ms"]
+            low, high = interval(gateway["latencies"], proxy["latencies"], q)
+            verdict = "beats it" if high < 0 else "does NOT beat it" if low > 0 else "level"
+            checks[f"beats_proxy_{what.replace(' ', '_')}"] = high < 0
+            checks[f"proxy_{what.replace(' ', '_')}_interval_ms"] = [low, high]
+            print(f"  {what}: gateway {ours:.2f}, LiteLLM Proxy {theirs:.2f} ms: {verdict} "
+                  f"(difference {ours - theirs:+.2f} ms, 95 % interval {low:+.2f} to {high:+.2f})")  # fmt: skip
+        ours, theirs = gateway["throughput"], proxy["throughput"]
+        ahead = sum(a["n"] / a["seconds"] > b["n"] / b["seconds"] for a, b in
+                    zip(results["llmbus gateway"]["loads"], results["LiteLLM Proxy"]["loads"], strict=True))  # fmt: skip
+        checks["beats_proxy_throughput"] = ours > theirs
+        print(f"  throughput: gateway {ours:.1f}, LiteLLM Proxy {theirs:.1f} req/s: "
+              f"{'beats it' if ours > theirs else 'does NOT beat it'} (ahead in {ahead} of "
+              f"{len(results['llmbus gateway']['loads'])} rounds)")  # fmt: skip
     for note in notes:
         print(f"  - {note}")
-    return {"figures": figures, "checks": checks, "notes": notes, "args": vars(args)}
+    kept = {name: {k: v for k, v in f.items() if k != "latencies"} for name, f in figures.items()}
+    return {"figures": kept, "checks": checks, "notes": notes, "args": vars(args)}
 
 
 def parse() -> argparse.Namespace:
@@ -302,7 +328,7 @@ def main() -> None:
         print(f"fake provider at {fake.base_url} (pid {child_pids('llmbus.testing.fake_openai')})", flush=True)  # fmt: skip
         results = asyncio.run(run_all(Path(folder), fake.base_url, args, notes))
         notes.append(f"fake provider served {fake.stats()['total']} calls in all")
-    summary = report(summarize(results), args, notes)
+    summary = report(results, summarize(results), args, notes)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2, default=str))
 
