@@ -20,7 +20,8 @@ Sequential latency (concurrency 1) and throughput (--concurrency) are measured i
 rounds, the sides' order alternating, so background load spreads over all of them alike.
 
 Issue 15's targets: the gateway adds <= 3 ms p50 over llmbus's own pipeline (the SDK side), and
-llmbus through the gateway beats LiteLLM Proxy on added latency and on throughput. A benchmark,
+llmbus through the gateway beats LiteLLM Proxy on added latency and on throughput. A latency
+difference counts as beating only when its 95 % bootstrap interval is below zero. A benchmark,
 not a test: it exits 0 whether or not the targets are met.
 """
 

@@ -6,6 +6,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,17 @@ def write_state_nats_url(state_dir: Path, url: str) -> None:
     (state_dir / NATS_URL_FILE).write_text(url + "\n")
 
 
+@dataclass(frozen=True)
+class Linger:
+    """For a consumer off the request path: after a fetch of fewer than `below` messages, wait
+    `seconds` before the next, so that it brings what came meanwhile in one go. At low rates
+    each message is then handled up to `seconds` later, with fewer pulls, wakeups and
+    transactions per message; at rates that fill `below`, nothing waits."""
+
+    seconds: float
+    below: int
+
+
 async def consume(
     js: JetStreamContext,
     durable: str,
@@ -263,14 +275,10 @@ async def consume(
     stop: asyncio.Event,
     batch: int,
     what: str,
-    linger_s: float = 0.0,
+    linger: Linger | None = None,
 ) -> None:
     """Fetch batches from a durable pull consumer until `stop`. `handle` acks what it stored; a
-    batch it fails on stays unacked, and JetStream redelivers it after a pause.
-
-    `linger_s`: after a batch smaller than `batch`, wait this long before the next fetch, so
-    that it brings what came meanwhile in one go: each message is handled up to `linger_s`
-    later, for fewer pulls, wakeups and transactions per message."""
+    batch it fails on stays unacked, and JetStream redelivers it after a pause."""
     sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
     backoff = Backoff(f"fetching {what}")
     try:
@@ -287,9 +295,9 @@ async def consume(
                 log.exception("handling %d %s failed; they will be redelivered", len(msgs), what)
                 await asyncio.sleep(1.0)
                 continue
-            if linger_s and len(msgs) < batch:
+            if linger is not None and len(msgs) < linger.below:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), linger_s)
+                    await asyncio.wait_for(stop.wait(), linger.seconds)
     finally:
         # a pull subscription with a fetch outstanding would hold up the connection's drain
         with contextlib.suppress(Exception):

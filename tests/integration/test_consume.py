@@ -32,7 +32,7 @@ async def nc(tmp_path: Path) -> AsyncIterator[NatsClient]:
 
 
 def consuming(
-    nc: NatsClient, stop: asyncio.Event, batch: int, linger_s: float
+    nc: NatsClient, stop: asyncio.Event, batch: int, linger: bus.Linger
 ) -> tuple[asyncio.Task[None], asyncio.Queue[list[str]]]:
     batches: asyncio.Queue[list[str]] = asyncio.Queue()
 
@@ -40,7 +40,7 @@ def consuming(
         await asyncio.gather(*(msg.ack() for msg in msgs))
         await batches.put([msg.data.decode() for msg in msgs])
 
-    consume = bus.consume(nc.jetstream(), DURABLE, STREAM, handle, stop, batch, "tests", linger_s)
+    consume = bus.consume(nc.jetstream(), DURABLE, STREAM, handle, stop, batch, "tests", linger)
     return asyncio.create_task(consume), batches
 
 
@@ -51,7 +51,7 @@ async def next_batch(batches: asyncio.Queue[list[str]]) -> list[str]:
 async def test_what_arrives_while_a_consumer_lingers_comes_in_one_batch(nc: NatsClient) -> None:
     js, stop = nc.jetstream(), asyncio.Event()
     # 3 s: three local publishes land inside it, however busy the machine
-    task, batches = consuming(nc, stop, batch=10, linger_s=3.0)
+    task, batches = consuming(nc, stop, batch=10, linger=bus.Linger(seconds=3.0, below=5))
     await js.publish(SUBJECT, b"first")
     assert await next_batch(batches) == ["first"]  # alone: nothing to wait for
     for n in range(3):  # while the consumer lingers after its batch of one
@@ -61,21 +61,22 @@ async def test_what_arrives_while_a_consumer_lingers_comes_in_one_batch(nc: Nats
     await asyncio.wait_for(task, WAIT_S)
 
 
-async def test_a_full_batch_is_followed_by_the_next_without_lingering(nc: NatsClient) -> None:
+async def test_a_consumer_that_is_behind_never_lingers(nc: NatsClient) -> None:
     js, stop = nc.jetstream(), asyncio.Event()
-    for n in range(5):
+    for n in range(7):
         await js.publish(SUBJECT, f"queued-{n}".encode())
-    # a consumer that is behind never waits: the batches after a full one come within WAIT_S
-    task, batches = consuming(nc, stop, batch=2, linger_s=60.0)
+    # batches of 3 are not below 3: each is followed by the next at once, within WAIT_S
+    task, batches = consuming(nc, stop, batch=3, linger=bus.Linger(seconds=60.0, below=3))
     assert [await next_batch(batches) for _ in range(3)] == [
-        ["queued-0", "queued-1"], ["queued-2", "queued-3"], ["queued-4"]]  # fmt: skip
+        ["queued-0", "queued-1", "queued-2"], ["queued-3", "queued-4", "queued-5"], ["queued-6"]
+    ]  # fmt: skip
     stop.set()
     await asyncio.wait_for(task, WAIT_S)
 
 
 async def test_a_stop_ends_the_linger_at_once(nc: NatsClient) -> None:
     js, stop = nc.jetstream(), asyncio.Event()
-    task, batches = consuming(nc, stop, batch=10, linger_s=60.0)
+    task, batches = consuming(nc, stop, batch=10, linger=bus.Linger(seconds=60.0, below=5))
     await js.publish(SUBJECT, b"only")
     assert await next_batch(batches) == ["only"]
     stop.set()  # while it lingers
