@@ -224,7 +224,7 @@ async def measure(sides: dict[str, Call], args: argparse.Namespace) -> dict[str,
         for name, call in order if i % 2 == 0 else order[::-1]:
             result = await timed_load(call, n, args.concurrency)
             results[name]["loads"].append(result)
-            print(f"  round {i + 1}/{args.rounds}: {name:15s} {(n - result['error_count']) / result['seconds']:7.1f} req/s at concurrency {args.concurrency}", flush=True)  # fmt: skip
+            print(f"  round {i + 1}/{args.rounds}: {name:15s} {throughput(result):7.1f} req/s at concurrency {args.concurrency}", flush=True)  # fmt: skip
     for i, n in enumerate(split(args.latency_requests, args.rounds)):
         for name, call in order if i % 2 == 0 else order[::-1]:
             results[name]["seqs"].append(await sequential(call, n))
@@ -244,14 +244,22 @@ def interval(ours: list[float], theirs: list[float], q: float) -> tuple[float, f
     return diffs[int(0.025 * RESAMPLES)], diffs[int(0.975 * RESAMPLES)]
 
 
+def latencies(side: dict[str, list[Any]]) -> list[float]:
+    """A side's sequential latencies, every round's, in ms."""
+    return [ms for s in side["seqs"] for ms in s["latencies"]]
+
+
+def throughput(load: dict[str, Any]) -> float:
+    return (load["n"] - load["error_count"]) / load["seconds"]
+
+
 def summarize(results: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, Any]]:
     figures = {}
     for name, r in results.items():
-        latencies = [ms for s in r["seqs"] for ms in s["latencies"]]
+        seq = latencies(r)
         ok = sum(x["n"] - x["error_count"] for x in r["loads"])
         figures[name] = {
-            "latencies": latencies,
-            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+            "p50_ms": percentile(seq, 50), "p99_ms": percentile(seq, 99),
             "throughput": ok / sum(x["seconds"] for x in r["loads"]),
             "errors": sum(x["error_count"] for x in r["loads"] + r["seqs"]),
             "error_samples": [e for x in r["loads"] + r["seqs"] for e in x["errors"]][:2],
@@ -282,14 +290,15 @@ def report(results: dict[str, dict[str, list[Any]]], figures: dict[str, dict[str
         for q in (50, 99):
             what = f"added p{q}"
             ours, theirs = gateway[f"added_p{q}_ms"], proxy[f"added_p{q}_ms"]
-            low, high = interval(gateway["latencies"], proxy["latencies"], q)
+            low, high = interval(latencies(results["llmbus gateway"]),
+                                 latencies(results["LiteLLM Proxy"]), q)  # fmt: skip
             verdict = "beats it" if high < 0 else "does NOT beat it" if low > 0 else "level"
             checks[f"beats_proxy_{what.replace(' ', '_')}"] = high < 0
             checks[f"proxy_{what.replace(' ', '_')}_interval_ms"] = [low, high]
             print(f"  {what}: gateway {ours:.2f}, LiteLLM Proxy {theirs:.2f} ms: {verdict} "
                   f"(difference {ours - theirs:+.2f} ms, 95 % interval {low:+.2f} to {high:+.2f})")  # fmt: skip
         ours, theirs = gateway["throughput"], proxy["throughput"]
-        ahead = sum(a["n"] / a["seconds"] > b["n"] / b["seconds"] for a, b in
+        ahead = sum(throughput(a) > throughput(b) for a, b in
                     zip(results["llmbus gateway"]["loads"], results["LiteLLM Proxy"]["loads"], strict=True))  # fmt: skip
         checks["beats_proxy_throughput"] = ours > theirs
         print(f"  throughput: gateway {ours:.1f}, LiteLLM Proxy {theirs:.1f} req/s: "
@@ -297,8 +306,7 @@ def report(results: dict[str, dict[str, list[Any]]], figures: dict[str, dict[str
               f"{len(results['llmbus gateway']['loads'])} rounds)")  # fmt: skip
     for note in notes:
         print(f"  - {note}")
-    kept = {name: {k: v for k, v in f.items() if k != "latencies"} for name, f in figures.items()}
-    return {"figures": kept, "checks": checks, "notes": notes, "args": vars(args)}
+    return {"figures": figures, "checks": checks, "notes": notes, "args": vars(args)}
 
 
 def parse() -> argparse.Namespace:
