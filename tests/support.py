@@ -200,6 +200,8 @@ async def pipeline(
         Client(settings=settings) as client,
     ):
         await wait_for(lambda: completion_service_ready(nc), 60, "the completion worker")
+        if with_usage:  # the worker's events come before the usage service answers queries
+            await wait_for(lambda: bus.answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
         yield nc, events, client
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from llmbus.client import Client, CompletionError
 from llmbus.shared import subjects
-from llmbus.shared.bus import answers
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
 from llmbus.testing.fake_openai import FakeProvider
@@ -32,7 +31,6 @@ async def test_cancelling_a_slow_stream_halfway_charges_what_it_generated_once(
 ) -> None:
     budgeted = with_budgets(config_file, TEAM_BUDGET)
     async with pipeline(budgeted) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
         stream = client.stream("count for me", model="drip-40-60", team_id="streamers")
         chunks: list[CompletionChunk] = []
         with pytest.raises(CompletionError) as raised:

@@ -40,8 +40,7 @@ async def test_an_estimate_prices_the_worst_case_with_no_call_and_lists_the_budg
     fake_provider.reset()
     routed = with_roles_and_budget(settings)
     catalog = ModelCatalog(routed)
-    async with pipeline(routed) as (nc, _events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(routed) as (_nc, _events, client):
         estimate = await client.estimate(
             MESSAGES, model="fake-gpt", team_id="team-a", params={"max_tokens": 100}
         )
@@ -92,10 +91,9 @@ async def test_an_estimate_renders_a_prompt_and_says_when_budgets_are_unknown(
 async def test_a_client_estimates_its_own_requests_only(settings: Settings) -> None:
     creds = await new_client(settings, "bob", "bob", team_id="team-b")
     async with (
-        pipeline(with_roles_and_budget(settings)) as (nc, _events, _client),
+        pipeline(with_roles_and_budget(settings)) as (_nc, _events, _client),
         Client(creds=creds, settings=settings) as bob,
     ):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
         own = await bob.estimate("hi", model="llmbus-sim/small")
         assert [b.budget for b in own.budgets] == ["other-team"], "booked to bob's team"
         with pytest.raises(RequestError) as refused:

@@ -12,12 +12,11 @@ from llmbus.client import Client
 from llmbus.services.usage.application import UsageApplication
 from llmbus.services.usage.projection import UsageProjection, rebuild
 from llmbus.shared import subjects
-from llmbus.shared.bus import answers
 from llmbus.shared.contracts import UsageQuery
 from llmbus.shared.eventstore import open_store
 from llmbus.shared.pricing import Price
 from llmbus.shared.settings import Settings
-from support import EventLog, llmbus_cli, pipeline, wait_for
+from support import EventLog, llmbus_cli, pipeline, projected_requests, wait_for
 
 # the catalog's fake-gpt (tests/conftest.py): $1 in, $2 out per million; cached at the input
 CATALOG = Price.per_million(1, 2)
@@ -36,6 +35,15 @@ async def synced(client: Client) -> None:
     await wait_for(listed, 30, "the worker's catalog in the price book")
 
 
+async def recorded(client: Client, calls: int) -> None:
+    """Until the usage service has recorded `calls` calls: a reprice applies to those only."""
+
+    async def counted() -> bool:
+        return await projected_requests(client) == calls
+
+    await wait_for(counted, 30, f"the usage service to record {calls} calls")
+
+
 def usage_events(events: EventLog) -> list[dict[str, object]]:
     return events.on(subjects.USAGE_RECORDED)
 
@@ -48,8 +56,7 @@ def expected_cost(usage: dict[str, object], price: Price) -> Decimal:
 async def test_a_worker_charges_the_catalog_price_then_a_price_set_by_hand(
     settings: Settings,
 ) -> None:
-    async with pipeline(settings) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, events, client):
         await synced(client)
         [catalog] = await client.prices.list("fake-gpt")
         assert (catalog.source, catalog.version) == ("catalog", CATALOG.version)
@@ -82,12 +89,12 @@ async def test_a_dry_run_changes_nothing_and_apply_keeps_the_original_cost(
 ) -> None:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps(CHEAPER))
-    async with pipeline(settings) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, events, client):
         for text in ("one", "two", "three"):
             await client.complete(text, model="fake-gpt")
         await client.complete("other", model="llmbus-sim/small")
         await wait_for(lambda: len(usage_events(events)) == 4, 30, "the usage events")
+        await recorded(client, 4)
         await synced(client)
         calls = [u for u in usage_events(events) if u["model"] == "fake-gpt"]
         cost = sum(Decimal(repr(u["cost_usd"])) for u in calls)
@@ -123,11 +130,10 @@ async def test_a_dry_run_changes_nothing_and_apply_keeps_the_original_cost(
 async def test_a_rebuild_from_the_events_gives_the_repriced_answers(
     settings: Settings, tmp_path: Path
 ) -> None:
-    async with pipeline(settings) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, _events, client):
         for text in ("one", "two"):
             await client.complete(text, model="fake-gpt")
-        await wait_for(lambda: len(usage_events(events)) == 2, 30, "the usage events")
+        await recorded(client, 2)
         await client.usage.reprice(prices=CHEAPER, apply=True, reason="discount")
         queries = [
             UsageQuery(metrics=["cost_usd", "original_cost_usd"]),
@@ -145,8 +151,7 @@ async def test_a_rebuild_from_the_events_gives_the_repriced_answers(
 
 
 async def test_refusals_name_what_is_wrong(settings: Settings) -> None:
-    async with pipeline(settings) as (nc, _events, _client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, _events, _client):
         unknown = await asyncio.to_thread(
             llmbus_cli, "usage", "reprice", "--model", "no-such-model"
         )

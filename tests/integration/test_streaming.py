@@ -6,7 +6,6 @@ import pytest
 
 from llmbus.client import CompletionError
 from llmbus.shared import subjects
-from llmbus.shared.bus import answers
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.settings import Settings
 from support import EventLog, pipeline, wait_for
@@ -61,8 +60,7 @@ async def test_a_streamed_call_costs_what_the_same_whole_call_costs(settings: Se
 async def test_a_stream_cut_off_mid_way_is_charged_for_what_it_generated(
     settings: Settings,
 ) -> None:
-    async with pipeline(settings) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, events, client):
         stream = client.stream(PROMPT, model="cut-3", team_id="streamers")
         chunks: list[CompletionChunk] = []
         with pytest.raises(CompletionError) as raised:
@@ -96,8 +94,7 @@ async def test_a_re_sent_streamed_request_gets_its_stored_outcome_without_a_call
 async def test_a_workflow_run_and_its_time_to_first_token_reach_the_usage_query(
     settings: Settings,
 ) -> None:
-    async with pipeline(settings) as (nc, events, client):
-        await wait_for(lambda: answers(nc, subjects.BUDGET_STATUS), 60, "the usage service")
+    async with pipeline(settings) as (_nc, events, client):
         stream = client.stream(PROMPT, model="drip-40-60", workflow_id="nightly-42")
         [_ async for _ in stream]
         whole = await client.complete(PROMPT, model="fake-gpt", workflow_id="nightly-42")

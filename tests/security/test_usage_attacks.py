@@ -14,7 +14,7 @@ from llmbus.shared import subjects
 from llmbus.shared.bus import answers
 from llmbus.shared.errors import RequestError
 from llmbus.shared.settings import Settings
-from support import connected, new_client, pipeline, running, wait_for
+from support import connected, new_client, pipeline, projected_requests, running, wait_for
 
 pytestmark = [
     pytest.mark.refusals,
@@ -64,7 +64,11 @@ async def test_a_client_is_answered_about_its_own_usage_only(
                 await client.complete(f"{name}'s question", model=MODEL)
         await wait_for(lambda: len(events.on(subjects.USAGE_RECORDED)) == 2, 30, "usage")
         async with Client(creds=clients["root"], settings=settings) as root:
-            await wait_for(lambda: _projected(root, 2), 30, "both requests projected")
+
+            async def both_projected() -> bool:
+                return await projected_requests(root) == 2
+
+            await wait_for(both_projected, 30, "both requests projected")
             everyone = await root.usage.query(by=["user"])
         async with Client(creds=clients["bob"], settings=settings) as bob:
             own = await bob.usage.query(by=["user"])
@@ -73,8 +77,3 @@ async def test_a_client_is_answered_about_its_own_usage_only(
         assert sorted(row["user"] for row in everyone.rows) == ["alice", "bob"]
         assert [row["user"] for row in own.rows] == ["bob"]
         assert refused.value.error_type == "forbidden"
-
-
-async def _projected(client: Client, requests: int) -> bool:
-    result = await client.usage.query()
-    return bool(result.rows) and int(result.rows[0]["requests"]) == requests
