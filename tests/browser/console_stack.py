@@ -36,6 +36,7 @@ class Stack:
     nc: NatsClient
     events: EventLog
     settings: Settings
+    made: int = 0  # requests answered through complete()
 
     async def complete(self, content: str, model: str = "fake-gpt", **headers: str) -> Any:
         """A request through the gateway's OpenAI door, with the user's key; its JSON, with the
@@ -47,9 +48,14 @@ class Stack:
             session.post(f"{self.url}/v1/chat/completions", json=body, headers=auth) as response,
         ):
             assert response.status == 200, await response.text()
+            self.made += 1
             return await response.json() | {"request_id": response.headers["X-Llmbus-Request-Id"]}
 
-    async def projected(self, count: int) -> None:
+    async def projected(self) -> None:
+        """Until the usage projection holds every request complete() made: a page opened after
+        this shows them all (the newest may still be on its way when its answer comes)."""
+        count = self.made
+
         async def done() -> bool:
             return await projected_requests(self.client) >= count
 

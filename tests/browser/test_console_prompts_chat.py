@@ -119,7 +119,7 @@ async def test_a_chat_reply_streams_stops_and_is_retried(settings: Settings) -> 
 async def test_the_pages_work_without_script_but_for_streaming(settings: Settings) -> None:
     async with console_stack(settings) as stack, browser(stack.url, script=False) as (page, watch):
         made = await stack.complete("hello", model="fake-gpt")
-        await stack.projected(1)
+        await stack.projected()
         await log_in(page, stack.admin_key)
         assert await page.locator("#charts svg[data-chart]").count() == 6
         assert await page.locator("#budgets").count() == 1
