@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmbus.shared.contracts.budget import BudgetDefinition
 from llmbus.shared.errors import ConfigError
@@ -139,6 +147,28 @@ class GatewaySettings(Section):
         default=300.0, gt=0, description="A request with no answer (or a stream silent) this "
         "long is cancelled and answered 504.",
     )  # fmt: skip
+    public_url: HttpUrl | None = Field(
+        default=None, description="The URL browsers open the gateway by, where a proxy in front "
+        "of it terminates TLS or changes the host (https://llm.example.com): the console takes "
+        "forms from that origin too.",
+    )  # fmt: skip
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_origin(cls, url: HttpUrl | None) -> HttpUrl | None:
+        # the console's pages, links and cookie live at /ui of the host: no path prefix
+        if url is not None and (url.path not in (None, "/") or url.query or url.fragment):
+            raise ValueError("must be an origin such as https://llm.example.com, with no path")
+        return url
+
+    @property
+    def public_origin(self) -> str | None:
+        """public_url as a browser's Origin header gives it (a default port left out)."""
+        url = self.public_url
+        if url is None:
+            return None
+        default = {"http": 80, "https": 443}[url.scheme]
+        return f"{url.scheme}://{url.host}" + ("" if url.port == default else f":{url.port}")
 
 
 # the gateway writes the URL it listens on here, under the state folder (port 0 included)
@@ -251,6 +281,7 @@ ENV_KEYS: dict[str, str] = {
     "LLMBUS_CONVERSATION_METRICS_HOST": "conversation.metrics_host",
     "LLMBUS_GATEWAY_HOST": "gateway.host",
     "LLMBUS_GATEWAY_PORT": "gateway.port",
+    "LLMBUS_GATEWAY_PUBLIC_URL": "gateway.public_url",
     "POSTGRES_HOST": "postgres.host",
     "POSTGRES_PORT": "postgres.port",
     "POSTGRES_USER": "postgres.user",

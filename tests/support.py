@@ -26,7 +26,7 @@ from llmbus.shared.auth.clients import apply_clients, issue_client
 from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import LlmbusError
-from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
+from llmbus.shared.settings import GATEWAY_URL_FILE, GatewaySettings, Settings
 
 TERMINAL = (subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED)
 
@@ -278,7 +278,9 @@ def gateway_settings(settings: Settings, **gateway: Any) -> Settings:
     """On a free port, with the gateway service's own credentials where the server has them."""
     seed = AuthFiles.of(settings.state_dir).service("gateway")
     return settings.model_copy(update={
-        "gateway": settings.gateway.model_copy(update={"port": 0, **gateway}),
+        "gateway": GatewaySettings.model_validate(
+            settings.gateway.model_dump() | {"port": 0, **gateway}
+        ),
         "nats_creds": seed if seed.is_file() else settings.nats_creds,
     })  # fmt: skip
 
@@ -295,6 +297,7 @@ async def running_gateway(settings: Settings, **options: Any) -> AsyncIterator[s
             return response.status == 200
 
     url_file = settings.state_dir / GATEWAY_URL_FILE
+    url_file.unlink(missing_ok=True)  # another gateway's, on the same state folder
     async with running(serve, gateway_settings(settings, **options)):
         await wait_for(url_file.is_file, 30, "the gateway to listen")
         url = url_file.read_text().strip()

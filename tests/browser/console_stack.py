@@ -116,15 +116,20 @@ class Watch:
 
 
 @contextlib.asynccontextmanager
-async def browser(url: str, script: bool = True) -> AsyncIterator[tuple[Any, Watch]]:
-    """A page on the console's origin, watched; `script`: False turns JavaScript off."""
+async def browser(
+    url: str, script: bool = True, **options: Any
+) -> AsyncIterator[tuple[Any, Watch]]:
+    """A page on the console's origin, watched; `script`: False turns JavaScript off; `options`:
+    more of the browser context's."""
     from playwright.async_api import async_playwright
 
     watch = Watch(url)
     async with async_playwright() as p:
         launched = await p.chromium.launch(executable_path=chromium())
         try:
-            context = await launched.new_context(base_url=url, java_script_enabled=script)
+            context = await launched.new_context(
+                base_url=url, java_script_enabled=script, **options
+            )
             page = await context.new_page()
             page.set_default_timeout(20_000)
             page.on("console", watch.on_console)

@@ -21,6 +21,7 @@ from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReache
 from llmbus.shared.contracts.completion import ErrorType, TokenUsage
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.prompts.template import ChatTurn, Variable
+from llmbus.shared.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "services" / "gateway" / "console"
@@ -75,6 +76,23 @@ def test_only_the_consoles_own_pages_may_post() -> None:
     assert not forms.same_origin("http://evil.example", "http", "127.0.0.1:4000")
     assert not forms.same_origin("https://127.0.0.1:4000", "http", "127.0.0.1:4000")
     assert not forms.same_origin(None, "http", "127.0.0.1:4000")
+    behind_a_proxy = ("http", "127.0.0.1:4000", "https://llm.example.com")
+    assert forms.same_origin("https://llm.example.com", *behind_a_proxy)
+    assert forms.same_origin("http://127.0.0.1:4000", *behind_a_proxy)
+    assert not forms.same_origin("https://evil.example", *behind_a_proxy)
+    assert not forms.same_origin(None, "http", "127.0.0.1:4000", None)
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [("https://llm.example.com", "https://llm.example.com"),
+     ("https://LLM.example.com:443/", "https://llm.example.com"),
+     ("http://10.0.0.5:8080", "http://10.0.0.5:8080"),
+     ("https://bücher.example", "https://xn--bcher-kva.example")],
+)  # fmt: skip
+def test_public_url_is_compared_as_the_origin_a_browser_sends(url: str, origin: str) -> None:
+    assert GatewaySettings(public_url=url).public_origin == origin
+    assert GatewaySettings().public_origin is None
 
 
 def test_playground_variables_are_typed_as_declared() -> None:

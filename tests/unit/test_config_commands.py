@@ -126,6 +126,15 @@ BROKEN = {
         """,
         ["models[0].litellm_model: unknown model 'gpt-9'"],
     ),
+    "a gateway public_url with a path": (
+        """
+        gateway: {public_url: "https://example.com/llmbus"}
+        """,
+        [
+            "gateway.public_url: must be an origin such as https://llm.example.com, with no path "
+            "(got 'https://example.com/llmbus')"
+        ],
+    ),
     "invalid YAML": (
         """
         roles:

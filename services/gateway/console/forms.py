@@ -99,10 +99,11 @@ def safe_next(target: str | None) -> str:
     return "/ui"
 
 
-def same_origin(origin: str | None, scheme: str, host: str) -> bool:
+def same_origin(origin: str | None, scheme: str, host: str, public: str | None = None) -> bool:
     """Whether a POST comes from the console's own pages: browsers send Origin with every
-    POST, and another site's page cannot forge it (the cookie is SameSite=Strict as well)."""
-    return origin is not None and origin == f"{scheme}://{host}"
+    POST, and another site's page cannot forge it (the cookie is SameSite=Strict as well).
+    `public`: the origin browsers use where a proxy in front rewrites the scheme or host."""
+    return origin is not None and origin in (f"{scheme}://{host}", public)
 
 
 def variables(declared: Sequence[Variable], form: Mapping[str, str]) -> dict[str, Any]:

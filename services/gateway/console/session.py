@@ -4,7 +4,8 @@
 check, and keeps it in an HttpOnly, SameSite=Strict cookie scoped to /ui: no script of a page
 can read it, and no other site's page can send it. Every console request is checked again, so a
 key revoked or expired closes its sessions at once. Every POST must come from a console page
-(its Origin), and the key is never written to a page, a URL or a log.
+(its Origin: the gateway's own, or gateway.public_url's behind a proxy), and the key is never
+written to a page, a URL or a log.
 """
 
 from collections.abc import Awaitable, Callable
@@ -40,10 +41,8 @@ async def admin_of(request: web.Request, key: str | None) -> KeyInfo | None:
 @web.middleware
 async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.name
-    if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD) and not same_origin(
-        request.headers.get(hdrs.ORIGIN), request.scheme, request.host
-    ):
-        raise web.HTTPForbidden(text="refused: this form was not sent from the console's pages")
+    if request.method not in (hdrs.METH_GET, hdrs.METH_HEAD):
+        cross_site(request)
     if route in OPEN:
         return await handler(request)
     info = await admin_of(request, request.cookies.get(COOKIE))
@@ -53,6 +52,20 @@ async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise web.HTTPUnauthorized(text="log in to the console first, with an admin key")
     request[ADMIN] = info
     return await handler(request)
+
+
+def cross_site(request: web.Request) -> None:
+    """Refuse a POST whose Origin is not the console's; it names the setting a proxy needs."""
+    origin, public = (
+        request.headers.get(hdrs.ORIGIN),
+        gateway(request).settings.gateway.public_origin,
+    )
+    if not same_origin(origin, request.scheme, request.host, public):
+        raise web.HTTPForbidden(
+            text=f"refused: this form came from {origin or 'no origin'}, not from the console at "
+            f"{public or f'{request.scheme}://{request.host}'}. If a proxy in front of the gateway "
+            "serves the console, set gateway.public_url to the URL browsers open."
+        )
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
@@ -70,9 +83,9 @@ async def log_in(request: web.Request) -> web.StreamResponse:
         message = "This key is not an admin key: create one with `llmbus keys create --admin`."
         return refused(request, target, 403, message)
     done = web.HTTPSeeOther(target)
-    done.set_cookie(
-        COOKIE, key, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure
-    )
+    # the Origin was checked: https there means the browser's side is TLS, whatever is behind it
+    secure = request.secure or request.headers.get(hdrs.ORIGIN, "").startswith("https://")
+    done.set_cookie(COOKIE, key, path=PREFIX, httponly=True, samesite="Strict", secure=secure)
     raise done
 
 
