@@ -384,7 +384,7 @@ async def run(folder: Path, api_base: str, fake_pid: int, args: argparse.Namespa
               f"{TARGET_P99_MS} ms p99)", flush=True)  # fmt: skip
         print("  the worker's admission step, Admission.admit() (then settle()), timed in this "
               "process against the usage service:")  # fmt: skip
-        from llmbus.shared.settings import CompletionSettings
+        from llmbus.shared.sections import CompletionSettings
 
         default = CompletionSettings().grant_requests
         for label, grant_requests in (("under a grant", default), ("per-request reserve", 0)):

@@ -23,7 +23,8 @@ from llmbus.shared.contracts.budget import COST_QUANTUM
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.pricing import Price
-from llmbus.shared.settings import ModelEntry, Settings
+from llmbus.shared.sections import ModelEntry
+from llmbus.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

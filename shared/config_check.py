@@ -24,7 +24,8 @@ from llmbus.shared.contracts.budget import BudgetDefinition
 from llmbus.shared.errors import ConfigError
 from llmbus.shared.routing.chains import FallbackCycleError, expand
 from llmbus.shared.routing.config import RoleEntry
-from llmbus.shared.settings import ModelEntry, Settings, read_config_file
+from llmbus.shared.sections import ModelEntry
+from llmbus.shared.settings import Settings, read_config_file
 
 Item = TypeVar("Item", bound=BaseModel)
 

@@ -15,7 +15,8 @@ import yaml
 
 from llmbus.shared import bus, subjects
 from llmbus.shared.natsserver import EmbeddedNats, secured_nats
-from llmbus.shared.settings import PostgresSettings, Settings, load_settings
+from llmbus.shared.sections import PostgresSettings
+from llmbus.shared.settings import Settings, load_settings
 from llmbus.testing.fake_openai import FakeProvider, running_fake_provider
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")

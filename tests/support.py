@@ -26,7 +26,8 @@ from llmbus.shared.auth.clients import apply_clients, issue_client
 from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.errors import LlmbusError
-from llmbus.shared.settings import GATEWAY_URL_FILE, GatewaySettings, Settings
+from llmbus.shared.sections import GATEWAY_URL_FILE, GatewaySettings
+from llmbus.shared.settings import Settings
 
 TERMINAL = (subjects.COMPLETION_RECEIVED, subjects.COMPLETION_FAILED)
 

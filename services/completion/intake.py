@@ -14,7 +14,7 @@ from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.identity import book
 from llmbus.shared.limits import Limits
 from llmbus.shared.routing.router import Plan, Router, RoutingError
-from llmbus.shared.settings import CompletionSettings
+from llmbus.shared.sections import CompletionSettings
 
 
 class Intake:

@@ -5,7 +5,7 @@ from llmbus.services.completion.answer import ModelReply
 from llmbus.shared import metrics, subjects
 from llmbus.shared.metrics import MODELS
 from llmbus.shared.routing.router import Router
-from llmbus.shared.settings import CompletionSettings
+from llmbus.shared.sections import CompletionSettings
 
 SERVICE = "completion"
 

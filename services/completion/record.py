@@ -27,7 +27,7 @@ from llmbus.shared.contracts import (
 )
 from llmbus.shared.contracts.budget import BudgetAdmission
 from llmbus.shared.routing.router import RoutingError
-from llmbus.shared.settings import CompletionSettings
+from llmbus.shared.sections import CompletionSettings
 
 log = logging.getLogger("llmbus.completion")
 

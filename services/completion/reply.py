@@ -20,7 +20,7 @@ from llmbus.services.completion.store import CompletionStore
 from llmbus.shared import deadletter, subjects
 from llmbus.shared.contracts import CompletionFailed, ErrorType
 from llmbus.shared.outbox import OutboxRelay
-from llmbus.shared.settings import CompletionSettings
+from llmbus.shared.sections import CompletionSettings
 
 log = logging.getLogger("llmbus.completion")
 

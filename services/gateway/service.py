@@ -21,7 +21,8 @@ from llmbus.services.gateway.handlers import Gateway, gateway_app
 from llmbus.shared import bus, subjects
 from llmbus.shared.contracts.keys import KeyInfo, KeyRevoked, KeyVerified, KeyVerify
 from llmbus.shared.errors import LlmbusError, ReplyErrorType, RequestError, UnauthorizedError
-from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
+from llmbus.shared.sections import GATEWAY_URL_FILE
+from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.gateway")
 # how long a stopping gateway lets the requests in hand finish before it cancels them

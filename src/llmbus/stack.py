@@ -18,7 +18,8 @@ from llmbus.shared.auth.files import AuthFiles
 from llmbus.shared.auth.registry import load_clients
 from llmbus.shared.errors import LlmbusError
 from llmbus.shared.natsserver import EmbeddedNats, secured_nats
-from llmbus.shared.settings import GATEWAY_URL_FILE, Settings
+from llmbus.shared.sections import GATEWAY_URL_FILE
+from llmbus.shared.settings import Settings
 
 log = logging.getLogger("llmbus.stack")
 SERVICES = ("completion", "usage", "conversation", "gateway")

@@ -21,7 +21,7 @@ from llmbus.shared.contracts.budget import BudgetExceeded, BudgetThresholdReache
 from llmbus.shared.contracts.completion import ErrorType, TokenUsage
 from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.prompts.template import ChatTurn, Variable
-from llmbus.shared.settings import GatewaySettings
+from llmbus.shared.sections import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "services" / "gateway" / "console"

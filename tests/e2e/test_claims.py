@@ -20,7 +20,8 @@ from llmbus.services.completion.outbox import route
 from llmbus.services.usage.service import serve as serve_usage
 from llmbus.shared import subjects
 from llmbus.shared.eventstore import open_store
-from llmbus.shared.settings import PostgresSettings, Settings
+from llmbus.shared.sections import PostgresSettings
+from llmbus.shared.settings import Settings
 from llmbus.testing.fake_openai import FakeProvider
 from support import (
     completion_service_ready,

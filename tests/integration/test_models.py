@@ -13,7 +13,8 @@ from llmbus.services.completion.sim import SIM_MODELS, register_sim_provider
 from llmbus.shared.catalog import ModelCatalog, Route, UnknownModelError
 from llmbus.shared.contracts.completion import ErrorType
 from llmbus.shared.secrets import scrub
-from llmbus.shared.settings import CompletionSettings, ModelEntry, Settings
+from llmbus.shared.sections import CompletionSettings, ModelEntry
+from llmbus.shared.settings import Settings
 from llmbus.testing.fake_openai import FakeProvider
 
 NUM_RETRIES = 2

@@ -9,7 +9,8 @@ from llmbus.client import CompletionError
 from llmbus.services.completion.application import CompletionApplication
 from llmbus.shared import subjects
 from llmbus.shared.eventstore import open_store
-from llmbus.shared.settings import PostgresSettings, Settings
+from llmbus.shared.sections import PostgresSettings
+from llmbus.shared.settings import Settings
 from llmbus.testing.fake_openai import FakeProvider
 from support import (
     pipeline,

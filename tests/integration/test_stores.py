@@ -21,7 +21,8 @@ from llmbus.shared.contracts.budget import BudgetDefinition, BudgetGrantRequest,
 from llmbus.shared.errors import StoreBusyError
 from llmbus.shared.eventstore import open_store, retry_on_conflict
 from llmbus.shared.outbox import Outbound, OutboxRelay
-from llmbus.shared.settings import PostgresSettings, Settings
+from llmbus.shared.sections import PostgresSettings
+from llmbus.shared.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -11,7 +11,8 @@ from llmbus.cli.app import app
 from llmbus.shared import subjects
 from llmbus.shared.contracts import ErrorType
 from llmbus.shared.contracts.budget import BudgetDefinition
-from llmbus.shared.settings import ENV_KEYS, ModelEntry, Settings
+from llmbus.shared.sections import ModelEntry
+from llmbus.shared.settings import ENV_KEYS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -11,7 +11,8 @@ import pytest
 
 from llmbus.services.completion.gateway import ModelGateway
 from llmbus.shared.catalog import DEFAULT_OUTPUT_TOKENS, SIM_MODELS, ModelCatalog
-from llmbus.shared.settings import ModelEntry, Settings
+from llmbus.shared.sections import ModelEntry
+from llmbus.shared.settings import Settings
 
 SMALL = "llmbus-sim/small"
 INPUT_PRICE = 1e-6
