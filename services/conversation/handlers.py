@@ -238,7 +238,9 @@ def conversation_router(
     max_payload: Callable[[], int],
     clients: ClientDirectory | None = None,
 ) -> RpcRouter:
-    router = RpcRouter("conversation", subjects.CONVERSATION_QUEUE, max_payload, clients)
+    router = RpcRouter(
+        "conversation", subjects.CONVERSATION_QUEUE, max_payload, clients, metered=True
+    )
     router.answer(subjects.CONVERSATION_CREATE, conversations.create)
     router.answer(subjects.CONVERSATION_GET, conversations.get)
     router.answer(subjects.CONVERSATION_LIST, conversations.page)

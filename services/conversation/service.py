@@ -35,7 +35,7 @@ from llmbus.services.conversation.handlers import (
     PromptHandlers,
     conversation_router,
 )
-from llmbus.services.conversation.metering import RpcMetrics, conversation_metrics
+from llmbus.services.conversation.metering import conversation_metrics
 from llmbus.services.conversation.outbox import ConversationRoute
 from llmbus.shared import bus, deadletter, subjects
 from llmbus.shared.auth.directory import ClientDirectory
@@ -115,7 +115,7 @@ class ConversationService:
             lambda: nc.max_payload,
             ClientDirectory(nc.jetstream()),
         )
-        self.broker.include_router(router, middlewares=[RpcMetrics])
+        self.broker.include_router(router)
         self.metrics = conversation_metrics(settings)
 
     async def on_store(self, fn: Callable[..., T], *args: Any) -> T:

@@ -168,7 +168,7 @@ class UsageHandlers:
 def usage_router(
     handlers: UsageHandlers, max_payload: Callable[[], int], clients: ClientDirectory | None = None
 ) -> RpcRouter:
-    router = RpcRouter("usage", QUEUE, max_payload, clients)
+    router = RpcRouter("usage", QUEUE, max_payload, clients, metered=True)
     router.answer(subjects.USAGE_QUERY, handlers.query)
     router.answer(subjects.USAGE_ROWS, handlers.rows)
     router.answer(subjects.BUDGET_RESERVE, handlers.reserve, hot=True)  # every request's path

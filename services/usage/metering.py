@@ -1,6 +1,7 @@
 """The usage service's metrics (shared/metrics.py): each budget's spend and limit, how far the
 DuckDB projection is behind the store, and its consumer's backlog; read every few seconds while
-the service runs, never on the path of a request."""
+the service runs, never on the path of a request. Its requests in flight and its error replies
+are counted by its RpcRouter (shared/rpc/metering.py)."""
 
 import asyncio
 from collections.abc import Awaitable, Callable

@@ -1,5 +1,6 @@
 """Replies: a handler's reply model as bytes, or the one ErrorReply, whatever went wrong."""
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from llmbus.shared.contracts.base import ErrorReply, describe, too_large
 from llmbus.shared.contracts.clients import ClientIdentity
 from llmbus.shared.errors import LlmbusError, ReplyErrorType
 from llmbus.shared.identity import set_caller
+from llmbus.shared.rpc.metering import RpcMeter
 
 log = logging.getLogger("llmbus.rpc")
 # the reply's headers (FastStream's content-type and correlation_id) count against the server's
@@ -60,36 +62,44 @@ class ReplyMiddleware(BaseMiddleware):
         service: str,
         max_payload: Callable[[], int],
         caller_of: Callable[[str], Awaitable[ClientIdentity | None]],
+        meter: RpcMeter | None,
     ) -> None:
         super().__init__(msg, context=context)
         self.service = service
         self.max_payload = max_payload
         self.caller_of = caller_of
+        self.meter = meter
 
     async def consume_scope(
         self, call_next: Callable[..., Any], msg: StreamMessage[Any]
     ) -> NatsResponse | None:
         subject = subjects.public_subject(msg.raw_message.subject)
-        try:
-            set_caller(await self.caller_of(msg.raw_message.subject))  # this request's task only
-            reply: BaseModel | None = await call_next(msg)
-        except Exception as exc:
-            reply = error_reply(exc, subject, self.service)
+        with self.meter.holding() if self.meter else contextlib.nullcontext():
+            try:
+                set_caller(await self.caller_of(msg.raw_message.subject))  # this task only
+                reply: BaseModel | None = await call_next(msg)
+            except Exception as exc:
+                reply = error_reply(exc, subject, self.service)
         if reply is None:
             return None  # a subscription answers nothing
-        payload = reply_bytes(reply, subject, bool(msg.reply_to), self.max_payload())
+        payload = reply_bytes(reply, subject, bool(msg.reply_to), self.max_payload(), self.meter)
         return NatsResponse(payload, correlation_id=correlation_id(msg.correlation_id))
 
 
-def reply_bytes(reply: BaseModel, subject: str, asked: bool, max_payload: int) -> bytes:
-    """The reply as sent: too_large in its place when it would not fit the server."""
+def reply_bytes(
+    reply: BaseModel, subject: str, asked: bool, max_payload: int, meter: RpcMeter | None = None
+) -> bytes:
+    """The reply as sent: too_large in its place when it would not fit the server; `meter`
+    counts it."""
     if isinstance(reply, ErrorReply) and not asked:
         # fire-and-forget: nobody to tell but the log
         log.warning("ignoring a message on %s: %s", subject, reply.message)
     payload = reply.model_dump_json().encode()
     if len(payload) > max_payload - HEADER_ROOM:
-        refused = too_large_reply(subject, len(payload), max_payload)
-        payload = refused.model_dump_json().encode()
+        reply = too_large_reply(subject, len(payload), max_payload)
+        payload = reply.model_dump_json().encode()
+    if meter is not None:
+        meter.answered(reply)
     return payload
 
 

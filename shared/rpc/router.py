@@ -1,6 +1,7 @@
 """RpcRouter: a service's request/reply subjects, each a typed handler."""
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -15,6 +16,7 @@ from llmbus.shared import subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts.clients import ClientIdentity
 from llmbus.shared.errors import ForbiddenError
+from llmbus.shared.rpc.metering import RpcMeter
 from llmbus.shared.rpc.replies import ReplyMiddleware, error_reply, reply_bytes
 
 Request = TypeVar("Request", bound=BaseModel)
@@ -26,7 +28,8 @@ class RpcRouter(NatsRouter):
 
     A public subject (subjects.CLIENT_SUBJECTS) is also heard as clients send it, under their
     names (llmbus.in.<client>.<...>): the handler then runs with that client as its caller
-    (shared.identity), looked up in `clients`."""
+    (shared.identity), looked up in `clients`. `metered`: its requests in flight and its error
+    replies are counted under the service's name (docs/metrics.md)."""
 
     def __init__(
         self,
@@ -34,10 +37,14 @@ class RpcRouter(NatsRouter):
         queue: str,
         max_payload: Callable[[], int],
         clients: ClientDirectory | None = None,
+        *,
+        metered: bool = False,
     ) -> None:
+        self.meter = RpcMeter(service) if metered else None
         middleware = partial(
-            ReplyMiddleware, service=service, max_payload=max_payload, caller_of=self.caller_of
-        )
+            ReplyMiddleware, service=service, max_payload=max_payload, caller_of=self.caller_of,
+            meter=self.meter,
+        )  # fmt: skip
         super().__init__(middlewares=[middleware])
         self.service = service
         self.queue = queue
@@ -84,13 +91,14 @@ class RpcRouter(NatsRouter):
         model = request_model(handler)
 
         async def answer(msg: Msg) -> None:
-            try:
-                reply: BaseModel | None = await handler(read_request(model, msg.data))
-            except Exception as exc:
-                reply = error_reply(exc, subject, self.service)
+            with self.meter.holding() if self.meter else contextlib.nullcontext():
+                try:
+                    reply: BaseModel | None = await handler(read_request(model, msg.data))
+                except Exception as exc:
+                    reply = error_reply(exc, subject, self.service)
             if reply is None:
                 return  # a subscription answers nothing
-            payload = reply_bytes(reply, subject, bool(msg.reply), self.max_payload())
+            payload = reply_bytes(reply, subject, bool(msg.reply), self.max_payload(), self.meter)
             if msg.reply:
                 await msg.respond(payload)
 

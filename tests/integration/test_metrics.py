@@ -144,6 +144,7 @@ async def test_each_service_serves_what_its_requests_did(
         assert ("llmbus_consumer_lag", frozenset(queue.items())) in after
 
         await usage_metrics_show_the_budget(ports["usage"], cost)
+        await usage_metrics_count_its_errors(nc, ports["usage"])
         await conversation_metrics_count_its_errors(nc, ports["conversation"])
 
 
@@ -164,6 +165,19 @@ async def usage_metrics_show_the_budget(port: int, spent: float) -> None:
     consumer = {"stream": subjects.EVENTS_STREAM, "consumer": subjects.USAGE_CONSUMER}
     assert ("llmbus_queue_depth", frozenset(consumer.items())) in samples
     assert ("llmbus_projection_lag_events", frozenset()) in samples
+
+
+async def usage_metrics_count_its_errors(nc: Any, port: int) -> None:
+    """On a hot subject (its lean path) as on any other."""
+    before = await scrape(port)
+    for subject in (subjects.BUDGET_RESERVE, subjects.USAGE_QUERY):
+        reply = json.loads((await nc.request(subject, b"not json", timeout=10)).data)
+        assert reply["error_type"] == "invalid_request", subject
+    after = await scrape(port)
+    labels = {"service": "usage", "error_type": "invalid_request"}
+    assert grew(before, after, "llmbus_errors_total", **labels) == 2
+    assert ("llmbus_requests_in_flight", frozenset({("service", "usage")})) in after
+    assert value(after, "llmbus_requests_in_flight", service="usage") == 0
 
 
 async def conversation_metrics_count_its_errors(nc: Any, port: int) -> None:
