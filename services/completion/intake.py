@@ -50,10 +50,10 @@ class Intake:
         conversation service, on llmbus's own account, sends a chat turn's conversation_id."""
         try:
             identity = await self.clients.identity(client)
-            if request.conversation_id is not None:
+            if request.conversation_id is not None or request.stream_to is not None:
                 raise ForbiddenError(
-                    "conversation_id is set by the conversation service: send a chat turn "
-                    "with llmbus.conversation.send"
+                    "conversation_id and stream_to are set by the conversation service: send a "
+                    "chat turn with llmbus.conversation.send"
                 )
             user_id, team_id, project_id = book(
                 identity, request.user_id, request.team_id, request.project_id

@@ -101,7 +101,9 @@ class ConversationHandlers:
     async def send(self, req: SendMessage) -> ChatReply:
         """Store a chat turn; with `wait`, answer once its outcome is stored too."""
         acting_for(req.user_id)
-        return await self.service.send(req, req.request_id or uuid.uuid4().hex)
+        sender = caller()  # a client hears its streamed turn in its own account
+        stream_to = sender.name if sender is not None and req.stream else None
+        return await self.service.send(req, req.request_id or uuid.uuid4().hex, stream_to)
 
 
 class PromptHandlers:

@@ -142,7 +142,9 @@ class ConversationService:
             return
         self.wake(changed, [refused])
 
-    async def send(self, req: SendMessage, request_id: str) -> ChatReply:
+    async def send(
+        self, req: SendMessage, request_id: str, stream_to: str | None = None
+    ) -> ChatReply:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
         turn = (waited_conversation(req, request_id), request_id)
         waiter = self._wait(turn) if req.wait else None
@@ -154,7 +156,7 @@ class ConversationService:
             conversation = await self.on_store(
                 self.app.send, req.user_id, target, req.content, request_id,
                 req.model, req.params.model_dump(exclude_none=True), self.fitter, self.limits(),
-                self.settings.conversation.default_model, req.stream,
+                self.settings.conversation.default_model, req.stream, stream_to,
             )  # fmt: skip
             self.relay.poke()
             log.info("turn %s stored on conversation %s", request_id, conversation.id)

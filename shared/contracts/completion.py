@@ -25,6 +25,7 @@ from llmbus.shared.contracts.base import (
     printable,
     utcnow,
 )
+from llmbus.shared.contracts.clients import ClientName
 
 # Bounds on what a request carries into every event it causes (ids, model, role, tags, prompt
 # key): together they stay far below any server's max_payload (see llmbus.shared.limits).
@@ -132,6 +133,10 @@ class CompletionRequested(Identity):
     metadata: JsonObject = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     stream: StrictBool = False
+    stream_to: ClientName | None = Field(
+        default=None, description="The client whose account hears the chunks: set by the "
+        "conversation service on a chat turn a client sent; refused from a client.",
+    )  # fmt: skip
     requested_at: datetime | None = None
 
     @model_validator(mode="after")

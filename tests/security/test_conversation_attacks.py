@@ -9,18 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.msg import Msg
 
-from llmbus.client import Client
+from llmbus.client import Client, CompletionError
 from llmbus.services.conversation.application import ConversationApplication, Fit
 from llmbus.services.conversation.service import serve as serve_conversation
 from llmbus.shared import subjects
 from llmbus.shared.bus import answers
 from llmbus.shared.contracts import CompletionReceived
 from llmbus.shared.contracts.completion import TokenUsage
+from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.errors import RequestConflictError, RequestError
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings
-from support import new_client, pipeline, running, wait_for
+from support import as_client, new_client, pipeline, running, wait_for
 
 pytestmark = [
     pytest.mark.refusals,
@@ -150,6 +152,44 @@ async def test_a_chat_turn_reusing_anothers_plain_request_id_fails_as_a_conflict
         mine = await bob.conversations.get("bob", own.conversation_id)
         assert [m.role for m in mine.messages] == ["user"] and mine.pending == []
         assert [f.error_type for f in mine.failures] == ["request_conflict"]
+
+
+async def test_a_clients_streamed_turn_is_heard_in_its_account_and_no_other(
+    settings: Settings, tenants: dict[str, Path]
+) -> None:
+    async with (
+        chat_stack(settings, tenants) as sdk,
+        as_client(settings, tenants["alice"]) as alice_nc,
+        as_client(settings, tenants["bob"]) as bob_nc,
+    ):
+        heard: dict[str, list[CompletionChunk]] = {"alice": [], "bob": []}
+
+        def into(name: str) -> Any:
+            async def take(msg: Msg) -> None:
+                heard[name].append(CompletionChunk.model_validate_json(msg.data))
+
+            return take
+
+        chunks = subjects.COMPLETION_CHUNK.format(request_id="alice-turn")
+        await alice_nc.subscribe(chunks, cb=into("alice"))
+        await bob_nc.subscribe(subjects.COMPLETION_CHUNK.format(request_id=">"), cb=into("bob"))
+        await alice_nc.flush()
+        await bob_nc.flush()
+        reply = await sdk["alice"].chat(
+            "alice", None, "Stream it.", model=MODEL, request_id="alice-turn", stream=True
+        )
+        await wait_for(lambda: any(c.final for c in heard["alice"]), 10, "alice's final chunk")
+        assert reply.status == "completed" and reply.message is not None
+        said = "".join(c.delta for c in heard["alice"] if not c.final)
+        assert said == reply.message.content
+        # bob hears nothing of it, and may not send a request that streams to alice
+        forged = sdk["bob"].request("hi", model=MODEL, stream=True, stream_to="alice")
+        with pytest.raises(CompletionError) as refused:
+            await sdk["bob"].complete(forged)
+        assert refused.value.failed.error_type == "forbidden"
+        assert "stream_to" in refused.value.failed.message
+        await bob_nc.flush()
+        assert heard["bob"] == []
 
 
 async def test_prompts_change_only_with_admin_or_the_owning_teams_credentials(

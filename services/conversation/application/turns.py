@@ -67,6 +67,7 @@ class TurnRequest:
     limits: Limits
     default_model: str | None = None
     stream: bool = False  # the request publishes its chunks as they come
+    stream_to: str | None = None  # the client that sent the turn: its account hears them
 
 
 def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
@@ -90,13 +91,16 @@ def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
             "system messages, as trim_history keeps it"
         )
     # validated now, so the request the outbox rebuilds from the turn is a valid one
+    stream_to = turn.stream_to if turn.stream else None
     request = completion_request(
-        conversation, turn.request_id, model, fitted.messages, turn.params, turn.stream
+        conversation, turn.request_id, model, fitted.messages, turn.params, turn.stream, stream_to
     )
     check_fits(request, len(fitted.messages) - 1, turn.limits)
     stored = {"model": model, "params": request["params"], "dropped": fitted.dropped}
     if turn.stream:
         stored["stream"] = True  # only then: a turn stored before streamed turns reads the same
+    if stream_to is not None:
+        stored["stream_to"] = stream_to
     conversation.add_message("user", turn.content, turn.request_id, request=stored)
     if fitted.dropped:
         conversation.record_trim(
@@ -111,12 +115,13 @@ def completion_request(
     messages: Messages,
     params: dict[str, Any],
     stream: bool = False,
+    stream_to: str | None = None,
 ) -> dict[str, Any]:
     """The CompletionRequested of a chat turn, as published (JSON-ready)."""
     return CompletionRequested.model_validate(
         {"request_id": request_id, "model": model, "messages": messages,
          "conversation_id": str(conversation.id), "user_id": conversation.user_id,
-         "params": params, "stream": stream}
+         "params": params, "stream": stream, "stream_to": stream_to}
     ).model_dump(mode="json", exclude_none=True)  # fmt: skip
 
 
@@ -143,7 +148,7 @@ def sent_request(
     messages = conversation.sent_messages(stored["dropped"])
     return completion_request(
         conversation, request_id, stored["model"], messages, stored["params"],
-        stored.get("stream", False),
+        stored.get("stream", False), stored.get("stream_to"),
     )  # fmt: skip
 
 

@@ -13,8 +13,10 @@ MAX_TITLE = 200
 MAX_USER_ID = 200
 # what a turn's MessageAdded stores of the request it starts; the messages are read back
 REQUEST_FIELDS = ("model", "params", "dropped")
-# and, for a turn whose reply streams only, stream: true
+# and, for a turn whose reply streams only, stream: true; and stream_to, the client that sent
+# it, when a client did (its account hears the chunks)
 STREAMED = "stream"
+STREAM_TO = "stream_to"
 
 
 def check_user_id(user_id: str) -> None:
@@ -72,12 +74,17 @@ def check_request_id(request_id: str) -> None:
 def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
     """A turn's request: its model, its params and how many of the oldest turns it leaves out,
     at most `droppable`. Nothing else: in particular not the messages, which are derived."""
-    if not isinstance(request, Mapping) or set(request) - {STREAMED} != set(REQUEST_FIELDS):
+    if not isinstance(request, Mapping) or set(request) - {STREAMED, STREAM_TO} != set(
+        REQUEST_FIELDS
+    ):
         raise ConversationError(
-            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true)"
+            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true, "
+            f"with its {STREAM_TO})"
         )
     if request.get(STREAMED, True) is not True:
         raise ConversationError(f"request {STREAMED} is true or left out")
+    if STREAM_TO in request and (STREAMED not in request or not _a_name(request[STREAM_TO])):
+        raise ConversationError(f"request {STREAM_TO} is a client's name, on a streamed turn")
     model, params, dropped = (request[field] for field in REQUEST_FIELDS)
     if not isinstance(model, str) or not model.strip():
         raise ConversationError("request model must be a non-empty model name")
@@ -93,6 +100,10 @@ def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
     except (TypeError, ValueError) as e:
         raise ConversationError(f"request must be JSON-serialisable: {e}") from None
     return normal
+
+
+def _a_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
 
 
 def check_count(name: str, value: int) -> int:
