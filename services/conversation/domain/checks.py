@@ -78,8 +78,8 @@ def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
         REQUEST_FIELDS
     ):
         raise ConversationError(
-            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true, "
-            f"with its {STREAM_TO})"
+            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true, with "
+            f"{STREAM_TO} if a client sent it)"
         )
     if request.get(STREAMED, True) is not True:
         raise ConversationError(f"request {STREAMED} is true or left out")

@@ -24,6 +24,7 @@ COOKIE = "llmbus_console"
 OPEN = frozenset({"login", "login-post", "static"})
 # routes a script reads (a stream, an event source): refused with a status, not redirected
 SCRIPTED = frozenset({"budget-events", "chat-stream", "playground-run"})
+MAX_SHOWN_ORIGIN = 200  # an Origin is echoed in a refusal: no longer than a real one
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,8 +62,9 @@ def cross_site(request: web.Request) -> None:
         gateway(request).settings.gateway.public_origin,
     )
     if not same_origin(origin, request.scheme, request.host, public):
+        shown = (origin or "no origin")[:MAX_SHOWN_ORIGIN]  # what a client sent, bounded
         raise web.HTTPForbidden(
-            text=f"refused: this form came from {origin or 'no origin'}, not from the console at "
+            text=f"refused: this form came from {shown}, not from the console at "
             f"{public or f'{request.scheme}://{request.host}'}. If a proxy in front of the gateway "
             "serves the console, set gateway.public_url to the URL browsers open."
         )
