@@ -73,9 +73,7 @@ class Call:
             return await self.gateway.complete(job.model, job.messages, job.params,
                                                job.base_params)  # fmt: skip
         assert job.claim is not None
-        # a client's own request streams to it; a chat turn to the client that sent it
-        listener = job.owner or job.request.stream_to
-        job.chunks = chunks = Chunks(self.nc, job.request_id, listener, job.claim.attempt)
+        job.chunks = chunks = Chunks(self.nc, job.request_id, job.client, job.claim.attempt)
         job.streamed = streamed = Streamed(self.gateway, job.model, job.messages)
         reply = await stream(self.gateway, streamed, job.params, job.base_params, chunks.delta)
         await chunks.final(reply)

@@ -71,5 +71,5 @@ class Control:
 
 def status_of(job: Job) -> WorkerAnswer:
     since = datetime.fromtimestamp(job.taken_at, UTC)
-    return WorkerAnswer(held=True, owner=job.owner, since=since, model=job.model,
+    return WorkerAnswer(held=True, owner=job.client, since=since, model=job.model,
                         attempts=list(job.attempts))  # fmt: skip

@@ -50,9 +50,9 @@ class Intake:
         conversation service, on llmbus's own account, sends a chat turn's conversation_id."""
         try:
             identity = await self.clients.identity(client)
-            if request.conversation_id is not None or request.stream_to is not None:
+            if request.conversation_id is not None or request.sent_by is not None:
                 raise ForbiddenError(
-                    "conversation_id and stream_to are set by the conversation service: send a "
+                    "conversation_id and sent_by are set by the conversation service: send a "
                     "chat turn with llmbus.conversation.send"
                 )
             user_id, team_id, project_id = book(

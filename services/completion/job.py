@@ -63,6 +63,12 @@ class Job:
     def dumped(self) -> dict[str, Any]:
         return self.request.model_dump(mode="json", exclude_none=True)
 
+    @property
+    def client(self) -> str | None:
+        """The client the request is for: its sender, or the client a chat turn came from. It
+        hears the chunks and may ask the status or cancel."""
+        return self.owner or self.request.sent_by
+
     @cached_property
     def digest(self) -> str:
         """What the request asks for, as a hash: two sends of one request_id compare by it."""

@@ -64,7 +64,7 @@ class Tracking:
         ended = await asyncio.to_thread(self.app.find, rid)
         if ended is None or not ended.is_terminal:
             return None
-        if not self._visible(ended.request.get("owner")):
+        if not self._visible(ended.request.get("owner") or ended.request.get("sent_by")):
             return CompletionStatus(request_id=rid, status="unknown")
         status: Status = "received" if ended.status == "received" else "failed"
         return CompletionStatus(request_id=rid, status=status, outcome=ended.outcome)
@@ -117,7 +117,7 @@ class Tracking:
 
     async def _queued(self, rid: str) -> bool:
         """Whether the request waits in the requests stream (a client's, only for that client:
-        its subject names who sent it)."""
+        its subject names who sent it, or its sent_by, a chat turn's)."""
         js, needle, seq = self.nc.jetstream(), rid.encode(), 1
         for _ in range(QUEUE_SCAN_LIMIT):
             try:
@@ -125,8 +125,10 @@ class Tracking:
             except NotFoundError:
                 return False
             seq = (msg.seq or seq) + 1
-            if msg.data and needle in msg.data and _request_id(msg.data) == rid:
-                return self._visible(subjects.client_of(msg.subject or ""))
+            if msg.data and needle in msg.data:
+                rid_of, sent_by = _ids(msg.data)
+                if rid_of == rid:
+                    return self._visible(subjects.client_of(msg.subject or "") or sent_by)
         return False
 
     @staticmethod
@@ -141,10 +143,13 @@ class Tracking:
         return self._finished(rid, outcome)
 
 
-def _request_id(data: bytes) -> str | None:
+def _ids(data: bytes) -> tuple[str | None, str | None]:
+    """A queued request's request_id and sent_by, where they are strings."""
     try:
         body = json.loads(data)
     except ValueError:
-        return None
-    rid = body.get("request_id") if isinstance(body, dict) else None
-    return rid if isinstance(rid, str) else None
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    rid, sent_by = body.get("request_id"), body.get("sent_by")
+    return (rid if isinstance(rid, str) else None), (sent_by if isinstance(sent_by, str) else None)

@@ -101,9 +101,9 @@ class ConversationHandlers:
     async def send(self, req: SendMessage) -> ChatReply:
         """Store a chat turn; with `wait`, answer once its outcome is stored too."""
         acting_for(req.user_id)
-        sender = caller()  # a client hears its streamed turn in its own account
-        stream_to = sender.name if sender is not None and req.stream else None
-        return await self.service.send(req, req.request_id or uuid.uuid4().hex, stream_to)
+        sender = caller()  # a client's turn is its own: its chunks, status and cancel
+        sent_by = sender.name if sender is not None else None
+        return await self.service.send(req, req.request_id or uuid.uuid4().hex, sent_by)
 
 
 class PromptHandlers:

@@ -143,7 +143,7 @@ class ConversationService:
         self.wake(changed, [refused])
 
     async def send(
-        self, req: SendMessage, request_id: str, stream_to: str | None = None
+        self, req: SendMessage, request_id: str, sent_by: str | None = None
     ) -> ChatReply:
         # waiting starts before the turn is stored: its outcome cannot slip past unseen
         turn = (waited_conversation(req, request_id), request_id)
@@ -156,7 +156,7 @@ class ConversationService:
             conversation = await self.on_store(
                 self.app.send, req.user_id, target, req.content, request_id,
                 req.model, req.params.model_dump(exclude_none=True), self.fitter, self.limits(),
-                self.settings.conversation.default_model, req.stream, stream_to,
+                self.settings.conversation.default_model, req.stream, sent_by,
             )  # fmt: skip
             self.relay.poke()
             log.info("turn %s stored on conversation %s", request_id, conversation.id)

@@ -133,9 +133,10 @@ class CompletionRequested(Identity):
     metadata: JsonObject = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     stream: StrictBool = False
-    stream_to: ClientName | None = Field(
-        default=None, description="The client whose account hears the chunks: set by the "
-        "conversation service on a chat turn a client sent; refused from a client.",
+    sent_by: ClientName | None = Field(
+        default=None, description="The client that sent the chat turn this request starts: it "
+        "hears the chunks, and may ask the status or cancel. Set by the conversation service; "
+        "refused from a client.",
     )  # fmt: skip
     requested_at: datetime | None = None
 

@@ -22,7 +22,7 @@ from llmbus.shared.contracts.requests import CompletionChunk
 from llmbus.shared.errors import RequestConflictError, RequestError
 from llmbus.shared.limits import Limits
 from llmbus.shared.settings import Settings
-from support import as_client, new_client, pipeline, running, wait_for
+from support import as_client, new_client, pipeline, running, wait_for, with_budgets
 
 pytestmark = [
     pytest.mark.refusals,
@@ -182,14 +182,54 @@ async def test_a_clients_streamed_turn_is_heard_in_its_account_and_no_other(
         assert reply.status == "completed" and reply.message is not None
         said = "".join(c.delta for c in heard["alice"] if not c.final)
         assert said == reply.message.content
-        # bob hears nothing of it, and may not send a request that streams to alice
-        forged = sdk["bob"].request("hi", model=MODEL, stream=True, stream_to="alice")
+        # bob hears nothing of it, and may not send a request in alice's name
+        forged = sdk["bob"].request("hi", model=MODEL, stream=True, sent_by="alice")
         with pytest.raises(CompletionError) as refused:
             await sdk["bob"].complete(forged)
         assert refused.value.failed.error_type == "forbidden"
-        assert "stream_to" in refused.value.failed.message
+        assert "sent_by" in refused.value.failed.message
         await bob_nc.flush()
         assert heard["bob"] == []
+
+
+async def test_a_client_follows_and_stops_its_own_chat_turn_and_no_one_elses(
+    config_file: Path, tenants: dict[str, Path]
+) -> None:
+    one_at_a_time = with_budgets(config_file, concurrency=1)  # so a second turn waits
+    async with chat_stack(one_at_a_time, tenants) as sdk:
+        alice, bob = sdk["alice"], sdk["bob"]
+        started = await alice.chat(
+            "alice", None, "Count slowly.", model="drip-40-60", request_id="slow-turn",
+            stream=True, wait=False,
+        )  # fmt: skip
+        assert started.status == "pending"
+
+        async def running() -> bool:
+            return (await alice.status("slow-turn")).status == "running"
+
+        await wait_for(running, 20, "alice to see her turn running")
+        assert (await bob.status("slow-turn")).status == "unknown"
+        assert (await bob.cancel("slow-turn")).result == "unknown"
+        assert (await sdk["root"].status("slow-turn")).status == "running"  # an admin sees all
+        await alice.chat("alice", None, "Next.", model=MODEL, request_id="next-turn", wait=False)
+
+        async def queued() -> bool:  # once the outbox has published it
+            return (await alice.status("next-turn")).status == "queued"
+
+        await wait_for(queued, 20, "alice to see her next turn queued")
+        assert (await bob.status("next-turn")).status == "unknown"
+        assert (await alice.cancel("slow-turn")).result == "cancelled"
+
+        async def failed() -> bool:
+            view = await alice.conversations.get("alice", started.conversation_id)
+            return any(f.request_id == "slow-turn" for f in view.failures)
+
+        await wait_for(failed, 20, "the cancelled turn on alice's conversation")
+        view = await alice.conversations.get("alice", started.conversation_id)
+        [failure] = view.failures
+        assert failure.error_type == "cancelled"
+        assert (await alice.status("slow-turn")).status == "failed"
+        assert (await bob.status("slow-turn")).status == "unknown"
 
 
 async def test_prompts_change_only_with_admin_or_the_owning_teams_credentials(

@@ -185,8 +185,8 @@ def test_a_turn_stores_the_model_params_and_trim_of_its_request_not_the_history(
         (request(dropped=3), "drops 3 turns, but the history has only 2"),
         (request(stop=float("nan")), "JSON-serialisable"),
         (request() | {"stream": False}, "stream is true or left out"),
-        (request() | {"stream_to": "ann"}, "stream_to is a client's name, on a streamed turn"),
-        (request() | {"stream": True, "stream_to": " "}, "stream_to is a client's name"),
+        (request() | {"sent_by": " "}, "sent_by is a client's name"),
+        (request() | {"stream": True, "sent_by": 7}, "sent_by is a client's name"),
     ],
 )
 def test_a_turns_request_holds_only_what_the_history_cannot_tell(

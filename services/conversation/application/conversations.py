@@ -89,15 +89,15 @@ class ConversationApplication(OutboxApplication):
         limits: Limits,
         default_model: str | None = None,
         stream: bool = False,
-        stream_to: str | None = None,
+        sent_by: str | None = None,
     ) -> Conversation:
         """Store the user's turn with the completion request it starts (published by the
-        outbox, streamed if `stream`, to client `stream_to`'s account if set); a request id sent
+        outbox, streamed if `stream`; `sent_by`: the client that sent it); a request id sent
         before stores nothing new. A turn that is refused stores nothing: not even the
         conversation, when the turn was to start it."""
         check_content(content)
         turn = TurnRequest(
-            content, request_id, model, params, fit, limits, default_model, stream, stream_to
+            content, request_id, model, params, fit, limits, default_model, stream, sent_by
         )
 
         def attempt() -> Conversation:

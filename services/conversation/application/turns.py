@@ -67,7 +67,7 @@ class TurnRequest:
     limits: Limits
     default_model: str | None = None
     stream: bool = False  # the request publishes its chunks as they come
-    stream_to: str | None = None  # the client that sent the turn: its account hears them
+    sent_by: str | None = None  # the client that sent the turn: its chunks, status, cancel
 
 
 def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
@@ -91,16 +91,16 @@ def add_turn(conversation: Conversation, turn: TurnRequest) -> None:
             "system messages, as trim_history keeps it"
         )
     # validated now, so the request the outbox rebuilds from the turn is a valid one
-    stream_to = turn.stream_to if turn.stream else None
     request = completion_request(
-        conversation, turn.request_id, model, fitted.messages, turn.params, turn.stream, stream_to
-    )
+        conversation, turn.request_id, model, fitted.messages, turn.params, turn.stream,
+        turn.sent_by,
+    )  # fmt: skip
     check_fits(request, len(fitted.messages) - 1, turn.limits)
     stored = {"model": model, "params": request["params"], "dropped": fitted.dropped}
     if turn.stream:
         stored["stream"] = True  # only then: a turn stored before streamed turns reads the same
-    if stream_to is not None:
-        stored["stream_to"] = stream_to
+    if turn.sent_by is not None:
+        stored["sent_by"] = turn.sent_by
     conversation.add_message("user", turn.content, turn.request_id, request=stored)
     if fitted.dropped:
         conversation.record_trim(
@@ -115,13 +115,13 @@ def completion_request(
     messages: Messages,
     params: dict[str, Any],
     stream: bool = False,
-    stream_to: str | None = None,
+    sent_by: str | None = None,
 ) -> dict[str, Any]:
     """The CompletionRequested of a chat turn, as published (JSON-ready)."""
     return CompletionRequested.model_validate(
         {"request_id": request_id, "model": model, "messages": messages,
          "conversation_id": str(conversation.id), "user_id": conversation.user_id,
-         "params": params, "stream": stream, "stream_to": stream_to}
+         "params": params, "stream": stream, "sent_by": sent_by}
     ).model_dump(mode="json", exclude_none=True)  # fmt: skip
 
 
@@ -148,7 +148,7 @@ def sent_request(
     messages = conversation.sent_messages(stored["dropped"])
     return completion_request(
         conversation, request_id, stored["model"], messages, stored["params"],
-        stored.get("stream", False), stored.get("stream_to"),
+        stored.get("stream", False), stored.get("sent_by"),
     )  # fmt: skip
 
 

@@ -13,10 +13,9 @@ MAX_TITLE = 200
 MAX_USER_ID = 200
 # what a turn's MessageAdded stores of the request it starts; the messages are read back
 REQUEST_FIELDS = ("model", "params", "dropped")
-# and, for a turn whose reply streams only, stream: true; and stream_to, the client that sent
-# it, when a client did (its account hears the chunks)
+# and, for a turn whose reply streams only, stream: true; for a turn a client sent, sent_by
 STREAMED = "stream"
-STREAM_TO = "stream_to"
+SENT_BY = "sent_by"
 
 
 def check_user_id(user_id: str) -> None:
@@ -74,17 +73,17 @@ def check_request_id(request_id: str) -> None:
 def check_request(request: Mapping[str, Any], droppable: int) -> dict[str, Any]:
     """A turn's request: its model, its params and how many of the oldest turns it leaves out,
     at most `droppable`. Nothing else: in particular not the messages, which are derived."""
-    if not isinstance(request, Mapping) or set(request) - {STREAMED, STREAM_TO} != set(
+    if not isinstance(request, Mapping) or set(request) - {STREAMED, SENT_BY} != set(
         REQUEST_FIELDS
     ):
         raise ConversationError(
-            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true, with "
-            f"{STREAM_TO} if a client sent it)"
+            f"request must hold exactly {', '.join(REQUEST_FIELDS)} (and {STREAMED}: true, and "
+            f"{SENT_BY} if a client sent it)"
         )
     if request.get(STREAMED, True) is not True:
         raise ConversationError(f"request {STREAMED} is true or left out")
-    if STREAM_TO in request and (STREAMED not in request or not _a_name(request[STREAM_TO])):
-        raise ConversationError(f"request {STREAM_TO} is a client's name, on a streamed turn")
+    if SENT_BY in request and not _a_name(request[SENT_BY]):
+        raise ConversationError(f"request {SENT_BY} is a client's name")
     model, params, dropped = (request[field] for field in REQUEST_FIELDS)
     if not isinstance(model, str) or not model.strip():
         raise ConversationError("request model must be a non-empty model name")
