@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 from llmbus.services.completion.parse import Rejected, salvage_request_id
 from llmbus.services.completion.reply import Reply, reply_subject, stored_reply
 from llmbus.services.completion.store import CompletionStore
-from llmbus.shared import bus, subjects
+from llmbus.shared import bus, consuming, subjects
 from llmbus.shared.contracts import ErrorType
 
 log = logging.getLogger("llmbus.completion")
@@ -32,7 +32,7 @@ class GivenUp:
         backoff = bus.Backoff("fetching max-deliveries advisories")
         try:
             while not stop.is_set():
-                advisories = await bus.fetch(sub, 16, 1.0, backoff)
+                advisories = await consuming.fetch(sub, 16, 1.0, backoff)
                 for advisory in advisories:
                     try:
                         await self.end(json.loads(advisory.data))

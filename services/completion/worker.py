@@ -28,7 +28,7 @@ from llmbus.services.completion.prompts import PromptResolver
 from llmbus.services.completion.record import Record
 from llmbus.services.completion.reply import Reply, reply_subject
 from llmbus.services.completion.store import CompletionStore
-from llmbus.shared import bus, metrics, subjects
+from llmbus.shared import bus, consuming, metrics, subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.eventstore import SQLiteProbe
 from llmbus.shared.outbox import OutboxRelay
@@ -121,9 +121,9 @@ class CompletionWorker:
                 await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
                 continue
             if queued:
-                msgs = await bus.fetch(sub, min(free, FETCH_BATCH), BATCH_WAIT_S, backoff)
+                msgs = await consuming.fetch(sub, min(free, FETCH_BATCH), BATCH_WAIT_S, backoff)
             else:
-                msgs = await bus.fetch(sub, 1, IDLE_WAIT_S, backoff)
+                msgs = await consuming.fetch(sub, 1, IDLE_WAIT_S, backoff)
             queued = bool(msgs) and msgs[-1].metadata.num_pending > 0
             for msg in msgs:
                 task = asyncio.create_task(self.handle(msg))

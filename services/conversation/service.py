@@ -37,7 +37,7 @@ from llmbus.services.conversation.handlers import (
 )
 from llmbus.services.conversation.metering import conversation_metrics
 from llmbus.services.conversation.outbox import ConversationRoute
-from llmbus.shared import bus, deadletter, subjects
+from llmbus.shared import consuming, deadletter, subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.catalog import ModelCatalog
 from llmbus.shared.contracts import CompletionFailed, CompletionReceived
@@ -215,7 +215,7 @@ class ConversationService:
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("conversation service ready")
-        await bus.consume(
+        await consuming.consume(
             self.js, subjects.CONVERSATION_CONSUMER, subjects.EVENTS_STREAM, self.record, stop,
             FETCH_BATCH, "completion outcomes",
         )  # fmt: skip

@@ -28,7 +28,7 @@ from llmbus.services.usage.projection import UsageProjection
 from llmbus.services.usage.projection.export import page_bytes
 from llmbus.services.usage.recordable import Unrecordable
 from llmbus.services.usage.recording import UsageRecording
-from llmbus.shared import bus, subjects
+from llmbus.shared import consuming, subjects
 from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts import UsageQuery, UsageQueryResult, UsageRows, UsageRowsQuery
 from llmbus.shared.lifecycle import serve_service
@@ -41,7 +41,7 @@ log = logging.getLogger("llmbus.usage")
 FETCH_BATCH = 500
 # at low rates, usage is stored several events a transaction instead of one (a tenth of the
 # CPU per event), each up to 100 ms later; from 500 events/s on, nothing waits
-RECORD_LINGER = bus.Linger(seconds=0.1, below=50)
+RECORD_LINGER = consuming.Linger(seconds=0.1, below=50)
 # a DuckDB transaction costs milliseconds however few rows it adds: project once a second, or
 # sooner when this many events wait (a query catches up the rest itself, so waits on no more)
 PROJECT_EVERY_S = 1.0
@@ -128,7 +128,7 @@ class UsageService:
 
     async def consume(self, stop: asyncio.Event) -> None:
         log.info("usage service ready")
-        await bus.consume(
+        await consuming.consume(
             self.js, subjects.USAGE_CONSUMER, subjects.EVENTS_STREAM, self.record, stop,
             FETCH_BATCH, "usage events", RECORD_LINGER,
         )  # fmt: skip

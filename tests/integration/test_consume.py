@@ -1,4 +1,4 @@
-"""shared.bus.consume against a real nats-server: the linger that lets a consumer off the
+"""shared.consuming.consume against a real nats-server: the linger that lets a consumer off the
 request path (the usage service) take what arrives at low rates a batch at a time."""
 
 import asyncio
@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
-from llmbus.shared import bus
+from llmbus.shared.consuming import Linger, consume
 from llmbus.shared.natsserver import EmbeddedNats
 
 STREAM, SUBJECT, DURABLE = "LINGER", "linger.events", "linger-reader"
@@ -31,8 +31,8 @@ async def nc(tmp_path: Path) -> AsyncIterator[NatsClient]:
         await client.close()
 
 
-def consuming(
-    nc: NatsClient, stop: asyncio.Event, batch: int, linger: bus.Linger
+def started(
+    nc: NatsClient, stop: asyncio.Event, batch: int, linger: Linger
 ) -> tuple[asyncio.Task[None], asyncio.Queue[list[str]]]:
     batches: asyncio.Queue[list[str]] = asyncio.Queue()
 
@@ -40,8 +40,8 @@ def consuming(
         await asyncio.gather(*(msg.ack() for msg in msgs))
         await batches.put([msg.data.decode() for msg in msgs])
 
-    consume = bus.consume(nc.jetstream(), DURABLE, STREAM, handle, stop, batch, "tests", linger)
-    return asyncio.create_task(consume), batches
+    loop = consume(nc.jetstream(), DURABLE, STREAM, handle, stop, batch, "tests", linger)
+    return asyncio.create_task(loop), batches
 
 
 async def next_batch(batches: asyncio.Queue[list[str]]) -> list[str]:
@@ -51,7 +51,7 @@ async def next_batch(batches: asyncio.Queue[list[str]]) -> list[str]:
 async def test_what_arrives_while_a_consumer_lingers_comes_in_one_batch(nc: NatsClient) -> None:
     js, stop = nc.jetstream(), asyncio.Event()
     # 3 s: three local publishes land inside it, however busy the machine
-    task, batches = consuming(nc, stop, batch=10, linger=bus.Linger(seconds=3.0, below=5))
+    task, batches = started(nc, stop, batch=10, linger=Linger(seconds=3.0, below=5))
     await js.publish(SUBJECT, b"first")
     assert await next_batch(batches) == ["first"]  # alone: nothing to wait for
     for n in range(3):  # while the consumer lingers after its batch of one
@@ -66,7 +66,7 @@ async def test_a_consumer_that_is_behind_never_lingers(nc: NatsClient) -> None:
     for n in range(7):
         await js.publish(SUBJECT, f"queued-{n}".encode())
     # batches of 3 are not below 3: each is followed by the next at once, within WAIT_S
-    task, batches = consuming(nc, stop, batch=3, linger=bus.Linger(seconds=60.0, below=3))
+    task, batches = started(nc, stop, batch=3, linger=Linger(seconds=60.0, below=3))
     assert [await next_batch(batches) for _ in range(3)] == [
         ["queued-0", "queued-1", "queued-2"], ["queued-3", "queued-4", "queued-5"], ["queued-6"]
     ]  # fmt: skip
@@ -76,7 +76,7 @@ async def test_a_consumer_that_is_behind_never_lingers(nc: NatsClient) -> None:
 
 async def test_a_stop_ends_the_linger_at_once(nc: NatsClient) -> None:
     js, stop = nc.jetstream(), asyncio.Event()
-    task, batches = consuming(nc, stop, batch=10, linger=bus.Linger(seconds=60.0, below=5))
+    task, batches = started(nc, stop, batch=10, linger=Linger(seconds=60.0, below=5))
     await js.publish(SUBJECT, b"only")
     assert await next_batch(batches) == ["only"]
     stop.set()  # while it lingers
