@@ -42,6 +42,18 @@ def error_reply(exc: Exception, subject: str, service: str) -> ErrorReply:
     return ErrorReply(error_type=ReplyErrorType(said), message=str(exc))
 
 
+async def outcome(
+    call: Awaitable[BaseModel | None], subject: str, service: str, meter: RpcMeter | None
+) -> BaseModel | None:
+    """What a handler's `call` comes to: its reply, or the ErrorReply of what it raised. The
+    one place both paths (FastStream's and the lean one) run a handler, held in `meter`."""
+    with meter.holding() if meter else contextlib.nullcontext():
+        try:
+            return await call
+        except Exception as exc:
+            return error_reply(exc, subject, service)
+
+
 def too_large_reply(subject: str, size: int, max_payload: int) -> ErrorReply:
     message = (
         f"the answer to {subject} is {size} bytes, more than fits the NATS server's "
@@ -74,12 +86,13 @@ class ReplyMiddleware(BaseMiddleware):
         self, call_next: Callable[..., Any], msg: StreamMessage[Any]
     ) -> NatsResponse | None:
         subject = subjects.public_subject(msg.raw_message.subject)
-        with self.meter.holding() if self.meter else contextlib.nullcontext():
-            try:
-                set_caller(await self.caller_of(msg.raw_message.subject))  # this task only
-                reply: BaseModel | None = await call_next(msg)
-            except Exception as exc:
-                reply = error_reply(exc, subject, self.service)
+
+        async def call() -> BaseModel | None:
+            set_caller(await self.caller_of(msg.raw_message.subject))  # this request's task only
+            reply: BaseModel | None = await call_next(msg)
+            return reply
+
+        reply = await outcome(call(), subject, self.service, self.meter)
         if reply is None:
             return None  # a subscription answers nothing
         payload = reply_bytes(reply, subject, bool(msg.reply_to), self.max_payload(), self.meter)

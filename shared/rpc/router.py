@@ -1,7 +1,6 @@
 """RpcRouter: a service's request/reply subjects, each a typed handler."""
 
 import asyncio
-import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -17,7 +16,7 @@ from llmbus.shared.auth.directory import ClientDirectory
 from llmbus.shared.contracts.clients import ClientIdentity
 from llmbus.shared.errors import ForbiddenError
 from llmbus.shared.rpc.metering import RpcMeter
-from llmbus.shared.rpc.replies import ReplyMiddleware, error_reply, reply_bytes
+from llmbus.shared.rpc.replies import ReplyMiddleware, outcome, reply_bytes
 
 Request = TypeVar("Request", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[BaseModel | None]]
@@ -90,12 +89,11 @@ class RpcRouter(NatsRouter):
     def _lean(self, subject: str, handler: Handler[Any]) -> Callable[[Msg], Awaitable[None]]:
         model = request_model(handler)
 
+        async def read_and_handle(data: bytes) -> BaseModel | None:
+            return await handler(read_request(model, data))
+
         async def answer(msg: Msg) -> None:
-            with self.meter.holding() if self.meter else contextlib.nullcontext():
-                try:
-                    reply: BaseModel | None = await handler(read_request(model, msg.data))
-                except Exception as exc:
-                    reply = error_reply(exc, subject, self.service)
+            reply = await outcome(read_and_handle(msg.data), subject, self.service, self.meter)
             if reply is None:
                 return  # a subscription answers nothing
             payload = reply_bytes(reply, subject, bool(msg.reply), self.max_payload(), self.meter)
